@@ -1,0 +1,1 @@
+"""The .loop grammar (loop.lark), installed as package data of tcc.grammar."""

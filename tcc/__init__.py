@@ -1,0 +1,37 @@
+"""tcc: a tensor-contraction compiler for einsum-style loop programs.
+
+    import tcc
+    k = tcc.compile("softmax.loop")          # or the program text
+    fwd = k.forward(s=s)
+    g = k.backward({"p": dp}, s=s, **fwd)
+
+The stages are exposed one by one: parse, analyze, differentiate, optimize,
+lower.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+# In a source checkout (tests run without installing), grammar/ and backends/
+# sit beside tcc/ rather than inside it: let the package find them there.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "grammar")) and \
+        _os.path.isfile(_os.path.join(_root, "grammar", "loop.lark")):
+    __path__.append(_root)  # type: ignore[name-defined]  # noqa: F821
+
+__version__ = "0.1.0"
+
+from .errors import TccError  # noqa: E402
+from .ir import Program  # noqa: E402
+from .parse import parse as _parse_text  # noqa: E402
+from .parse import read_source  # noqa: E402
+
+
+def parse(text_or_path, filename: str | None = None) -> Program:
+    """Parse a .loop program (text, or a path to a .loop file) into the IR."""
+    text, fname = read_source(text_or_path)
+    return _parse_text(text, filename or fname)
+
+
+__all__ = ["TccError", "Program", "parse", "__version__"]

@@ -1,0 +1,143 @@
+"""The Python API: the stages one by one, and the conveniences built on them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import gradcheck, interp
+from .autodiff import differentiate as _differentiate
+from .check import Info, analyze
+from .errors import TccError
+from .ir import Decl, Program, grad_name, reads
+from .parse import parse as _parse_text
+from .parse import read_source
+
+
+def load(text_or_path) -> tuple[Program, str, str | None]:
+    text, filename = read_source(text_or_path)
+    return _parse_text(text, filename), text, filename
+
+
+def _checked(program: Program, text: str, filename: str | None) -> Info:
+    try:
+        return analyze(program)
+    except TccError as err:
+        raise err.attach(filename, text) from None
+
+
+def differentiate(program: Program | str) -> Program:
+    """The backward program of a forward program (IR or text or path)."""
+    if not isinstance(program, Program):
+        prog, text, filename = load(program)
+        return _differentiate(_checked(prog, text, filename))
+    return _differentiate(analyze(program))
+
+
+def optimize(program: Program) -> Program:
+    """The optimizer's rewrites of a program (identity until the passes land)."""
+    from . import optimize as _opt
+    return _opt.optimize(program)
+
+
+def grad_text(text_or_path, optimize: bool = True) -> str:
+    """What ``tcc grad`` prints: the backward as a complete, runnable program."""
+    prog, text, filename = load(text_or_path)
+    info = _checked(prog, text, filename)
+    backward = _differentiate(info)
+    if optimize:
+        from . import optimize as _opt
+        backward = _opt.optimize_backward(info, backward)
+    return str(backward)
+
+
+# ----------------------------------------------------------- hand-written
+
+def complete_backward(forward: Info, text: str, filename: str | None) -> Program:
+    """A hand-written backward whose declarations may be omitted: resolve its
+    names against the forward program (forward tensors and seeds as data, the
+    inputs' and params' gradients as outputs)."""
+    user = _parse_text(text, filename, known_dims=forward.dims)
+    declared = {d.name for d in user.decls}
+    computed = {s.target.tensor for s in user.stmts}
+    decls = list(user.decls)
+    if not any(d.role == "dim" for d in decls):
+        decls = [Decl("dim", d) for d in forward.dims] + decls
+    seen = set()
+    for s in user.stmts:
+        names = [r.tensor for r in reads(s.expr)]
+        names += [ix.tensor for r in [s.target, *reads(s.expr)] for ix in r.index
+                  if hasattr(ix, "tensor")]
+        for t in names:
+            if t in declared or t in computed or t in seen:
+                continue
+            base = t[:-5] if t.endswith(".grad") else t
+            if base in forward.roles and (t == base or base in forward.outputs):
+                shape = forward.shapes.get(base, ())
+                decls.append(Decl("data", t, tuple(shape) or None))
+                seen.add(t)
+    for t in forward.differentiable:
+        g = grad_name(t)
+        if g in computed and g not in declared:
+            shape = forward.shapes.get(t, ())
+            decls.append(Decl("output", g, tuple(shape) or None))
+    return Program(tuple(decls), user.stmts)
+
+
+# ------------------------------------------------------------- engines
+
+class InterpEngine:
+    """Forward and backward by the reference interpreter."""
+
+    def __init__(self, info: Info, backward: Program):
+        self.info = info
+        self.backward_program = backward
+        self.binfo = analyze(backward)
+
+    def forward(self, tensors: dict) -> dict:
+        return interp.run(self.info, tensors)
+
+    def backward(self, seeds: dict, tensors: dict, saved: dict) -> dict:
+        data = {}
+        for t in self.binfo.inputs:
+            if t.endswith(".grad") and t[:-5] in seeds:
+                data[t] = seeds[t[:-5]]
+            elif t in tensors:
+                data[t] = tensors[t]
+            elif t in saved:
+                data[t] = saved[t]
+            else:
+                raise ValueError(f"the backward reads '{t}', which is neither an input nor a "
+                                 "value the forward computes")
+        out = interp.run(self.binfo, data)
+        return {t: out.get(grad_name(t)) for t in self.info.differentiable}
+
+
+def check(text_or_path, sizes: dict | None = None, seed: int = 0,
+          backward: str | None = None, engine: str = "compiled") -> gradcheck.Report:
+    """``tcc check``: the backward's gradients against finite differences."""
+    prog, text, filename = load(text_or_path)
+    info = _checked(prog, text, filename)
+    if backward is not None:
+        btext, bname = read_source(backward)
+        bprog = complete_backward(info, btext, bname)
+        try:
+            analyze(bprog)
+        except TccError as err:
+            raise err.attach(bname, btext) from None
+        eng = InterpEngine(info, bprog)
+    else:
+        eng = InterpEngine(info, _differentiate(info))
+    chosen = gradcheck.choose_sizes(info, sizes)
+    inputs = gradcheck.random_inputs(info, chosen, seed)
+    saved = eng.forward(inputs)
+    seeds = gradcheck.random_seeds(info, saved, seed)
+    grads = eng.backward(seeds, inputs, saved)
+
+    def forward_outputs(tensors):
+        return interp.run(info, tensors)
+
+    return gradcheck.finite_difference_check(info, forward_outputs, grads, inputs, seeds,
+                                             chosen)
+
+
+__all__ = ["differentiate", "optimize", "grad_text", "check", "load", "np"]

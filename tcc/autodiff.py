@@ -1,0 +1,316 @@
+"""Reverse mode: a program -> its backward program, in the same language.
+
+For each update ``for I: Y[o] op f(..., X[e], ...)``, taken in reverse
+order, and each read of a tensor that needs a gradient, emit
+
+    for I: X.grad[e] += Y.grad[o] * (df/dX[e])
+
+with ``-=`` flipping the sign, ``1/B`` in front for params, and gather or
+affine indices on the left becoming scatter-adds. The derivative of each
+function is one row of ``CALL_RULES``; a read's derivative is the product
+of the local derivatives along the path from the root to it (the chain rule).
+"""
+
+from __future__ import annotations
+
+from .check import Info, analyze
+from .ir import (COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
+                 Stmt, grad_name, reads)
+
+# ------------------------------------------------------------------ building
+
+ONE = Num(1)
+
+
+def mul(a: Expr, b: Expr) -> Expr:
+    return Bin("*", a, b)
+
+
+def div(a: Expr, b: Expr) -> Expr:
+    return Bin("/", a, b)
+
+
+def sub(a: Expr, b: Expr) -> Expr:
+    return Bin("-", a, b)
+
+
+def call(fn: str, *args: Expr) -> Expr:
+    return Call(fn, tuple(args))
+
+
+def cmp(op: str, a: Expr, b: Expr) -> Expr:
+    return Bin(op, a, b)
+
+
+# ------------------------------------------------------- derivative rules
+# d f(u)/du for each one-argument function, given u and the call f = f(u).
+CALL_RULES = {
+    "exp":     lambda u, f: f,                                    # d exp(u) = exp(u) du
+    "log":     lambda u, f: div(ONE, u),                          # d log(u) = du / u
+    "sqrt":    lambda u, f: div(Num(0.5), f),                     # d sqrt(u) = du / (2 sqrt(u))
+    "tanh":    lambda u, f: sub(ONE, Bin("**", f, Num(2))),       # d tanh(u) = (1 - tanh(u)**2) du
+    "sigmoid": lambda u, f: mul(f, sub(ONE, f)),                  # d s(u) = s(u) (1 - s(u)) du
+    "relu":    lambda u, f: cmp(">", u, Num(0)),                  # d relu(u) = (u > 0) du
+    "abs":     lambda u, f: sub(cmp(">", u, Num(0)), cmp("<", u, Num(0))),  # sign(u) du
+    "sin":     lambda u, f: call("cos", u),                       # d sin(u) = cos(u) du
+    "cos":     lambda u, f: Neg(call("sin", u)),                  # d cos(u) = -sin(u) du
+}
+# d f(a, b)/da and d f(a, b)/db for the two-argument functions: a tie goes to b.
+CALL2_RULES = {
+    ("max", 0): lambda a, b: cmp(">", a, b),
+    ("max", 1): lambda a, b: cmp("<=", a, b),
+    ("min", 0): lambda a, b: cmp("<", a, b),
+    ("min", 1): lambda a, b: cmp(">=", a, b),
+}
+
+
+def _is_constant(e: Expr) -> bool:
+    return not reads(e)
+
+
+def _fold(e: Expr):
+    """The value of a constant number expression, or None."""
+    if isinstance(e, Num):
+        return e.value
+    if isinstance(e, Neg):
+        v = _fold(e.arg)
+        return None if v is None else -v
+    return None
+
+
+def _power_base_rule(a: Expr, c: Expr) -> Expr:
+    """d a**c / da = c * a**(c - 1) for an exponent c with no reads (never log(a))."""
+    v = _fold(c)
+    if v is not None:
+        if v - 1 == 0:
+            return Num(v)
+        lower = a if v - 1 == 1 else Bin("**", a, _num(v - 1))
+        return mul(_num(v), lower)
+    return mul(c, Bin("**", a, sub(c, ONE)))
+
+
+def _num(v) -> Expr:
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return Num(v) if v >= 0 else Neg(Num(-v))
+
+
+def local_partial(e: Expr, k: int) -> Expr | None:
+    """d e / d (child k of e); None where it is identically zero."""
+    if isinstance(e, Neg):
+        return Num(-1)
+    if isinstance(e, Bin):
+        a, b = e.lhs, e.rhs
+        if e.op in COMPARISONS:
+            return None                                    # comparisons have derivative 0
+        if e.op == "+":
+            return ONE
+        if e.op == "-":
+            return ONE if k == 0 else Num(-1)
+        if e.op == "*":
+            return b if k == 0 else a
+        if e.op == "/":
+            # d (a/b) = da / b - a db / b**2
+            return div(ONE, b) if k == 0 else Neg(div(a, Bin("**", b, Num(2))))
+        if e.op == "**":
+            if k == 0:
+                if _is_constant(b):
+                    return _power_base_rule(a, b)
+                return mul(b, Bin("**", a, sub(b, ONE)))   # d a**b/da = b a**(b-1)
+            return mul(call("log", a), e)                   # d a**b/db = log(a) a**b
+    if isinstance(e, Call):
+        if len(e.args) == 1:
+            return CALL_RULES[e.fn](e.args[0], e)
+        return CALL2_RULES[(e.fn, k)](*e.args)
+    raise KeyError(f"no derivative rule for {type(e).__name__} {e}")
+
+
+def _children(e: Expr) -> tuple[Expr, ...]:
+    if isinstance(e, Neg):
+        return (e.arg,)
+    if isinstance(e, Bin):
+        return (e.lhs, e.rhs)
+    if isinstance(e, Call):
+        return e.args
+    return ()
+
+
+def read_paths(e: Expr, path=()):
+    """(path, Ref) for every read in e, in source order; a path is child positions."""
+    if isinstance(e, Ref):
+        yield path, e
+        return
+    for k, c in enumerate(_children(e)):
+        yield from read_paths(c, path + (k,))
+
+
+def derivative(e: Expr, path: tuple[int, ...]) -> list[Expr] | None:
+    """The chain-rule factors of d e / d (the read at path), outermost first."""
+    factors = []
+    node = e
+    for k in path:
+        p = local_partial(node, k)
+        if p is None:
+            return None
+        factors.append(p)
+        node = _children(node)[k]
+    return factors
+
+
+# --------------------------------------------------------------- products
+
+def split_product(factors: list[Expr]):
+    """Flatten factors into (coefficient, numerators, denominators)."""
+    coef, nums, dens = 1, [], []
+
+    def visit(f: Expr, up: bool):
+        nonlocal coef
+        if isinstance(f, Num):
+            v = f.value
+            coef = coef * v if up else coef / v
+        elif isinstance(f, Neg):
+            coef = -coef
+            visit(f.arg, up)
+        elif isinstance(f, Bin) and f.op == "*":
+            visit(f.lhs, up)
+            visit(f.rhs, up)
+        elif isinstance(f, Bin) and f.op == "/":
+            visit(f.lhs, up)
+            visit(f.rhs, not up)
+        else:
+            (nums if up else dens).append(f)
+
+    for f in factors:
+        visit(f, True)
+    if isinstance(coef, float) and coef.is_integer():
+        coef = int(coef)
+    return coef, nums, dens
+
+
+def build_product(lead: list[Expr], coef, nums: list[Expr], dens: list[Expr]) -> Expr:
+    """``lead * coef * nums... / dens...`` with the constant first (coef > 0)."""
+    parts = list(lead)
+    if coef != 1:
+        parts.insert(0, Num(coef))
+    parts += nums
+    if not parts:
+        parts = [ONE]
+    e = parts[0]
+    for p in parts[1:]:
+        e = mul(e, p)
+    for d in dens:
+        e = div(e, d)
+    return e
+
+
+# ------------------------------------------------------------ the transform
+
+def active_tensors(info: Info) -> set[str]:
+    """Tensors that depend on some input or param."""
+    active = set(info.differentiable)
+    for si in info.stmts:
+        if any(r.tensor in active for r in reads(si.stmt.expr)):
+            active.add(si.stmt.target.tensor)
+    return active
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}{n}"
+    taken.add(name)
+    return name
+
+
+def differentiate(program: Program | Info) -> Program:
+    """The backward program of ``program``: declarations, then the += loops."""
+    info = program if isinstance(program, Info) else analyze(program)
+    active = active_tensors(info)
+    has_grad = {t for t in info.outputs if t in active}
+    batch = info.batch
+    taken = set(info.roles) | set(info.dims) | {grad_name(t) for t in info.roles}
+    for si in info.stmts:
+        taken.update(si.stmt.loops)
+
+    out: list[Stmt] = []
+    for si in reversed(info.stmts):
+        s = si.stmt
+        y = s.target.tensor
+        if y not in has_grad:
+            continue
+        seed = Ref(grad_name(y), s.target.index)
+        extra: list[Expr] = []
+        dens: list[Expr] = []
+        if s.op == "max=":
+            # Split m.grad evenly among the positions that tie for the maximum.
+            count = _fresh(f"{y}_count", taken)
+            hit = cmp("==", s.expr, Ref(y, s.target.index))
+            targets_read = [r for _, r in read_paths(s.expr) if r.tensor in active]
+            if targets_read:
+                out.append(Stmt(s.loops, Ref(count, s.target.index), "+=", hit))
+                extra.append(hit)
+                dens.append(Ref(count, s.target.index))
+        for path, r in read_paths(s.expr):
+            x = r.tensor
+            if x not in active:
+                continue
+            chain = derivative(s.expr, path)
+            if chain is None:
+                continue
+            coef, nums, more_dens = split_product(extra + chain)
+            if coef == 0:
+                continue
+            op = "-=" if (coef < 0) != (s.op == "-=") else "+="
+            coef = abs(coef)
+            lead = [seed]
+            if info.roles.get(x) == "param" and batch is not None:
+                lead = [div(ONE, DimVal(batch)), seed]
+            expr = build_product(lead, coef, nums, dens + more_dens)
+            out.append(Stmt(s.loops, Ref(grad_name(x), r.index), op, expr))
+            has_grad.add(x)
+    return _with_declarations(info, out)
+
+
+def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
+    """Declare what the backward reads (as data) and produces (as outputs)."""
+    computed = {s.target.tensor for s in stmts}
+    read: list[str] = []
+    for s in stmts:
+        for r in reads(s.expr):
+            if r.tensor not in computed and r.tensor not in read:
+                read.append(r.tensor)
+            for ix in r.index:
+                if not isinstance(ix, Affine) and ix.tensor not in read:
+                    read.append(ix.tensor)
+        for ix in s.target.index:
+            if not isinstance(ix, Affine) and ix.tensor not in read:
+                read.append(ix.tensor)
+    # An intermediate gradient written at non-plain positions takes its
+    # shape from its forward tensor, which must then be declared too.
+    for s in stmts:
+        t = s.target.tensor
+        base = t[:-5]
+        if any(not (isinstance(ix, Affine) and ix.plain) for ix in s.target.index) and \
+                info.roles.get(base) not in ("input", "param") and base not in read:
+            read.append(base)
+
+    def shape_of(name: str):
+        base = name[:-5] if name.endswith(".grad") else name
+        shape = info.shapes.get(base, ())
+        return tuple(shape) if shape else None
+
+    decls: list[Decl] = []
+    dims = [d for d in info.dims]
+    for d in dims:
+        decls.append(Decl("dim", d))
+    order = [t for t in list(info.roles) if t in read] + [t for t in read if t not in info.roles]
+    for t in order:
+        decls.append(Decl("data", t, shape_of(t)))
+    for t in info.inputs:
+        if info.roles[t] in ("input", "param") and grad_name(t) in computed:
+            decls.append(Decl("output", grad_name(t), shape_of(t)))
+    return Program(tuple(decls), tuple(stmts))
+
+
+__all__ = ["differentiate", "CALL_RULES", "CALL2_RULES", "active_tensors"]

@@ -1,0 +1,434 @@
+"""Semantic checks, roles, and shape and range inference.
+
+``analyze(program)`` enforces the rules of LANGUAGE.md section 1 (each error
+a TccError at the offending position) and returns an ``Info``: every tensor's
+role and symbolic shape, every statement's loop ranges, and the run-time
+``plan`` (see tcc/_rt.py) that binds sizes from the arrays passed in and
+checks them.
+
+A size symbol is a dim name (``"B"``), an integer literal, or a derived name
+for a range tcc infers: ``<T>_<k>`` for axis k of a computed tensor T, or
+``_<var><n>`` for an index that names no tensor axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .errors import TccError
+from .ir import (Affine, Gather, Program, Ref, Stmt, reads, stmt_vars)
+
+Size = Union[str, int]
+
+
+@dataclass
+class StmtInfo:
+    stmt: Stmt
+    ranges: dict[str, Size]
+
+
+@dataclass
+class Info:
+    program: Program
+    roles: dict[str, str]                  # input/param/data/output/intermediate
+    shapes: dict[str, tuple[Size, ...]]
+    dims: list[str]
+    batch: str | None
+    inputs: list[str]                      # input, param and data tensors, declared order
+    outputs: list[str]
+    computed: list[str]                    # in order of first update
+    stmts: list[StmtInfo]
+    plan: list[tuple]
+    gather_data: set[str] = field(default_factory=set)
+
+    def role(self, name: str) -> str:
+        return self.roles[name]
+
+    @property
+    def differentiable(self) -> list[str]:
+        return [t for t in self.inputs if self.roles[t] in ("input", "param")]
+
+
+def _err(msg, pos):
+    return TccError(msg, pos)
+
+
+def analyze(program: Program) -> Info:
+    """Check a parsed program and infer its shapes and ranges."""
+    return _Analyzer(program).run()
+
+
+class _Analyzer:
+    def __init__(self, program: Program):
+        self.p = program
+        self.roles: dict[str, str] = {}
+        self.declared: dict[str, tuple] = {}      # tensor -> declared shape (or None)
+        self.decl_pos = {}
+        self.dims: list[str] = []
+        self.batch: str | None = None
+        self.shapes: dict[str, tuple[Size, ...]] = {}
+        self.plan: list[tuple] = []
+        self.bound: set[str] = set()              # dims some array binds
+        self.gather_data: set[str] = set()
+        self.names: set[str] = set()
+
+    # ------------------------------------------------------------ declarations
+    def declarations(self):
+        batch_decl = None
+        for d in self.p.decls:
+            if d.role == "dim":
+                if d.name not in self.dims:
+                    self.dims.append(d.name)
+            elif d.role == "batch":
+                if batch_decl is not None:
+                    raise _err("'batch' is declared twice", d.pos)
+                batch_decl = d
+            else:
+                self.roles[d.name] = d.role
+                self.declared[d.name] = d.shape
+                self.decl_pos[d.name] = d.pos
+                for e in d.shape or ():
+                    if isinstance(e, str) and e not in self.dims:
+                        self.dims.append(e)
+                    if isinstance(e, int) and e < 0:
+                        raise _err(f"negative size {e} in the shape of '{d.name}'", d.pos)
+                if d.role in ("input", "param", "data"):
+                    shape = d.shape or ()
+                    self.shapes[d.name] = tuple(shape)
+                    self.bound.update(e for e in shape if isinstance(e, str))
+        if batch_decl is not None:
+            self.batch = None if batch_decl.name == "1" else batch_decl.name
+        elif "B" in self.dims:
+            self.batch = "B"
+        for name, pos in self.decl_pos.items():
+            if name.endswith("_grad") and name[:-5] in self.roles:
+                raise _err(f"'{name}' clashes with '{name[:-5]}.grad', which Python spells "
+                           f"'{name}': rename it", pos)
+
+    # ------------------------------------------------------------ statements
+    def statement_rules(self):
+        stmts = self.p.stmts
+        updates: dict[str, list[int]] = {}
+        for k, s in enumerate(stmts):
+            t = s.target.tensor
+            role = self.roles.get(t)
+            if role in ("input", "param", "data"):
+                raise _err(f"cannot update '{t}': it is declared {role}; only computed "
+                           "tensors and outputs are written", s.target.pos)
+            if t.endswith("_grad") and t[:-5] in self.roles:
+                raise _err(f"'{t}' clashes with '{t[:-5]}.grad', which Python spells "
+                           f"'{t}': rename it", s.target.pos)
+            updates.setdefault(t, []).append(k)
+        self.updates = updates
+        for t, ks in updates.items():
+            ops = [stmts[k].op for k in ks]
+            for k in ks[1:]:
+                s = stmts[k]
+                if "=" in ops and len(ks) > 1:
+                    first = stmts[ks[0]]
+                    raise _err(f"'{t}' is defined with '=' but updated more than once (also "
+                               f"at line {first.pos.line if k != ks[0] else s.pos.line}): "
+                               "'=' must be a tensor's only update; use '+=' to accumulate",
+                               s.pos)
+                if "max=" in ops:
+                    raise _err(f"'{t}' is updated with 'max=' and more than once: a 'max=' "
+                               "tensor has exactly one update", s.pos)
+        for t in self.declared:
+            if self.roles[t] == "output" and t not in updates:
+                raise _err(f"output '{t}' is declared but no statement computes it",
+                           self.decl_pos[t])
+
+        last = {t: ks[-1] for t, ks in updates.items()}
+        for k, s in enumerate(stmts):
+            if s.op == "=":
+                for v in s.loops:
+                    if v not in [ix.plain for ix in s.target.index if isinstance(ix, Affine)]:
+                        raise _err(f"with '=', every loop index must be a plain index of the "
+                                   f"target, but '{v}' is not: use '+=' to sum over it",
+                                   s.target.pos)
+            used = set(stmt_vars(s))
+            for v in s.loops:
+                if v not in used:
+                    raise _err(f"loop index '{v}' is not used in the statement", s.pos)
+            for r in reads(s.expr):
+                self.check_read(r, k, s, last)
+            for g in [ix for ix in s.target.index if isinstance(ix, Gather)]:
+                self.check_gather(g, k, last)
+
+        outputs = [t for t in self.declared if self.roles[t] == "output"]
+        read_by: dict[str, int] = {}
+        for k, s in enumerate(stmts):
+            for r in reads(s.expr):
+                read_by.setdefault(r.tensor, k)
+        if not outputs:
+            outputs = [t for t in updates if t not in read_by]
+        for t in outputs:
+            if t in read_by:
+                s = stmts[read_by[t]]
+                r = next(r for r in reads(s.expr) if r.tensor == t)
+                raise _err(f"output '{t}' is read by another statement: compute a copy "
+                           "if you need one", r.pos)
+        self.outputs = outputs
+        for t in updates:
+            self.roles.setdefault(t, "intermediate")
+            if t in outputs:
+                self.roles[t] = "output"
+
+    def check_read(self, r: Ref, k: int, s: Stmt, last: dict[str, int]):
+        t = r.tensor
+        if t == s.target.tensor:
+            raise _err(f"the statement reads its own target '{t}'", r.pos)
+        if t in last and last[t] > k:
+            later = self.p.stmts[last[t]]
+            raise _err(f"'{t}' is read here but updated later, at line {later.pos.line}: "
+                       "a tensor is read only after its last update", r.pos)
+        if t not in self.roles and t not in last:
+            raise _err(f"undefined tensor '{t}': declare it (input, param or data) or "
+                       "compute it before this statement", r.pos)
+        if self.roles.get(t) == "output" and t in last:
+            pass  # reported with the outputs
+        for g in [ix for ix in r.index if isinstance(ix, Gather)]:
+            self.check_gather(g, k, last)
+
+    def check_gather(self, g: Gather, k: int, last):
+        role = self.roles.get(g.tensor)
+        if role != "data":
+            what = f"declared {role}" if role else (
+                "computed" if g.tensor in last else "undefined")
+            raise _err(f"gather through '{g.tensor}', which is {what}: gather positions "
+                       "must come from an integer 'data' tensor", g.pos)
+        self.gather_data.add(g.tensor)
+
+    # ------------------------------------------------------------ shapes
+    def known_shape(self, t: str):
+        if t in self.shapes:
+            return self.shapes[t]
+        if t.endswith(".grad") and t[:-5] in self.shapes:
+            return self.shapes[t[:-5]]
+        decl = self.declared.get(t)
+        if decl is not None and self.roles.get(t) == "output":
+            if all(isinstance(e, int) or e in self.bound for e in decl):
+                return tuple(decl)
+        return None
+
+    def accesses(self, s: Stmt):
+        """(tensor, index, pos, is_target) for the target and every read."""
+        out = [(s.target.tensor, s.target.index, s.target.pos, True)]
+        for r in reads(s.expr):
+            out.append((r.tensor, r.index, r.pos, False))
+            for g in [ix for ix in r.index if isinstance(ix, Gather)]:
+                out.append((g.tensor, g.index, g.pos, False))
+        for g in [ix for ix in s.target.index if isinstance(ix, Gather)]:
+            out.append((g.tensor, g.index, g.pos, False))
+        return out
+
+    def infer(self) -> list[StmtInfo]:
+        infos = []
+        for k, s in enumerate(self.p.stmts):
+            infos.append(StmtInfo(s, self.infer_stmt(k, s)))
+        return infos
+
+    def infer_stmt(self, k: int, s: Stmt) -> dict[str, Size]:
+        acc = self.accesses(s)
+        fixing: dict[str, list[tuple[Size, str, object]]] = {v: [] for v in s.loops}
+        shapes_here = {}
+        for t, index, pos, is_target in acc:
+            shape = self.known_shape(t)
+            if shape is None:
+                continue
+            if len(index) != len(shape):
+                raise _err(f"'{t}' has {len(shape)} ax{'i' if len(shape) == 1 else 'e'}s"
+                           f" ({_fmt_shape(shape)}) but is indexed with {len(index)}", pos)
+            shapes_here[t] = shape
+            for axis, ix in enumerate(index):
+                v = ix.plain if isinstance(ix, Affine) else None
+                if v is not None:
+                    fixing[v].append((shape[axis], t, pos))
+                elif isinstance(ix, Gather):
+                    self.plan.append(("gather", ix.tensor, t, axis, shape[axis]))
+
+        ranges: dict[str, Size] = {}
+        for v in s.loops:
+            uses = fixing[v]
+            if not uses:
+                continue
+            names = []
+            for size, t, pos in uses:
+                if isinstance(size, str) and size not in names:
+                    names.append(size)
+            if len(names) > 1:
+                (a, ta), (b, tb) = [(n, next(t for sz, t, _ in uses if sz == n))
+                                    for n in names[:2]]
+                raise _err(f"conflicting ranges for index '{v}': {a} (from '{ta}') and {b} "
+                           f"(from '{tb}')", uses[-1][2])
+            ints = sorted({size for size, _, _ in uses if isinstance(size, int)})
+            if len(ints) > 1:
+                raise _err(f"conflicting ranges for index '{v}': {ints[0]} and {ints[1]}",
+                           uses[-1][2])
+            ranges[v] = names[0] if names else ints[0]
+            if names and ints:
+                self.plan.append(("equal", names[0], ints[0],
+                                  f"index '{v}' ranges over both {names[0]} and {ints[0]}"))
+
+        # Indices no plain use fixes: the largest range keeping accesses in bounds.
+        unfixed = [v for v in s.loops if v not in ranges]
+        target_decl = self.declared.get(s.target.tensor)
+        while unfixed:
+            progress = False
+            for v in list(unfixed):
+                constraints, blocked = [], False
+                for t, index, pos, _ in acc:
+                    shape = shapes_here.get(t)
+                    if shape is None:
+                        continue
+                    for axis, ix in enumerate(index):
+                        if not isinstance(ix, Affine) or v not in ix.vars:
+                            continue
+                        others = [(c, u) for u, c in ix.terms if u != v]
+                        if any(u in unfixed for _, u in others):
+                            blocked = True
+                            continue
+                        coef = dict(ix.terms)[v]
+                        constraints.append((t, axis, shape[axis], coef,
+                                            tuple((c, ranges[u]) for c, u in others),
+                                            (ix.const, tuple((c, d) for d, c in ix.dims))))
+                if not constraints:
+                    if blocked:
+                        continue
+                    raise _err(f"cannot infer the range of index '{v}': use it as a plain "
+                               "index of a tensor whose shape is known, or declare the "
+                               "target's shape", s.pos)
+                sym = self.derived_symbol(s, v, k, target_decl)
+                self.plan.append(("valid", sym, v, tuple(constraints)))
+                ranges[v] = sym
+                unfixed.remove(v)
+                progress = True
+            if not progress:
+                raise _err(f"indices {', '.join(unfixed)} share one index expression and no "
+                           "plain use fixes either range", s.pos)
+
+        # Every non-plain access gets a run-time bounds check.
+        for t, index, pos, _ in acc:
+            shape = shapes_here.get(t)
+            if shape is None:
+                continue
+            for axis, ix in enumerate(index):
+                if isinstance(ix, Affine) and ix.plain is None:
+                    self.plan.append(("bounds", t, axis, shape[axis],
+                                      tuple((c, ranges[u]) for u, c in ix.terms),
+                                      (ix.const, tuple((c, d) for d, c in ix.dims))))
+
+        self.shape_target(s, ranges)
+        return ranges
+
+    def derived_symbol(self, s: Stmt, v: str, k: int, target_decl) -> str:
+        t = s.target.tensor
+        for axis, ix in enumerate(s.target.index):
+            if isinstance(ix, Affine) and ix.plain == v:
+                if target_decl and isinstance(target_decl[axis], str) and \
+                        target_decl[axis] not in self.bound:
+                    return target_decl[axis]
+                return self.fresh(f"{t.replace('.grad', '')}_{axis}")
+        return self.fresh(f"_{v}{k}")
+
+    def fresh(self, base: str) -> str:
+        taken = set(self.dims) | set(self.roles) | self.names
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        return name
+
+    def shape_target(self, s: Stmt, ranges):
+        t = s.target.tensor
+        if t in self.shapes:
+            return
+        known = self.known_shape(t)
+        decl = self.declared.get(t)
+        if known is not None:
+            self.shapes[t] = known
+            return
+        if decl is not None and len(decl) != len(s.target.index):
+            raise _err(f"'{t}' is declared with {len(decl)} axes but indexed with "
+                       f"{len(s.target.index)}", s.target.pos)
+        shape = []
+        for axis, ix in enumerate(s.target.index):
+            v = ix.plain if isinstance(ix, Affine) else None
+            if v is None:
+                raise _err(f"the shape of '{t}' cannot be inferred from the index {ix}: "
+                           "declare it as an output with a shape", s.target.pos)
+            size = ranges[v]
+            if decl is not None:
+                want = decl[axis]
+                if isinstance(want, int):
+                    if size != want:
+                        if isinstance(size, int):
+                            raise _err(f"'{t}' axis {axis} is declared {want} but index "
+                                       f"'{v}' ranges over {size}", s.target.pos)
+                        self.plan.append(("equal", size, want,
+                                          f"'{t}' axis {axis} is declared {want}"))
+                    size = want
+                elif want != size:
+                    if want in self.bound and isinstance(size, str):
+                        raise _err(f"'{t}' axis {axis} is declared {want} but index '{v}' "
+                                   f"ranges over {size}", s.target.pos)
+                    self.plan.append(("alias", want, size,
+                                      f"'{t}' axis {axis} is declared {want}"))
+                    self.bound.add(want)
+                    size = want
+            shape.append(size)
+        self.shapes[t] = tuple(shape)
+
+    # ------------------------------------------------------------ run
+    def run(self) -> Info:
+        self.declarations()
+        self.statement_rules()
+        plan_inputs = []
+        for t, role in self.roles.items():
+            if role in ("input", "param", "data"):
+                plan_inputs.append(("shape", t, tuple(self.declared[t] or ()),
+                                    t in self.gather_data))
+        self.plan = plan_inputs
+        stmt_infos = self.infer()
+        for t in self.p.stmts:
+            pass
+        inputs = [t for t, r in self.roles.items() if r in ("input", "param", "data")]
+        computed = list(self.updates)
+        for t in self.roles:
+            if t not in self.shapes and self.roles[t] in ("input", "param", "data"):
+                self.shapes[t] = ()
+        for name in list(self.roles):
+            if name in self.dims:
+                raise _err(f"'{name}' names both a dim and a tensor", self.decl_pos.get(name))
+        return Info(self.p, dict(self.roles), dict(self.shapes), list(self.dims), self.batch,
+                    inputs, list(self.outputs), computed, stmt_infos, list(self.plan),
+                    set(self.gather_data))
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]" if shape else "scalar"
+
+
+def describe(info: Info) -> str:
+    """The program as tcc read it: declarations with every inferred shape."""
+    lines = []
+    if info.dims:
+        lines.append("dim " + ", ".join(info.dims))
+    if info.batch:
+        lines.append(f"batch {info.batch}")
+    elif any(d.role == "batch" for d in info.program.decls):
+        lines.append("batch 1")
+    for t in info.inputs + info.outputs:
+        shape = info.shapes.get(t, ())
+        text = f"{t}[{', '.join(map(str, shape))}]" if shape else t
+        lines.append(f"{info.roles[t]:<6} {text}")
+    for t in info.computed:
+        if info.roles[t] == "intermediate":
+            shape = info.shapes.get(t, ())
+            text = f"{t}[{', '.join(map(str, shape))}]" if shape else t
+            lines.append(f"# intermediate {text}")
+    for si in info.stmts:
+        lines.append(str(si.stmt))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,158 @@
+"""The reference interpreter: runs a program by its definition.
+
+For every point of the product of a statement's loop ranges, apply the
+update, one scalar at a time; NumPy arrays are only storage. It is slow on
+purpose and obviously right: every backend, optimized or not, is tested
+against it. Every access is bounds-checked as it happens.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from . import _rt
+from .check import Info, analyze
+from .ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Program, Ref
+
+_FUNCS = {
+    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh,
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "relu": lambda x: np.maximum(x, 0),
+    "abs": np.abs, "sin": np.sin, "cos": np.cos,
+    "max": np.maximum, "min": np.minimum,
+}
+_BINOPS = {
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b, "**": lambda a, b: a ** b,
+    "<": lambda a, b: a < b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b,
+    ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+
+
+def prepare(info: Info, tensors: dict) -> tuple[dict, dict, np.dtype]:
+    """Check names, convert arrays, bind sizes: (arrays, sizes, dtype)."""
+    needed = list(info.inputs)
+    missing = [t for t in needed if t not in tensors]
+    if missing:
+        raise ValueError(f"missing tensor{'s' if len(missing) > 1 else ''}: "
+                         f"{', '.join(missing)}")
+    extra = [t for t in tensors if t not in needed]
+    if extra:
+        raise ValueError(f"unknown tensor{'s' if len(extra) > 1 else ''}: {', '.join(extra)} "
+                         f"(this program takes {', '.join(needed) or 'nothing'})")
+    raw = {t: np.asarray(tensors[t]) for t in needed}
+    dtype = _rt.computation_dtype({t: a for t, a in raw.items()
+                                   if t not in info.gather_data})
+    arrays = {}
+    for t, a in raw.items():
+        if t in info.gather_data or (info.roles[t] == "data" and a.dtype.kind in "iub"):
+            arrays[t] = a
+        else:
+            arrays[t] = a.astype(dtype)
+    sizes = _rt.bind_sizes(info.plan, arrays)
+    return arrays, sizes, dtype
+
+
+def run(program: Program | Info, tensors: dict) -> dict[str, np.ndarray]:
+    """Execute ``program`` on ``tensors`` (by name); return every computed tensor."""
+    info = program if isinstance(program, Info) else analyze(program)
+    arrays, sizes, dtype = prepare(info, tensors)
+    env = dict(arrays)
+    max_targets = {si.stmt.target.tensor for si in info.stmts if si.stmt.op == "max="}
+    for t in info.computed:
+        shape = tuple(_size(sizes, e) for e in info.shapes[t])
+        env[t] = np.full(shape, -np.inf if t in max_targets else 0, dtype=dtype)
+    with np.errstate(all="ignore"):
+        for si in info.stmts:
+            _run_stmt(si.stmt, si.ranges, env, sizes, dtype)
+    return {t: env[t] for t in info.computed}
+
+
+def _size(sizes, entry) -> int:
+    return entry if isinstance(entry, int) else sizes[entry]
+
+
+def _run_stmt(s, ranges, env, sizes, dtype):
+    loops = s.loops
+    extents = [range(_size(sizes, ranges[v])) for v in loops]
+    value = _compile(s.expr, env, sizes, dtype)
+    where = _compile_index(s.target, env, sizes)
+    target = env[s.target.tensor]
+    op = s.op
+    for point in itertools.product(*extents):
+        at = dict(zip(loops, point))
+        pos = where(at)
+        v = value(at)
+        if op == "+=" or op == "=":
+            target[pos] += v
+        elif op == "-=":
+            target[pos] -= v
+        else:  # max=
+            target[pos] = np.maximum(target[pos], v)
+
+
+def _compile_index(ref: Ref, env, sizes):
+    """A function from loop values to the checked position tuple of ``ref``."""
+    array = env[ref.tensor]
+    parts = []
+    for axis, ix in enumerate(ref.index):
+        if isinstance(ix, Gather):
+            inner = _compile_index(Ref(ix.tensor, ix.index), env, sizes)
+            data = env[ix.tensor]
+            parts.append(lambda at, inner=inner, data=data: int(data[inner(at)]))
+        else:
+            const = ix.const + sum(c * sizes[d] for d, c in ix.dims)
+            parts.append(lambda at, terms=ix.terms, const=const:
+                         const + sum(c * at[v] for v, c in terms))
+    shape = array.shape
+    name = ref.tensor
+
+    def position(at):
+        pos = tuple(p(at) for p in parts)
+        for axis, (i, n) in enumerate(zip(pos, shape)):
+            if not 0 <= i < n:
+                raise ValueError(f"tensor '{name}' axis {axis} has size {n}, but the "
+                                 f"program accesses position {i}")
+        return pos
+    return position
+
+
+def _compile(e: Expr, env, sizes, dtype):
+    """A function from loop values to the expression's value (a NumPy scalar)."""
+    scalar = dtype.type
+    if isinstance(e, Num):
+        c = scalar(e.value)
+        return lambda at: c
+    if isinstance(e, DimVal):
+        c = scalar(sizes[e.name])
+        return lambda at: c
+    if isinstance(e, Ref):
+        array = env[e.tensor]
+        where = _compile_index(e, env, sizes)
+        if array.dtype != dtype:  # integer data read as a number
+            return lambda at: scalar(array[where(at)])
+        return lambda at: array[where(at)]
+    if isinstance(e, Neg):
+        f = _compile(e.arg, env, sizes, dtype)
+        return lambda at: -f(at)
+    if isinstance(e, Bin):
+        f, g, op = _compile(e.lhs, env, sizes, dtype), _compile(e.rhs, env, sizes, dtype), \
+            _BINOPS[e.op]
+        if e.op in ("<", ">", "<=", ">=", "==", "!="):
+            return lambda at: scalar(op(f(at), g(at)))
+        return lambda at: op(f(at), g(at))
+    if isinstance(e, Call):
+        fn = _FUNCS[e.fn]
+        args = [_compile(a, env, sizes, dtype) for a in e.args]
+        if len(args) == 1:
+            a0 = args[0]
+            return lambda at: scalar(fn(a0(at)))
+        a0, a1 = args
+        return lambda at: scalar(fn(a0(at), a1(at)))
+    raise AssertionError(e)
+
+
+__all__ = ["run", "prepare", "math"]

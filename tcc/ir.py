@@ -1,0 +1,296 @@
+"""The IR: a small, frozen, printable tree for .loop programs.
+
+Every node is a frozen dataclass with tuple fields, changed only through
+``dataclasses.replace``. Every node carries its source position in ``pos``,
+which is left out of equality, so ``parse(str(p)) == p`` compares structure.
+``str(node)`` prints the loop language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+
+@dataclass(frozen=True)
+class Pos:
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.col}"
+
+
+def _pos():
+    return field(default=None, compare=False, repr=False)
+
+
+# ---------------------------------------------------------------- indices
+
+@dataclass(frozen=True)
+class Affine:
+    """``sum(coef * var) + const + sum(coef * dim)``; a plain index is ``1*v``."""
+    terms: tuple[tuple[str, int], ...] = ()
+    const: int = 0
+    dims: tuple[tuple[str, int], ...] = ()
+    pos: Pos | None = _pos()
+
+    @property
+    def plain(self) -> str | None:
+        """The loop index, when this is a plain use of one; else None."""
+        if len(self.terms) == 1 and self.terms[0][1] == 1 and not self.const and not self.dims:
+            return self.terms[0][0]
+        return None
+
+    @property
+    def vars(self) -> tuple[str, ...]:
+        return tuple(v for v, _ in self.terms)
+
+    def __str__(self) -> str:
+        parts: list[tuple[int, str]] = []
+        for name, c in self.terms + self.dims:
+            mag = abs(c)
+            parts.append((c, name if mag == 1 else f"{mag}*{name}"))
+        if self.const or not parts:
+            parts.append((self.const, str(abs(self.const))))
+        out = ""
+        for i, (c, text) in enumerate(parts):
+            if i == 0:
+                out = ("-" if c < 0 else "") + text
+            else:
+                out += (" - " if c < 0 else " + ") + text
+        return out
+
+
+@dataclass(frozen=True)
+class Gather:
+    """A position read from an integer ``data`` tensor: the ``y[b]`` in ``p[b, y[b]]``."""
+    tensor: str
+    index: tuple[Affine, ...]
+    pos: Pos | None = _pos()
+
+    @property
+    def vars(self) -> tuple[str, ...]:
+        return tuple(v for a in self.index for v in a.vars)
+
+    def __str__(self) -> str:
+        return f"{self.tensor}[{', '.join(map(str, self.index))}]"
+
+
+Index = Union[Affine, Gather]
+
+
+def plain(var: str, pos: Pos | None = None) -> Affine:
+    return Affine(((var, 1),), 0, (), pos)
+
+
+# ------------------------------------------------------------ expressions
+
+@dataclass(frozen=True)
+class Num:
+    value: Union[int, float]
+    pos: Pos | None = _pos()
+
+    def __str__(self) -> str:
+        v = self.value
+        if isinstance(v, float) and v.is_integer() and abs(v) < 1e16:
+            return f"{v:.1f}"
+        return repr(v)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor read ``X[i, j]``; a scalar read has ``index == ()``."""
+    tensor: str
+    index: tuple[Index, ...] = ()
+    pos: Pos | None = _pos()
+
+    def __str__(self) -> str:
+        if not self.index:
+            return self.tensor
+        return f"{self.tensor}[{', '.join(map(str, self.index))}]"
+
+
+@dataclass(frozen=True)
+class DimVal:
+    """A dim name used as a number, as in ``1/B``."""
+    name: str
+    pos: Pos | None = _pos()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Neg:
+    arg: "Expr"
+    pos: Pos | None = _pos()
+
+    def __str__(self) -> str:
+        return "-" + _wrap(self.arg, _PREC_UNARY)
+
+
+@dataclass(frozen=True)
+class Bin:
+    """``lhs op rhs`` for ``+ - * / **`` and the comparisons."""
+    op: str
+    lhs: "Expr"
+    rhs: "Expr"
+    pos: Pos | None = _pos()
+
+    def __str__(self) -> str:
+        p = PRECEDENCE[self.op]
+        if self.op == "**":
+            left = _wrap(self.lhs, p + 1)
+            right = str(self.rhs) if isinstance(self.rhs, Neg) else _wrap(self.rhs, p)
+            return f"{left} ** {right}"
+        if self.op in COMPARISONS:
+            return f"({_wrap(self.lhs, p + 1)} {self.op} {_wrap(self.rhs, p + 1)})"
+        return f"{_wrap(self.lhs, p)} {self.op} {_wrap(self.rhs, p + 1)}"
+
+
+@dataclass(frozen=True)
+class Call:
+    fn: str
+    args: tuple["Expr", ...]
+    pos: Pos | None = _pos()
+
+    def __str__(self) -> str:
+        return f"{self.fn}({', '.join(map(str, self.args))})"
+
+
+Expr = Union[Num, Ref, DimVal, Neg, Bin, Call]
+
+COMPARISONS = ("<", ">", "<=", ">=", "==", "!=")
+_PREC_UNARY = 4
+PRECEDENCE = {**{op: 1 for op in COMPARISONS}, "+": 2, "-": 2, "*": 3, "/": 3, "**": 5}
+FUNCTIONS = {"exp": 1, "log": 1, "sqrt": 1, "tanh": 1, "sigmoid": 1, "relu": 1,
+             "abs": 1, "sin": 1, "cos": 1, "max": 2, "min": 2}
+
+
+def _prec(e: Expr) -> int:
+    if isinstance(e, Bin):
+        return PRECEDENCE[e.op]
+    if isinstance(e, Neg):
+        return _PREC_UNARY
+    if isinstance(e, Num) and (e.value < 0 or str(e).startswith("-")):
+        return _PREC_UNARY
+    return 9
+
+
+def _wrap(e: Expr, min_prec: int) -> str:
+    text = str(e)
+    if _prec(e) < min_prec and not (isinstance(e, Bin) and e.op in COMPARISONS):
+        return f"({text})"
+    return text
+
+
+# ------------------------------------------------------ statements, program
+
+UPDATES = ("+=", "-=", "=", "max=")
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """``for loops: target op expr``."""
+    loops: tuple[str, ...]
+    target: Ref
+    op: str
+    expr: Expr
+    pos: Pos | None = _pos()
+
+    def __str__(self) -> str:
+        body = f"{self.target} {self.op} {self.expr}"
+        return f"for {', '.join(self.loops)}: {body}" if self.loops else body
+
+
+ROLES = ("input", "param", "data", "output")
+
+
+@dataclass(frozen=True)
+class Decl:
+    """One declared name: a tensor with its role, a ``dim`` or the ``batch``.
+
+    ``shape`` is None for a bare name (a scalar, or an output whose shape the
+    loops give); entries are dim names or integer literals. For ``batch``,
+    ``name`` is the dim name or ``"1"``.
+    """
+    role: str
+    name: str
+    shape: tuple[Union[str, int], ...] | None = None
+    pos: Pos | None = _pos()
+
+    def __str__(self) -> str:
+        if self.role in ("dim", "batch"):
+            return f"{self.role} {self.name}"
+        if self.shape is None:
+            return f"{self.role} {self.name}"
+        return f"{self.role} {self.name}[{', '.join(map(str, self.shape))}]"
+
+
+@dataclass(frozen=True)
+class Program:
+    decls: tuple[Decl, ...]
+    stmts: tuple[Stmt, ...]
+
+    def __str__(self) -> str:
+        lines: list[str] = []
+        for d in self.decls:  # consecutive dims share one line
+            if d.role == "dim" and lines and lines[-1].startswith("dim "):
+                lines[-1] += f", {d.name}"
+            else:
+                lines.append(str(d))
+        lines += [str(s) for s in self.stmts]
+        return "".join(f"{line}\n" for line in lines)
+
+
+# ------------------------------------------------------------- traversal
+
+def walk(e: Expr):
+    """Every node of an expression, parents before children."""
+    yield e
+    if isinstance(e, Neg):
+        yield from walk(e.arg)
+    elif isinstance(e, Bin):
+        yield from walk(e.lhs)
+        yield from walk(e.rhs)
+    elif isinstance(e, Call):
+        for a in e.args:
+            yield from walk(a)
+
+
+def reads(e: Expr) -> list[Ref]:
+    """The tensor reads of an expression, in source order."""
+    return [n for n in walk(e) if isinstance(n, Ref)]
+
+
+def index_vars(index: tuple[Index, ...]) -> list[str]:
+    out: list[str] = []
+    for ix in index:
+        for v in ix.vars:
+            if v not in out:
+                out.append(v)
+    return out
+
+
+def stmt_vars(s: Stmt) -> list[str]:
+    """The loop indices a statement uses, in order of appearance."""
+    out = index_vars(s.target.index)
+    for r in reads(s.expr):
+        for v in index_vars(r.index):
+            if v not in out:
+                out.append(v)
+    return out
+
+
+def gathers(index: tuple[Index, ...]) -> list[Gather]:
+    return [ix for ix in index if isinstance(ix, Gather)]
+
+
+def py_name(tensor: str) -> str:
+    """How Python spells a tensor name: ``X.grad`` is ``X_grad``."""
+    return tensor.replace(".grad", "_grad")
+
+
+def grad_name(tensor: str) -> str:
+    return tensor + ".grad"

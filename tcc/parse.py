@@ -1,0 +1,449 @@
+"""Text -> IR: the lark grammar in ``grammar/loop.lark`` and one transformer.
+
+The parser is LALR with the transformer applied while parsing (no parse tree
+is built, and no recursion over deep input). Names are resolved once the
+whole program is read: a name is a dim if some declaration says so (``dim``,
+a shape entry or ``batch``), a loop index if the statement's ``for`` lists it
+(or, with ``for`` omitted, if it is used in an index and is not a dim), and
+a tensor otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import keyword
+import os
+from importlib import resources
+
+import lark
+from lark import Lark, Token, Transformer
+
+from .errors import TccError
+from .ir import (COMPARISONS, FUNCTIONS, Affine, Bin, Call, Decl, DimVal, Expr, Gather,
+                 Neg, Num, Pos, Program, Ref, Stmt, index_vars)
+
+MAX_DEPTH = 100
+KEYWORDS = {"for", "dim", "input", "param", "data", "output", "batch"}
+RESERVED = KEYWORDS | set(FUNCTIONS) | set(keyword.kwlist) | {"grad"}
+
+_TOKEN_TEXT = {
+    "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "ROLE": "a declaration",
+    "UPDATE": "an update ('+=', '-=', '=' or 'max=')", "CMP": "a comparison",
+    "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "POW": "'**'",
+    "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'", "COMMA": "','",
+    "COLON": "':'", "FOR": "'for'", "GRAD": "'.grad'", "_NL": "end of line",
+    "$END": "end of input", "DIM": "'dim'", "BATCH": "'batch'",
+}
+
+
+def _pos(tok: Token) -> Pos:
+    return Pos(tok.line, tok.column)
+
+
+class _BracketNewlines:
+    """Post-lexer: newlines inside brackets continue the statement."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        for tok in stream:
+            if tok.type in ("LSQB", "LPAR"):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise TccError(f"nesting deeper than {MAX_DEPTH} levels", _pos(tok))
+            elif tok.type in ("RSQB", "RPAR"):
+                depth = max(depth - 1, 0)
+            elif tok.type == "_NL" and depth:
+                continue
+            yield tok
+
+
+class _ToIR(Transformer):
+    """Builds IR nodes bottom-up while the LALR parser runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.depth: dict[int, int] = {}
+
+    def _node(self, node, *children):
+        d = 1 + max((self.depth.get(id(c), 1) for c in children), default=0)
+        if d > MAX_DEPTH:
+            raise TccError(f"expression nested deeper than {MAX_DEPTH} levels", node.pos)
+        self.depth[id(node)] = d
+        return node
+
+    # ---- declarations
+    def tensor_name(self, items):
+        name = items[0]
+        if len(items) > 2:
+            raise TccError("'X.grad.grad' is not a name: only one '.grad' is allowed",
+                           _pos(items[2]))
+        return (str(name) + (".grad" if len(items) == 2 else ""), _pos(name))
+
+    def scalar_item(self, items):
+        (name, pos), = items
+        return (name, None, pos)
+
+    def shaped_item(self, items):
+        (name, pos), lsqb, *rest = items
+        if not rest:
+            raise TccError(f"'{name}[]' has an empty shape: write '{name}' for a scalar",
+                           _pos(lsqb))
+        return (name, rest[0], pos)
+
+    def shape_entries(self, items):
+        out = []
+        for tok in items:
+            out.append(int(tok) if tok.type == "INT" else str(tok))
+        return tuple(out)
+
+    def tensor_decl(self, items):
+        role, *decl_items = items
+        return [Decl(str(role), name, shape, pos) for name, shape, pos in decl_items]
+
+    def dim_decl(self, items):
+        return [Decl("dim", str(t), None, _pos(t)) for t in items]
+
+    def batch_decl(self, items):
+        tok = items[0]
+        if tok.type == "INT" and int(tok) != 1:
+            raise TccError("'batch' takes a dim name, or 1 to turn averaging off", _pos(tok))
+        return [Decl("batch", str(tok), None, _pos(tok))]
+
+    # ---- statements
+    def scalar_target(self, items):
+        (name, pos), = items
+        return Ref(name, (), pos)
+
+    def indexed_target(self, items):
+        (name, pos), _lsqb, args = items
+        return Ref(name, tuple(_to_index(a) for a in args), pos)
+
+    def stmt(self, items):
+        loops: tuple[str, ...] | None = None
+        pos = None
+        if isinstance(items[0], Token) and items[0].type == "FOR":
+            pos = _pos(items[0])
+            names = [t for t in items[1:] if isinstance(t, Token) and t.type == "NAME"]
+            seen = set()
+            for t in names:
+                if str(t) in seen:
+                    raise TccError(f"loop index '{t}' is listed twice", _pos(t))
+                seen.add(str(t))
+            loops = tuple(map(str, names))
+            items = items[1 + len(names):]
+        target, op, expr = items
+        return Stmt(loops, target, str(op), expr, pos or target.pos)
+
+    # ---- expressions
+    def args(self, items):
+        return list(items)
+
+    def number(self, items):
+        tok, = items
+        text = str(tok)
+        try:
+            value = int(text) if text.isdigit() else float(text)
+            if abs(float(value)) == float("inf"):
+                raise OverflowError
+        except OverflowError:
+            raise TccError(f"the literal {text[:20]}{'...' if len(text) > 20 else ''} "
+                           "overflows a float", _pos(tok)) from None
+        return self._node(Num(value, _pos(tok)))
+
+    def name(self, items):
+        (name, pos), = items
+        return self._node(Ref(name, (), pos))
+
+    def read(self, items):
+        (name, pos), _lsqb, args = items
+        for a in args:
+            self.depth.get(id(a), 1)
+        return self._node(Ref(name, tuple(_to_index(a) for a in args), pos), *args)
+
+    def call(self, items):
+        name, _lpar, args = items
+        fn = str(name)
+        if fn not in FUNCTIONS:
+            known = ", ".join(sorted(FUNCTIONS))
+            raise TccError(f"unknown function '{fn}' (the functions are {known})", _pos(name))
+        if len(args) != FUNCTIONS[fn]:
+            n = FUNCTIONS[fn]
+            raise TccError(f"{fn}() takes {n} argument{'s' if n > 1 else ''}, "
+                           f"not {len(args)}", _pos(name))
+        return self._node(Call(fn, tuple(args), _pos(name)), *args)
+
+    def paren(self, items):
+        _lpar, e = items
+        return e
+
+    def binary(self, items):
+        lhs, op, rhs = items
+        return self._node(Bin(str(op), lhs, rhs, lhs.pos), lhs, rhs)
+
+    def power(self, items):
+        lhs, _op, rhs = items
+        return self._node(Bin("**", lhs, rhs, lhs.pos), lhs, rhs)
+
+    def compare(self, items):
+        lhs, op, rhs = items
+        return self._node(Bin(str(op), lhs, rhs, lhs.pos), lhs, rhs)
+
+    def negate(self, items):
+        tok, arg = items
+        return self._node(Neg(arg, _pos(tok)), arg)
+
+    def start(self, items):
+        decls, stmts = [], []
+        for it in items:
+            if isinstance(it, list):
+                decls.extend(it)
+            else:
+                stmts.append(it)
+        return decls, stmts
+
+
+# --------------------------------------------------------------- indices
+
+_AFFINE_HELP = ("an index is a loop index, an integer, a dim, an integer multiple of "
+                "a loop index, a sum of those, or a gather like y[b]")
+
+
+def _to_affine(e: Expr) -> Affine:
+    """Narrow an index expression to ``sum(c*v) + const`` (names unresolved)."""
+    if isinstance(e, Num):
+        if not isinstance(e.value, int):
+            raise TccError(f"an index must be an integer, not {e}", e.pos)
+        return Affine((), e.value, (), e.pos)
+    if isinstance(e, Ref) and not e.index:
+        return Affine(((e.tensor, 1),), 0, (), e.pos)
+    if isinstance(e, Ref):
+        raise TccError(f"a gather index ({e}) must stand alone: it takes no offset "
+                       "or coefficient, and gathers do not nest", e.pos)
+    if isinstance(e, Neg):
+        return _scale(_to_affine(e.arg), -1, e.pos)
+    if isinstance(e, Bin) and e.op in "+-":
+        a, b = _to_affine(e.lhs), _to_affine(e.rhs)
+        if e.op == "-":
+            b = _scale(b, -1, b.pos)
+        return _add(a, b, e.pos)
+    if isinstance(e, Bin) and e.op == "*":
+        a, b = _to_affine(e.lhs), _to_affine(e.rhs)
+        if not a.terms:
+            return _scale(b, a.const, e.pos)
+        if not b.terms:
+            return _scale(a, b.const, e.pos)
+        raise TccError("an index may not multiply two loop indices", e.pos)
+    raise TccError(_AFFINE_HELP, e.pos)
+
+
+def _scale(a: Affine, c: int, pos) -> Affine:
+    return Affine(tuple((v, k * c) for v, k in a.terms if k * c), a.const * c, (), pos)
+
+
+def _add(a: Affine, b: Affine, pos) -> Affine:
+    terms = dict(a.terms)
+    for v, k in b.terms:
+        terms[v] = terms.get(v, 0) + k
+    return Affine(tuple((v, k) for v, k in terms.items() if k), a.const + b.const, (),
+                  a.pos or pos)
+
+
+def _to_index(e: Expr):
+    if isinstance(e, Ref) and e.index:
+        for sub in e.index:
+            if isinstance(sub, Gather):
+                raise TccError("gathers do not nest", sub.pos)
+        return Gather(e.tensor, e.index, e.pos)
+    return _to_affine(e)
+
+
+# --------------------------------------------------------------- the parser
+
+@functools.lru_cache(maxsize=1)
+def _grammar_text() -> str:
+    return resources.files("tcc.grammar").joinpath("loop.lark").read_text()
+
+
+_TRANSFORMER = _ToIR()
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(_grammar_text(), parser="lalr", lexer="contextual",
+                postlex=_BracketNewlines(), maybe_placeholders=False,
+                transformer=_TRANSFORMER)
+
+
+def _expected(tokens) -> str:
+    names = sorted({_TOKEN_TEXT.get(t, f"'{t.lower()}'" if t.isupper() and len(t) <= 8
+                                    and t.isalpha() else t) for t in tokens})
+    names = [n for n in names if not n.startswith("__")]
+    if not names:
+        return ""
+    return "; expected " + (names[0] if len(names) == 1 else
+                            "one of " + ", ".join(names))
+
+
+def _syntax_error(err: lark.exceptions.UnexpectedInput) -> TccError:
+    pos = Pos(err.line, err.column) if getattr(err, "line", -1) not in (-1, None) else None
+    if isinstance(err, lark.exceptions.UnexpectedCharacters):
+        ch = err.char
+        shown = repr(ch) if ch.isprintable() else f"U+{ord(ch):04X}"
+        msg = f"unexpected character {shown}"
+        if not ch.isascii() and ch.isalpha():
+            msg += " (names are ASCII: [A-Za-z_][A-Za-z0-9_]*)"
+        return TccError(msg + _expected(err.allowed), pos)
+    if isinstance(err, lark.exceptions.UnexpectedToken):
+        tok = err.token
+        if tok.type == "$END":
+            what = "end of input"
+        elif tok.type == "_NL":
+            what = "end of line"
+        else:
+            what = repr(str(tok))
+        return TccError(f"unexpected {what}" + _expected(err.expected), pos)
+    if isinstance(err, lark.exceptions.UnexpectedEOF):
+        return TccError("unexpected end of input" + _expected(err.expected), pos)
+    return TccError(str(err).splitlines()[0], pos)
+
+
+def parse(text: str, filename: str | None = None, known_dims=()) -> Program:
+    """Parse .loop source text into a Program; raise TccError on bad input.
+
+    known_dims: dim names to assume besides those the text declares (for a
+    hand-written backward, whose names resolve against the forward program).
+    """
+    try:
+        try:
+            _TRANSFORMER.depth.clear()
+            decls, stmts = _parser().parse(text + "\n")
+        except lark.exceptions.UnexpectedInput as err:
+            raise _syntax_error(err) from None
+        except lark.exceptions.VisitError as err:  # pragma: no cover - defensive
+            if isinstance(err.orig_exc, TccError):
+                raise err.orig_exc from None
+            raise
+        finally:
+            _TRANSFORMER.depth.clear()
+        return _resolve(decls, stmts, known_dims)
+    except TccError as err:
+        raise err.attach(filename, text) from None
+    except RecursionError:
+        raise TccError(f"program nested too deeply (the limit is {MAX_DEPTH} levels)",
+                       None, filename, text) from None
+
+
+def read_source(text_or_path) -> tuple[str, str | None]:
+    """(text, filename): a path to an existing .loop file, or program text."""
+    if isinstance(text_or_path, os.PathLike) or (
+            isinstance(text_or_path, str) and "\n" not in text_or_path
+            and text_or_path.endswith(".loop")):
+        path = os.fspath(text_or_path)
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    return str(text_or_path), None
+
+
+# ---------------------------------------------------------- name resolution
+
+def _check_name(name: str, pos, what: str):
+    base = name[:-5] if name.endswith(".grad") else name
+    if base in RESERVED:
+        raise TccError(f"'{base}' is reserved and cannot name a {what}", pos)
+
+
+def _resolve(decls: list[Decl], stmts: list[Stmt], known_dims=()) -> Program:
+    """Classify names as dims, loop indices or tensors, and fill in loop lists."""
+    dims: dict[str, Pos] = {d: None for d in known_dims}
+    tensors: dict[str, Decl] = {}
+    for d in decls:
+        if d.role == "dim":
+            _check_name(d.name, d.pos, "dim")
+            dims.setdefault(d.name, d.pos)
+        elif d.role == "batch":
+            if d.name != "1":
+                dims.setdefault(d.name, d.pos)
+        else:
+            _check_name(d.name, d.pos, "tensor")
+            for entry in d.shape or ():
+                if isinstance(entry, str):
+                    _check_name(entry, d.pos, "dim")
+                    dims.setdefault(entry, d.pos)
+            if d.name in tensors:
+                first = tensors[d.name].pos
+                raise TccError(f"tensor '{d.name}' is declared twice (first at line "
+                               f"{first.line})", d.pos)
+            tensors[d.name] = d
+    for name, d in tensors.items():
+        if name in dims:
+            raise TccError(f"'{name}' names both a dim and a tensor", d.pos)
+
+    out = []
+    for s in stmts:
+        out.append(_resolve_stmt(s, dims, tensors))
+    return Program(tuple(decls), tuple(out))
+
+
+def _resolve_stmt(s: Stmt, dims, tensors) -> Stmt:
+    used: list[str] = []
+    for v in index_vars(s.target.index):
+        used.append(v)
+    from .ir import reads
+    for r in reads(s.expr):
+        for v in index_vars(r.index):
+            if v not in used:
+                used.append(v)
+    index_names = [v for v in used if v not in dims]
+    loops = s.loops if s.loops is not None else tuple(index_names)
+    for v in loops:
+        _check_name(v, s.pos, "loop index")
+        if v in dims:
+            raise TccError(f"loop index '{v}' is also a dim name", s.pos)
+        if v in tensors:
+            raise TccError(f"loop index '{v}' is also a tensor name", s.pos)
+    loopset = set(loops)
+
+    def fix_affine(a: Affine) -> Affine:
+        terms, dterms = [], []
+        for v, c in a.terms:
+            if v in loopset:
+                terms.append((v, c))
+            elif v in dims:
+                dterms.append((v, c))
+            else:
+                raise TccError(f"'{v}' in an index is neither a loop index of this statement "
+                               f"({', '.join(loops) or 'none'}) nor a dim", a.pos or s.pos)
+        return Affine(tuple(terms), a.const, tuple(dterms), a.pos)
+
+    def fix_index(ix):
+        if isinstance(ix, Gather):
+            return Gather(ix.tensor, tuple(fix_affine(a) for a in ix.index), ix.pos)
+        return fix_affine(ix)
+
+    def fix_expr(e: Expr) -> Expr:
+        if isinstance(e, Ref):
+            if not e.index:
+                if e.tensor in loopset:
+                    raise TccError(f"loop index '{e.tensor}' used as a value: loop indices "
+                                   "are positions, not numbers", e.pos)
+                if e.tensor in dims:
+                    return DimVal(e.tensor, e.pos)
+                return e
+            return Ref(e.tensor, tuple(fix_index(i) for i in e.index), e.pos)
+        if isinstance(e, Neg):
+            return Neg(fix_expr(e.arg), e.pos)
+        if isinstance(e, Bin):
+            return Bin(e.op, fix_expr(e.lhs), fix_expr(e.rhs), e.pos)
+        if isinstance(e, Call):
+            return Call(e.fn, tuple(fix_expr(a) for a in e.args), e.pos)
+        return e
+
+    if s.target.tensor in dims or s.target.tensor in loopset:
+        raise TccError(f"cannot assign to '{s.target.tensor}': it is not a tensor", s.target.pos)
+    target = Ref(s.target.tensor, tuple(fix_index(i) for i in s.target.index), s.target.pos)
+    return Stmt(tuple(loops), target, s.op, fix_expr(s.expr), s.pos)
+
+
+__all__ = ["parse", "read_source", "COMPARISONS"]

@@ -139,3 +139,81 @@ def computation_dtype(arrays):
         if a.dtype.kind == "f":
             floats.append(a.dtype)
     return _np_rt.result_type(*floats) if floats else _np_rt.dtype(_np_rt.float64)
+
+
+def take(tensors, kinds, what, optional=()):
+    """Check the keyword tensors of forward() or backward() and convert them.
+
+    kinds: {name: "float" | "gather"}; names in ``optional`` may be passed and
+    are converted but not required. Returns (arrays, dtype).
+    """
+    missing = [t for t in kinds if t not in tensors and t not in optional]
+    if missing:
+        raise ValueError(f"{what}() is missing tensor{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(repr(t) for t in missing)}")
+    unknown = [t for t in tensors if t not in kinds]
+    if unknown:
+        raise ValueError(f"{what}() got unknown tensor{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(t) for t in unknown)}; it takes "
+                         f"{', '.join(kinds) or 'none'}")
+    raw = {t: _np_rt.asarray(a) for t, a in tensors.items()}
+    dt = computation_dtype({t: a for t, a in raw.items() if kinds[t] != "gather"})
+    arrays = {}
+    for t, a in raw.items():
+        if kinds[t] == "gather":
+            if a.dtype.kind not in "iu":
+                raise ValueError(f"tensor '{t}' holds gather positions and must be an "
+                                 f"integer array, not {a.dtype}")
+            arrays[t] = a
+        else:
+            arrays[t] = a.astype(dt, copy=False)
+    return arrays, dt
+
+
+def fd_check(loss, inputs, grads, scale, h=1e-6, tol=1e-6):
+    """Central finite differences of ``loss`` against ``grads``, per tensor.
+
+    Positions where the one-sided differences disagree crossed a kink and are
+    skipped. Returns rows (name, shape, worst error, skipped, ok, note).
+    """
+    rows = []
+    with _np_rt.errstate(all="ignore"):
+        base = loss(inputs)
+        for t, g in grads.items():
+            x = inputs[t]
+            if g is None:
+                rows.append((t, x.shape, float("nan"), 0, False, "not computed"))
+                continue
+            g = _np_rt.asarray(g, dtype=_np_rt.float64)
+            if g.shape != x.shape:
+                rows.append((t, x.shape, float("nan"), 0, False,
+                             f"has shape {g.shape}, expected {x.shape}"))
+                continue
+            fd = _np_rt.zeros(x.shape)
+            kink = _np_rt.zeros(x.shape, dtype=bool)
+            for pos in _np_rt.ndindex(*x.shape):
+                plus, minus = x.copy(), x.copy()
+                plus[pos] += h
+                minus[pos] -= h
+                lp, lm = loss({**inputs, t: plus}), loss({**inputs, t: minus})
+                fd[pos] = (lp - lm) / (2 * h) * scale.get(t, 1.0)
+                right, left = (lp - base) / h, (base - lm) / h
+                if abs(right - left) > 1e-3 * max(1.0, abs(right), abs(left)):
+                    kink[pos] = True
+            keep = ~kink
+            denom = max(1.0, float(_np_rt.max(_np_rt.abs(fd[keep]), initial=0.0)))
+            diff = _np_rt.where(keep, _np_rt.abs(g - fd), 0.0) / denom
+            err = float(_np_rt.max(diff, initial=0.0))
+            if not (_np_rt.all(_np_rt.isfinite(g[keep])) and
+                    _np_rt.all(_np_rt.isfinite(fd[keep]))):
+                err = float("nan")
+            ok = err <= tol
+            note = ""
+            if not ok:
+                bad = _np_rt.argwhere(~(diff <= tol) & keep)
+                if len(bad):
+                    p = tuple(int(i) for i in bad[0])
+                    note = (f"first at {list(p)}: backward gives {g[p]:.6g}, "
+                            f"finite differences {fd[p]:.6g}")
+            rows.append((t, x.shape, err, int(kink.sum()), ok, note))
+    return rows

@@ -114,30 +114,70 @@ class InterpEngine:
 
 def check(text_or_path, sizes: dict | None = None, seed: int = 0,
           backward: str | None = None, engine: str = "compiled") -> gradcheck.Report:
-    """``tcc check``: the backward's gradients against finite differences."""
+    """``tcc check``: the backward's gradients against finite differences.
+
+    The gradients come from the compiled (optimized) module, or from a
+    hand-written ``backward`` program; the finite differences from the
+    forward as written (compiled without optimization; ``engine="interp"``
+    uses the reference interpreter for both).
+    """
+    from .compiler import Kernel, compile as compile_kernel
+    from .ir import py_name
+
     prog, text, filename = load(text_or_path)
     info = _checked(prog, text, filename)
+    chosen = gradcheck.choose_sizes(info, sizes)
+    inputs = gradcheck.random_inputs(info, chosen, seed)
+    kw = {py_name(t): a for t, a in inputs.items()}
+    plain = compile_kernel(text, optimize=False) if engine == "compiled" else None
+
+    def forward_all(tensors):
+        if plain is None:
+            return interp.run(info, tensors)
+        out = plain.forward(**{py_name(t): a for t, a in tensors.items()})
+        return {t: out[py_name(t)] for t in info.computed}
+
+    saved = forward_all(inputs)
+    seeds = gradcheck.random_seeds(info, saved, seed)
     if backward is not None:
         btext, bname = read_source(backward)
         bprog = complete_backward(info, btext, bname)
         try:
-            analyze(bprog)
+            binfo = analyze(bprog)
         except TccError as err:
             raise err.attach(bname, btext) from None
-        eng = InterpEngine(info, bprog)
+        data = {}
+        for t in binfo.inputs:
+            if t.endswith(".grad") and t[:-5] in seeds:
+                data[t] = seeds[t[:-5]]
+            else:
+                data[t] = inputs[t] if t in inputs else saved[t]
+        if engine == "compiled":
+            bk = Kernel(generate_plain(bprog), "backward")
+            out = bk.forward(**{py_name(t): a for t, a in data.items()})
+            grads = {t: out.get(py_name(grad_name(t))) for t in info.differentiable}
+        else:
+            out = interp.run(binfo, data)
+            grads = {t: out.get(grad_name(t)) for t in info.differentiable}
+    elif engine == "compiled":
+        k = compile_kernel(text, optimize=True)
+        fwd = k.forward(**kw)
+        grads = k.backward(seeds, **kw, **fwd)
     else:
-        eng = InterpEngine(info, _differentiate(info))
-    chosen = gradcheck.choose_sizes(info, sizes)
-    inputs = gradcheck.random_inputs(info, chosen, seed)
-    saved = eng.forward(inputs)
-    seeds = gradcheck.random_seeds(info, saved, seed)
-    grads = eng.backward(seeds, inputs, saved)
+        grads = InterpEngine(info, _differentiate(info)).backward(seeds, inputs, saved)
 
     def forward_outputs(tensors):
-        return interp.run(info, tensors)
+        out = forward_all(tensors)
+        return {o: out[o] for o in info.outputs}
 
     return gradcheck.finite_difference_check(info, forward_outputs, grads, inputs, seeds,
                                              chosen)
+
+
+def generate_plain(program: Program) -> str:
+    """Module source for an already-parsed program (no optimization)."""
+    from .compiler import Pipeline, generate
+    return generate(Pipeline(str(program), None, optimize=False), "numpy")
 
 
 __all__ = ["differentiate", "optimize", "grad_text", "check", "load", "np"]

@@ -156,48 +156,11 @@ def finite_difference_check(info: Info, forward, grads: dict, inputs: dict, seed
     for t in info.differentiable:
         b = info.batch
         scale[t] = 1.0 / full[b] if info.roles[t] == "param" and b is not None else 1.0
+    rows = _rt.fd_check(loss, inputs, {t: grads.get(t) for t in info.differentiable}, scale,
+                        h=H, tol=TOLERANCE)
     report = Report(sizes=dict(sizes))
-    with np.errstate(all="ignore"):
-        for t in info.differentiable:
-            x = inputs[t]
-            g = grads.get(t)
-            if g is None:
-                report.rows.append(Row(grad_name(t), x.shape, float("nan"), 0, False,
-                                       "not computed"))
-                continue
-            g = np.asarray(g, dtype=np.float64)
-            if g.shape != x.shape:
-                report.rows.append(Row(grad_name(t), x.shape, float("nan"), 0, False,
-                                       f"has shape {g.shape}, expected {x.shape}"))
-                continue
-            fd = np.zeros_like(x, dtype=np.float64)
-            kink = np.zeros(x.shape, dtype=bool)
-            base = loss(inputs)
-            for pos in np.ndindex(*x.shape):
-                plus, minus = x.copy(), x.copy()
-                plus[pos] += H
-                minus[pos] -= H
-                lp = loss({**inputs, t: plus})
-                lm = loss({**inputs, t: minus})
-                fd[pos] = (lp - lm) / (2 * H) * scale[t]
-                right, left = (lp - base) / H, (base - lm) / H
-                if abs(right - left) > 1e-3 * max(1.0, abs(right), abs(left)):
-                    kink[pos] = True
-            keep = ~kink
-            denom = max(1.0, float(np.max(np.abs(fd[keep]), initial=0.0)))
-            diff = np.where(keep, np.abs(g - fd), 0.0)
-            err = float(np.max(diff, initial=0.0)) / denom
-            if not np.all(np.isfinite(g[keep])) or not np.all(np.isfinite(fd[keep])):
-                err = float("nan")
-            ok = err <= TOLERANCE
-            note = ""
-            if not ok:
-                bad = np.argwhere(~(diff / denom <= TOLERANCE) & keep)
-                if len(bad):
-                    pos = tuple(int(i) for i in bad[0])
-                    note = (f"first at {list(pos)}: backward gives {g[pos]:.6g}, "
-                            f"finite differences {fd[pos]:.6g}")
-            report.rows.append(Row(grad_name(t), x.shape, err, int(kink.sum()), ok, note))
+    for name, shape, err, skipped, ok, note in rows:
+        report.rows.append(Row(grad_name(name), shape, err, skipped, ok, note))
     return report
 
 

@@ -1,0 +1,84 @@
+"""Helper functions that generated modules carry (copied in as text, only the
+ones a module uses, so a module never imports tcc)."""
+
+import itertools
+
+import numpy as np
+
+
+def _sigmoid(x):
+    # 1 / (1 + exp(-x)); exp overflows to inf for very negative x, giving 0 exactly
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+def _ix(n, axis, ndim):
+    # arange(n) shaped to broadcast along one of ndim axes (for advanced indexing)
+    shape = [1] * ndim
+    shape[axis] = n
+    return np.arange(n).reshape(shape)
+
+
+def _view(a, offsets, shape, coefs):
+    # A read-only strided view v with v[i, j, ...] = a[offsets + i*coefs[0] + j*coefs[1] ...]:
+    # the im2col of a convolution without a copy. Bounds were checked before.
+    base = a[tuple(slice(o, None) for o in offsets)]
+    strides = tuple(sum(c * s for c, s in zip(cs, a.strides)) for cs in coefs)
+    return np.lib.stride_tricks.as_strided(base, shape=shape, strides=strides,
+                                           writeable=False)
+
+
+def _add_affine(dst, val, offsets, coefs):
+    # dst[offsets + sum_k coefs[k] * i_k] += val[i_0, i_1, ...], where positions repeat
+    # (a convolution's input gradient). Slices over the longest index of each axis and
+    # loops in Python only over the others: the small window (or stride phase) indices.
+    nvar, ndim = len(coefs), dst.ndim
+    sliced = {}
+    for k in sorted(range(nvar), key=lambda k: -val.shape[k]):
+        axes = [a for a in range(ndim) if coefs[k][a]]
+        if len(axes) == 1 and axes[0] not in sliced and coefs[k][axes[0]] > 0:
+            sliced[axes[0]] = k
+    looped = [k for k in range(nvar) if k not in sliced.values()]
+    kept = [k for k in range(nvar) if k in sliced.values()]
+    perm = [kept.index(sliced[a]) for a in sorted(sliced)]
+    for point in itertools.product(*(range(val.shape[k]) for k in looped)):
+        at = dict(zip(looped, point))
+        index = []
+        for a in range(ndim):
+            start = offsets[a] + sum(coefs[k][a] * i for k, i in at.items())
+            if a in sliced:
+                k = sliced[a]
+                c = coefs[k][a]
+                index.append(slice(start, start + c * (val.shape[k] - 1) + 1, c))
+            else:
+                index.append(start)
+        block = val[tuple(at.get(k, slice(None)) for k in range(nvar))]
+        dst[tuple(index)] += block.transpose(perm)
+
+
+_PATHS = {}
+
+
+def _einsum(spec, *operands):
+    # np.einsum with its contraction path chosen once per shape signature, then reused
+    key = (spec,) + tuple(op.shape for op in operands)
+    path = _PATHS.get(key)
+    if path is None:
+        path = _PATHS[key] = np.einsum_path(spec, *operands, optimize="optimal")[0]
+    return np.einsum(spec, *operands, optimize=path)
+
+
+_EXPRESSIONS = {}
+
+
+def _contract(spec, *operands):
+    # an opt_einsum contract_expression built once per shape signature, then reused
+    key = (spec,) + tuple(op.shape for op in operands)
+    expr = _EXPRESSIONS.get(key)
+    if expr is None:
+        expr = _EXPRESSIONS[key] = oe.contract_expression(
+            spec, *(op.shape for op in operands), optimize="auto-hq")
+    return expr(*operands)
+
+
+oe = None  # replaced by `import opt_einsum as oe` in modules of that backend

@@ -1,0 +1,599 @@
+"""Lowering checked IR to NumPy statements, shared by every backend.
+
+Each update's right-hand side is split at its top-level ``+``/``-`` into
+products; each product into factors. A factor that is not a plain read is
+computed once, elementwise, over only its own indices; factors whose indices
+are a subset of another's are multiplied into it. What remains is one
+contraction per product, which goes to BLAS: a matrix product or
+``tensordot`` for two operands, a backend-specific cached path for three or
+more. Nothing is ever materialized over the whole loop space when a
+contraction will do. An update with no summed index is one broadcast
+expression.
+
+Reads with affine indices are strided views (basic slices, or one
+``as_strided`` view: the im2col of a convolution); gathers are advanced
+indexing. Writes at affine positions are strided slice-adds looping only over
+the window indices; writes at gathered positions use ``np.add.at``.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from dataclasses import dataclass, field
+
+from tcc.check import Info, StmtInfo
+from tcc.ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, py_name
+
+NP_FUNCS = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "tanh": "np.tanh",
+            "sigmoid": "_sigmoid", "abs": "np.abs", "sin": "np.sin", "cos": "np.cos",
+            "max": "np.maximum", "min": "np.minimum"}
+MATH_FUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh,
+              "sigmoid": lambda x: 1 / (1 + math.exp(-x)), "relu": lambda x: max(x, 0),
+              "abs": abs, "sin": math.sin, "cos": math.cos, "max": max, "min": min}
+RESERVED_LOCALS = {"np", "oe", "dt", "sizes", "tensors", "grads", "itertools", "out",
+                   "saved", "seeds"}
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def local_name(name: str) -> str:
+    """The Python local for a tensor or dim name (``X.grad`` is ``X_grad``)."""
+    p = py_name(name)
+    if p in RESERVED_LOCALS or keyword.iskeyword(p) or p.startswith("_"):
+        p = p + "_"
+    return p
+
+
+@dataclass
+class Operand:
+    code: str
+    vars: tuple[str, ...]
+    fresh: bool = False       # a new array, not a view of a named tensor
+
+    def wrapped(self) -> str:
+        """The code, parenthesized when a method call would bind wrongly."""
+        c = self.code
+        if c.replace("_", "").replace(".", "").isalnum() or c.endswith((")", "]")) and \
+                _balanced_call(c):
+            return c
+        return f"({c})"
+
+
+def _balanced_call(c: str) -> bool:
+    """Whether c is a single call or subscript like ``np.exp(s)`` or ``x[0, :]``."""
+    depth = 0
+    for k, ch in enumerate(c):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth == 0 and k != len(c) - 1:
+                nxt = c[k + 1]
+                if nxt not in "([.":
+                    return False
+        elif depth == 0 and ch in " +-*/<>=":
+            return False
+    return True
+
+
+@dataclass
+class Context:
+    """What one generated function knows: names, sizes, helpers used."""
+    info: Info
+    target: "object"                 # the backend
+    helpers: set[str] = field(default_factory=set)
+    defined: set[str] = field(default_factory=set)   # tensors assigned so far
+    value_casts: dict[str, str] = field(default_factory=dict)   # int data read as numbers
+    counter: int = 0
+
+    def size(self, sym) -> str:
+        return str(sym) if isinstance(sym, int) else local_name(sym)
+
+    def var_size(self, ranges, v) -> str:
+        return self.size(ranges[v])
+
+
+# ----------------------------------------------------------------- helpers
+
+def align(code: str, src: tuple[str, ...], dst: tuple[str, ...]) -> str:
+    """Rearrange an array over ``src`` to broadcast over ``dst`` (a superset)."""
+    present = [v for v in dst if v in src]
+    if list(src) != present:
+        perm = tuple(src.index(v) for v in present)
+        if len(src) == 2:
+            code = f"{_atom(code)}.T"
+        else:
+            code = f"{_atom(code)}.transpose{perm}"
+    if not present:
+        return code
+    first = dst.index(present[0])
+    last = max(dst.index(v) for v in present)
+    parts = []
+    for v in dst[first:]:
+        parts.append(":" if v in src else "None")
+    if len(dst) - 1 > last:
+        pass
+    if all(p == ":" for p in parts):
+        return code
+    while parts and parts[-1] == ":":
+        parts.pop()
+    return f"{_atom(code)}[{', '.join(parts)}]"
+
+
+def _atom(code: str) -> str:
+    return Operand(code, ()).wrapped()
+
+
+def _const_code(ctx: Context, a: Affine) -> str:
+    parts = [str(a.const)] if a.const or not a.dims else []
+    for d, c in a.dims:
+        parts.append(f"{c} * {ctx.size(d)}" if c != 1 else ctx.size(d))
+    return " + ".join(parts).replace("+ -", "- ") or "0"
+
+
+def _simple_axes(index) -> bool:
+    """Each axis a constant, or one index with a positive coefficient used nowhere else."""
+    seen = []
+    for ix in index:
+        if not isinstance(ix, Affine):
+            return False
+        if len(ix.terms) > 1:
+            return False
+        if ix.terms:
+            v, c = ix.terms[0]
+            if c <= 0 or v in seen:
+                return False
+            seen.append(v)
+    return True
+
+
+def _slice_code(ctx: Context, ix: Affine, ranges, axis_size) -> str:
+    """A basic slice for an axis: a constant, or ``start : stop : step``."""
+    if not ix.terms:
+        return _const_code(ctx, ix)
+    v, c = ix.terms[0]
+    n = ctx.var_size(ranges, v)
+    start = _const_code(ctx, ix) if (ix.const or ix.dims) else ""
+    if c == 1 and not start and ranges[v] == axis_size:
+        return ":"
+    stop_base = f"{start} + " if start else ""
+    if c == 1:
+        return f"{start}:{stop_base}{n}"
+    return f"{start}:{stop_base}{c} * ({n} - 1) + 1:{c}"
+
+
+def index_vars(index) -> tuple[str, ...]:
+    out = []
+    for ix in index:
+        for v in ix.vars:
+            if v not in out:
+                out.append(v)
+    return tuple(out)
+
+
+def read_operand(ctx: Context, ref: Ref, ranges, as_value: bool = True) -> Operand:
+    """An array over the read's indices (in order of appearance)."""
+    info = ctx.info
+    name = local_name(ref.tensor)
+    if as_value and ref.tensor in ctx.value_casts:
+        name = ctx.value_casts[ref.tensor]
+    if not ref.index:
+        return Operand(name, ())
+    shape = info.shapes.get(ref.tensor) or info.shapes.get(ref.tensor[:-5])
+    vars_ = index_vars(ref.index)
+    plains = [ix.plain if isinstance(ix, Affine) else None for ix in ref.index]
+    if all(plains) and len(set(plains)) == len(plains):
+        return Operand(name, tuple(plains))
+    if any(isinstance(ix, Gather) for ix in ref.index):
+        return Operand(f"{name}[{advanced_index(ctx, ref.index, vars_, ranges)}]", vars_, True)
+    if _simple_axes(ref.index):
+        parts = [_slice_code(ctx, ix, ranges, shape[k]) for k, ix in enumerate(ref.index)]
+        while parts and parts[-1] == ":":
+            parts.pop()
+        order = tuple(ix.terms[0][0] for ix in ref.index if ix.terms)
+        return Operand(f"{name}[{', '.join(parts)}]" if parts else name, order)
+    ctx.helpers.add("_view")
+    offsets = [_const_code(ctx, ix) for ix in ref.index]
+    coefs = []
+    for v in vars_:
+        coefs.append("(" + ", ".join(str(dict(ix.terms).get(v, 0)) for ix in ref.index)
+                     + ("," if len(ref.index) == 1 else "") + ")")
+    sizes = ", ".join(ctx.var_size(ranges, v) for v in vars_)
+    return Operand(f"_view({name}, ({', '.join(offsets)}{',' if len(offsets) == 1 else ''}), "
+                   f"({sizes}{',' if len(vars_) == 1 else ''}), "
+                   f"({', '.join(coefs)}{',' if len(coefs) == 1 else ''}))", vars_)
+
+
+def advanced_index(ctx: Context, index, vars_: tuple[str, ...], ranges) -> str:
+    """An all-advanced index tuple whose broadcast shape is ``vars_``."""
+    ctx.helpers.add("_ix")
+    n = len(vars_)
+    parts = []
+    for ix in index:
+        if isinstance(ix, Gather):
+            inner = read_operand(ctx, Ref(ix.tensor, ix.index), ranges, as_value=False)
+            parts.append(align(inner.code, inner.vars, vars_) if inner.vars else inner.code)
+        elif not ix.terms:
+            parts.append(_const_code(ctx, ix))
+        else:
+            terms = []
+            for v, c in ix.terms:
+                ar = f"_ix({ctx.var_size(ranges, v)}, {vars_.index(v)}, {n})"
+                terms.append(ar if c == 1 else f"{c} * {ar}")
+            if ix.const or ix.dims:
+                terms.append(_const_code(ctx, ix))
+            parts.append(" + ".join(terms))
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------- expressions
+
+def _fold(e: Expr):
+    """The value of an expression of numbers only, or None."""
+    if isinstance(e, Num):
+        return e.value
+    if isinstance(e, Neg):
+        v = _fold(e.arg)
+        return None if v is None else -v
+    if isinstance(e, Bin):
+        a, b = _fold(e.lhs), _fold(e.rhs)
+        if a is None or b is None:
+            return None
+        try:
+            return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                    "/": lambda: a / b, "**": lambda: a ** b,
+                    "<": lambda: float(a < b), ">": lambda: float(a > b),
+                    "<=": lambda: float(a <= b), ">=": lambda: float(a >= b),
+                    "==": lambda: float(a == b), "!=": lambda: float(a != b)}[e.op]()
+        except (ZeroDivisionError, OverflowError, ValueError):
+            return None
+    if isinstance(e, Call):
+        args = [_fold(a) for a in e.args]
+        if any(a is None for a in args):
+            return None
+        try:
+            return MATH_FUNCS[e.fn](*args)
+        except (OverflowError, ValueError):
+            return None
+    return None
+
+
+def _num_code(v) -> str:
+    if isinstance(v, complex):
+        raise ValueError(v)
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "np.inf" if v > 0 else "-np.inf"
+        if math.isnan(v):
+            return "np.nan"
+        if v.is_integer() and abs(v) < 1e16:
+            return str(int(v)) + ".0"
+    return repr(v)
+
+
+_PREC = {"+": 2, "-": 2, "*": 3, "/": 3, "**": 5}
+
+
+def elementwise(ctx: Context, e: Expr, order: tuple[str, ...], ranges) -> tuple[str, int]:
+    """(code, precedence) of e computed over ``order`` by broadcasting."""
+    v = _fold(e)
+    if v is not None:
+        code = _num_code(v)
+        return code, (9 if not code.startswith("-") else 4)
+    if isinstance(e, DimVal):
+        return ctx.size(e.name), 9
+    if isinstance(e, Ref):
+        op = read_operand(ctx, e, ranges)
+        return align(op.code, op.vars, order) if op.vars else op.code, 9
+    if isinstance(e, Neg):
+        code, p = elementwise(ctx, e.arg, order, ranges)
+        return "-" + (code if p > 4 else f"({code})"), 4
+    if isinstance(e, Bin):
+        a, pa = elementwise(ctx, e.lhs, order, ranges)
+        b, pb = elementwise(ctx, e.rhs, order, ranges)
+        if e.op in ("<", ">", "<=", ">=", "==", "!="):
+            return f"({a} {e.op} {b}).astype(dt)", 9
+        p = _PREC[e.op]
+        if e.op == "**":
+            a = a if pa > p else f"({a})"
+            b = b if pb >= p else f"({b})"
+            return f"{a} ** {b}", p
+        a = a if pa >= p else f"({a})"
+        b = b if pb > p else f"({b})"
+        return f"{a} {e.op} {b}", p
+    if isinstance(e, Call):
+        args = [elementwise(ctx, a, order, ranges)[0] for a in e.args]
+        if e.fn == "relu":
+            return f"np.maximum({args[0]}, 0)", 9
+        if e.fn == "sigmoid":
+            ctx.helpers.add("_sigmoid")
+        return f"{NP_FUNCS[e.fn]}({', '.join(args)})", 9
+    raise AssertionError(e)
+
+
+def expr_vars(e: Expr) -> set[str]:
+    from tcc.ir import reads
+    out = set()
+    for r in reads(e):
+        out.update(index_vars(r.index))
+    return out
+
+
+# ------------------------------------------------------- sums of products
+
+def split_terms(e: Expr, sign: int = 1) -> list[tuple[int, Expr]]:
+    """The top-level terms of a sum, with their signs."""
+    if isinstance(e, Bin) and e.op in "+-" and len(e.op) == 1:
+        return split_terms(e.lhs, sign) + split_terms(e.rhs, sign if e.op == "+" else -sign)
+    if isinstance(e, Neg):
+        return split_terms(e.arg, -sign)
+    return [(sign, e)]
+
+
+def split_factors(e: Expr, up: bool = True) -> list[tuple[bool, Expr]]:
+    """The factors of a product: (True, f) multiplies, (False, f) divides."""
+    if isinstance(e, Bin) and e.op == "*":
+        return split_factors(e.lhs, up) + split_factors(e.rhs, up)
+    if isinstance(e, Bin) and e.op == "/":
+        return split_factors(e.lhs, up) + split_factors(e.rhs, not up)
+    return [(up, e)]
+
+
+def ordered(vs, loops) -> tuple[str, ...]:
+    return tuple(v for v in loops if v in vs)
+
+
+def factor_code(ctx, factors: list[tuple[bool, Expr]], order, ranges) -> str:
+    """Multiply and divide factors elementwise over ``order``."""
+    num = [f for up, f in factors if up]
+    den = [f for up, f in factors if not up]
+    code = ""
+    for k, f in enumerate(num):
+        c, p = elementwise(ctx, f, order, ranges)
+        c = c if p >= 3 else f"({c})"
+        code = c if k == 0 else f"{code} * {c}"
+    if not code:
+        code = "1.0"
+    for f in den:
+        c, p = elementwise(ctx, f, order, ranges)
+        code = f"{code} / {c if p > 3 else f'({c})'}"
+    return code
+
+
+def product_operands(ctx, factors, loops, ranges) -> tuple[str, list[Operand]]:
+    """(scalar code, operands) for one product's factors."""
+    scalars, groups = [], []       # groups: [vars, factors, plain Ref or None]
+    for up, f in factors:
+        vs = expr_vars(f)
+        if not vs:
+            scalars.append((up, f))
+            continue
+        groups.append([ordered(vs, loops), [(up, f)]])
+    # Fold each factor into another whose indices contain its own.
+    merged = True
+    while merged:
+        merged = False
+        for i, (vi, fi) in enumerate(groups):
+            hosts = [j for j, (vj, _) in enumerate(groups) if j != i and set(vi) <= set(vj)]
+            if not hosts:
+                continue
+            # prefer a host that is already computed (not a bare read), then the smallest
+            hosts.sort(key=lambda j: (_is_plain_read(groups[j][1]), len(groups[j][0])))
+            j = hosts[0]
+            if set(vi) == set(groups[j][0]) or not _is_plain_read(fi) or \
+                    not _is_plain_read(groups[j][1]):
+                groups[j][1] = groups[j][1] + fi
+                groups.pop(i)
+                merged = True
+                break
+    operands = []
+    for vs, fs in groups:
+        if len(fs) == 1 and fs[0][0] and isinstance(fs[0][1], Ref):
+            op = read_operand(ctx, fs[0][1], ranges)
+            operands.append(op)
+        else:
+            operands.append(Operand(factor_code(ctx, fs, vs, ranges), vs, True))
+    scalar = factor_code(ctx, scalars, (), ranges) if scalars else ""
+    return scalar, operands
+
+
+def _is_plain_read(fs) -> bool:
+    return len(fs) == 1 and fs[0][0] and isinstance(fs[0][1], Ref)
+
+
+def contract(ctx, operands: list[Operand], out: tuple[str, ...], loops) -> Operand:
+    """Contract operands, summing every index not in ``out``; result over out∩vars."""
+    keep_all = set(out)
+    # Sum indices that only one operand has, inside that operand.
+    ops = []
+    for k, op in enumerate(operands):
+        others = set().union(*(o.vars for j, o in enumerate(operands) if j != k)) \
+            if len(operands) > 1 else set()
+        lone = [v for v in op.vars if v not in keep_all and v not in others]
+        if lone and len(operands) > 1:
+            axes = tuple(op.vars.index(v) for v in lone)
+            rest = tuple(v for v in op.vars if v not in lone)
+            ax = axes[0] if len(axes) == 1 else axes
+            op = Operand(f"{op.wrapped()}.sum(axis={ax})", rest, True)
+        ops.append(op)
+    present = set().union(*(o.vars for o in ops)) if ops else set()
+    res = tuple(v for v in out if v in present)
+    if len(ops) == 1:
+        op = ops[0]
+        lone = [v for v in op.vars if v not in keep_all]
+        if lone:
+            axes = tuple(op.vars.index(v) for v in lone)
+            rest = tuple(v for v in op.vars if v not in lone)
+            ax = axes[0] if len(axes) == 1 else axes
+            op = Operand(f"{op.wrapped()}.sum(axis={ax})", rest, True)
+        return Operand(align(op.code, op.vars, res) if op.vars != res else op.code, res,
+                       op.fresh)
+    if len(ops) == 2:
+        return _contract2(ctx, ops[0], ops[1], res)
+    return ctx.target.contract_many(ctx, ops, res)
+
+
+def einsum_spec(ops: list[Operand], res) -> str:
+    letters = {}
+    for o in ops:
+        for v in o.vars:
+            letters.setdefault(v, LETTERS[len(letters)])
+    return ",".join("".join(letters[v] for v in o.vars) for o in ops) + "->" + \
+        "".join(letters[v] for v in res)
+
+
+def _contract2(ctx, a: Operand, b: Operand, res) -> Operand:
+    shared = [v for v in a.vars if v in b.vars]
+    summed = [v for v in shared if v not in res]
+    batch = [v for v in shared if v in res]
+    if not summed:
+        prod = f"{align(a.code, a.vars, res)} * {align(b.code, b.vars, res)}"
+        return Operand(prod, res, True)
+    if batch:
+        return ctx.target.contract_batched(ctx, [a, b], res)
+    af = tuple(v for v in a.vars if v not in summed)
+    bf = tuple(v for v in b.vars if v not in summed)
+    if len(summed) == 1 and len(a.vars) <= 2 and len(b.vars) <= 2:
+        c = summed[0]
+        # A as (free, c), B as (c, free): the result is over af + bf.
+        if res == bf + af and af and bf:
+            a, b, af, bf = b, a, bf, af
+        left = a.code if a.vars[-1] == c else f"{_atom(a.code)}.T"
+        right = b.code if b.vars[0] == c else f"{_atom(b.code)}.T"
+        return Operand(f"{_atom(left)} @ {_atom(right)}", af + bf, True).aligned(res)
+    ia = tuple(a.vars.index(v) for v in summed)
+    ib = tuple(b.vars.index(v) for v in summed)
+    code = f"np.tensordot({a.code}, {b.code}, axes=({ia}, {ib}))"
+    return Operand(code, af + bf, True).aligned(res)
+
+
+def _aligned(self: Operand, res) -> Operand:
+    if self.vars == tuple(res):
+        return self
+    return Operand(align(self.code, self.vars, tuple(res)), tuple(res), self.fresh)
+
+
+Operand.aligned = _aligned  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------- statements
+
+def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
+    """The Python lines for one update, preceded by a comment quoting it."""
+    s, ranges = si.stmt, si.ranges
+    info = ctx.info
+    loops = s.loops
+    t = s.target.tensor
+    tname = local_name(t)
+    tvars = index_vars(s.target.index)
+    plain_target = all(isinstance(ix, Affine) and ix.plain for ix in s.target.index) and \
+        len(set(tvars)) == len(s.target.index)
+    tvars_order = tvars
+    summed = [v for v in loops if v not in tvars]
+    lines = [f"# {s}"]
+    first = t not in ctx.defined
+    ctx.defined.add(t)
+    shape = info.shapes[t]
+
+    def shape_code():
+        return "(" + ", ".join(ctx.size(d) for d in shape) + ("," if len(shape) == 1 else "") \
+            + ")"
+
+    if s.op == "max=":
+        allv = tuple(tvars_order) + tuple(summed)
+        code, _ = elementwise(ctx, s.expr, allv, ranges)
+        if summed:
+            axes = tuple(range(len(tvars_order), len(allv)))
+            ax = axes[0] if len(axes) == 1 else axes
+            val = Operand(f"np.max({code}, axis={ax}, initial=-np.inf)", tvars_order, True)
+        else:
+            val = Operand(code, tvars_order, True)
+        if plain_target:
+            lines.append(f"{tname} = np.full({shape_code()}, -np.inf, dtype=dt)")
+            lines.append(f"{tname}[...] = {align(val.code, val.vars, tvars_order)}"
+                         if val.vars else f"{tname}[...] = {val.code}")
+        else:
+            lines.append(f"{tname} = np.full({shape_code()}, -np.inf, dtype=dt)")
+            lines += _scatter(ctx, s, tname, val, ranges, "np.maximum.at")
+        return lines
+
+    sign = 1
+    if not summed:
+        code, p = elementwise(ctx, s.expr, tvars_order, ranges)
+        val_vars = tuple(v for v in tvars_order if v in expr_vars(s.expr))
+        val = Operand(code, val_vars, True)
+        if isinstance(s.expr, Ref):
+            val.fresh = False
+    else:
+        parts = []
+        for tsign, term in split_terms(s.expr, sign):
+            scalar, operands = product_operands(ctx, split_factors(term), loops, ranges)
+            res = contract(ctx, operands, tvars_order, loops) if operands else \
+                Operand("1.0", ())
+            code = align(res.code, res.vars, tvars_order) if res.vars else res.code
+            if scalar:
+                code = f"{scalar} * {_atom(code)}" if code != "1.0" else scalar
+            parts.append((tsign, code, res.vars))
+        code = ""
+        for k, (tsign, c, _) in enumerate(parts):
+            if k == 0:
+                code = c if tsign > 0 else f"-{_atom(c)}"
+            else:
+                code += (" + " if tsign > 0 else " - ") + (c if tsign > 0 else _atom(c))
+        covered = set().union(*(set(v) for _, _, v in parts))
+        val = Operand(code, tuple(v for v in tvars_order if v in covered), True)
+        # A sum of parts each missing some target index: a broadcast, not full.
+        if len(parts) > 1 and any(set(v) != covered for _, _, v in parts):
+            val = Operand(code, (), True) if not covered else val
+            val.partial = True  # type: ignore[attr-defined]
+
+    full = set(val.vars) == set(tvars_order) and not getattr(val, "partial", False)
+    update = "-=" if s.op == "-=" else "+="
+    if plain_target:
+        aligned = align(val.code, val.vars, tvars_order) if val.vars else val.code
+        if first:
+            neg = "-" + _atom(aligned) if update == "-=" else aligned
+            if not tvars_order:
+                lines.append(f"{tname} = np.asarray({neg}, dtype=dt)")
+            elif full:
+                if val.fresh or update == "-=":
+                    lines.append(f"{tname} = {neg}")
+                else:
+                    lines.append(f"{tname} = np.array({aligned}, dtype=dt)")
+            else:
+                lines.append(f"{tname} = np.zeros({shape_code()}, dtype=dt)")
+                lines.append(f"{tname} {update} {aligned}")
+        else:
+            lines.append(f"{tname} {update} {aligned}")
+        return lines
+    if first:
+        lines.append(f"{tname} = np.zeros({shape_code()}, dtype=dt)")
+    if update == "-=":
+        val = Operand("-" + val.wrapped(), val.vars, True)
+    lines += _scatter(ctx, s, tname, val, ranges, "np.add.at")
+    return lines
+
+
+def _scatter(ctx, s, tname, val: Operand, ranges, at_fn) -> list[str]:
+    """Add (or max) val, over the target's indices, at non-plain target positions."""
+    index = s.target.index
+    tvars = index_vars(index)
+    code = align(val.code, val.vars, tvars) if val.vars else val.code
+    if set(val.vars) != set(tvars) or getattr(val, "partial", False):
+        shape = ", ".join(ctx.var_size(ranges, v) for v in tvars)
+        code = f"np.broadcast_to({code}, ({shape}{',' if len(tvars) == 1 else ''}))"
+    gathers = any(isinstance(ix, Gather) for ix in index)
+    if at_fn == "np.add.at" and not gathers and _simple_axes(index):
+        shape = ctx.info.shapes[s.target.tensor]
+        parts = [_slice_code(ctx, ix, ranges, shape[k]) for k, ix in enumerate(index)]
+        return [f"{tname}[{', '.join(parts)}] += {code}"]
+    if at_fn == "np.add.at" and not gathers:
+        ctx.helpers.add("_add_affine")
+        offsets = [_const_code(ctx, ix) for ix in index]
+        coefs = ["(" + ", ".join(str(dict(ix.terms).get(v, 0)) for ix in index)
+                 + ("," if len(index) == 1 else "") + ")" for v in tvars]
+        return [f"_add_affine({tname}, {code}, ({', '.join(offsets)}"
+                f"{',' if len(offsets) == 1 else ''}), ({', '.join(coefs)}"
+                f"{',' if len(coefs) == 1 else ''}))"]
+    idx = advanced_index(ctx, index, tvars, ranges)
+    return [f"{at_fn}({tname}, ({idx}{',' if len(index) == 1 else ''}), {code})"]

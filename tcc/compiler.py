@@ -1,0 +1,429 @@
+"""Checked IR -> a standalone Python module (LANGUAGE.md section 4).
+
+``compile_source`` writes the module text; ``compile`` executes it and
+returns a Kernel with ``.forward``, ``.backward`` and ``.source``, cached by
+source text and options.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import inspect
+import os
+import pprint
+from importlib import resources
+
+from . import __version__
+from .autodiff import differentiate
+from .check import Info, analyze
+from .errors import TccError
+from .ir import grad_name, py_name, reads
+from .parse import parse as _parse_text
+from .parse import read_source
+
+BACKENDS = ("numpy", "opt_einsum")
+
+
+def _backend(name: str):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "numpy":
+        from .backends import numpy_backend as b
+    else:
+        from .backends import opt_einsum_backend as b
+    return b
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime_source() -> str:
+    text = resources.files("tcc").joinpath("_rt.py").read_text()
+    body = [line for line in text.splitlines() if not line.startswith("#")]
+    return "\n".join(body).strip() + "\n"
+
+
+def _plan_py(plan):
+    """The plan with tensor names spelled as Python names (the keyword names)."""
+    out = []
+    for step in plan:
+        kind = step[0]
+        if kind == "shape":
+            out.append((kind, py_name(step[1]), *step[2:]))
+        elif kind == "bounds":
+            out.append((kind, py_name(step[1]), *step[2:]))
+        elif kind == "gather":
+            out.append((kind, py_name(step[1]), py_name(step[2]), *step[3:]))
+        elif kind == "valid":
+            cons = tuple((py_name(c[0]), *c[1:]) for c in step[3])
+            out.append((kind, step[1], step[2], cons))
+        else:
+            out.append(step)
+    return out
+
+
+class Pipeline:
+    """The stages for one program: forward and backward, optimized or not."""
+
+    def __init__(self, text: str, filename: str | None, optimize: bool):
+        program = _parse_text(text, filename)
+        try:
+            info = analyze(program)
+            self.original = info
+            if optimize:
+                from .optimize import optimize_backward, optimize_forward
+                info = analyze(optimize_forward(info))
+            backward = differentiate(info)
+            if optimize:
+                backward = optimize_backward(info, backward)
+            self.info = info
+            self.backward = backward
+            self.binfo = analyze(backward)
+        except TccError as err:
+            raise err.attach(filename, text) from None
+        self.text, self.filename, self.optimize = text, filename, optimize
+
+    @property
+    def saved(self) -> list[str]:
+        """Forward-computed tensors the backward reads."""
+        return [t for t in self.binfo.inputs if t in self.info.computed]
+
+
+def _header(p: Pipeline, backend: str) -> str:
+    src = os.path.basename(p.filename) if p.filename else "a .loop program"
+    fwd = "\n".join("    " + line for line in str(p.info.program).splitlines())
+    bwd = "\n".join("    " + line for line in str(p.backward).splitlines()
+                    if not line.startswith(("dim ", "data ", "output ")))
+    inputs = ", ".join(f"{py_name(t)}={py_name(t)}" for t in p.info.inputs)
+    seeds = ", ".join(f'"{o}": d{py_name(o)}' for o in p.info.outputs)
+    opt = "optimized" if p.optimize else "not optimized"
+    return f'''"""Compiled by tcc {__version__} from {src} (backend: {backend}, {opt}).
+
+Generated code: regenerate it with `tcc compile` rather than editing it.
+It needs NumPy{" and opt_einsum" if backend == "opt_einsum" else ""} only, never tcc.
+
+The program:
+{fwd}
+
+Its backward (the gradients):
+{bwd or "    (nothing: no output depends on an input or param)"}
+
+Usage:
+    fwd = forward({inputs})
+    grads = backward({{{seeds}}}, {inputs}, **fwd)
+
+Run `python {os.path.splitext(src)[0] if p.filename else "module"}.py --check` to check the
+gradients against finite differences on random inputs.
+"""
+'''
+
+
+def _helper_source(names: set[str]) -> str:
+    from .backends import helpers
+    order = ["_sigmoid", "_ix", "_view", "_add_affine", "_einsum", "_contract"]
+    parts = []
+    for name in order:
+        if name in names:
+            if name == "_einsum":
+                parts.append("_PATHS = {}\n")
+            if name == "_contract":
+                parts.append("_EXPRESSIONS = {}\n")
+            parts.append(inspect.getsource(getattr(helpers, name)))
+    return "\n\n".join(parts)
+
+
+def _function_body(p: Pipeline, info: Info, backend, ctx_defined=()) -> tuple[list[str], set,
+                                                                          set]:
+    from .backends.lower import Context, lower_statement
+    ctx = Context(info, backend)
+    ctx.used = set()
+    orig_size = ctx.size
+
+    def size(sym):
+        if not isinstance(sym, int):
+            ctx.used.add(sym)
+        return orig_size(sym)
+    ctx.size = size
+    # integer data that is read as a number as well as used for gathers
+    value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
+    for t in info.gather_data & value_reads:
+        from .backends.lower import local_name
+        ctx.value_casts[t] = local_name(t) + "_value"
+    lines = []
+    for si in info.stmts:
+        lines += lower_statement(ctx, si)
+    return lines, ctx.helpers, ctx
+
+
+def _size_lines(ctx) -> list[str]:
+    from .backends.lower import local_name
+    used = sorted(ctx.used, key=str)
+    if not used:
+        return []
+    names = ", ".join(local_name(d) for d in used)
+    vals = ", ".join(f'sizes["{d}"]' for d in used)
+    return [f"{names} = {vals}"]
+
+
+def _unpack(names, info, source="arrays") -> list[str]:
+    from .backends.lower import local_name
+    return [f'{local_name(t)} = {source}["{py_name(t)}"]' for t in names]
+
+
+def generate(p: Pipeline, backend_name: str = "numpy") -> str:
+    backend = _backend(backend_name)
+    from .backends.lower import local_name
+    info, binfo = p.info, p.binfo
+    gradcheck_positive = _positive(p.original)
+
+    # ---- forward
+    fbody, fhelpers, fctx = _function_body(p, info, backend)
+    kinds = {py_name(t): ("gather" if t in info.gather_data else "float") for t in info.inputs}
+    returned = list(info.outputs) + [t for t in p.saved if t not in info.outputs]
+    if not p.optimize:
+        returned = list(info.outputs) + [t for t in info.computed if t not in info.outputs]
+    fwd = ["def forward(**tensors):"]
+    fwd.append(f'    """Run the program. Takes {_takes(info)}.')
+    fwd.append("")
+    fwd.append(f"    Returns the outputs ({', '.join(map(py_name, info.outputs))})"
+               + (f" and the values the backward reads ({', '.join(py_name(t) for t in returned if t not in info.outputs)})." if len(returned) > len(info.outputs) else "."))
+    fwd.append('    """')
+    fwd.append('    arrays, dt = take(tensors, _FORWARD_KINDS, "forward")')
+    fwd.append("    sizes = bind_sizes(_FORWARD_PLAN, arrays)")
+    pre = _unpack(info.inputs, info)
+    for t, name in fctx.value_casts.items():
+        pre.append(f"{name} = {local_name(t)}.astype(dt)")
+    pre += _size_lines(fctx)
+    fwd += ["    " + line for line in pre + fbody]
+    fwd.append("    return {" + ", ".join(f'"{py_name(t)}": {local_name(t)}'
+                                         for t in returned) + "}")
+
+    # ---- backward
+    bbody, bhelpers, bctx = _function_body(p, binfo, backend)
+    seeds = [t for t in binfo.inputs if t.endswith(".grad") and t[:-5] in info.outputs]
+    saved = [t for t in binfo.inputs if t not in seeds and t not in info.inputs]
+    bkinds = dict(kinds)
+    for t in info.computed:
+        bkinds[py_name(t)] = "float"
+    optional = [py_name(t) for t in info.computed]
+    bwd = ["def backward(grads, /, **tensors):"]
+    bwd.append('    """Gradients. grads: {output name: its .grad} (a missing one counts as')
+    bwd.append("    zero); tensors: the forward's inputs and the dict forward() returned.")
+    bwd.append(f"    Returns {{name: gradient}} for {', '.join(info.differentiable) or 'nothing'}"
+               + (" (params averaged over the batch)." if any(
+                   info.roles[t] == "param" for t in info.differentiable) and info.batch
+                  else "."))
+    bwd.append('    """')
+    bwd.append('    arrays, dt = take(tensors, _BACKWARD_KINDS, "backward", _SAVED_OPTIONAL)')
+    bwd.append("    sizes = bind_sizes(_FORWARD_PLAN, {t: arrays[t] for t in _FORWARD_KINDS})")
+    if saved:
+        bwd.append(f"    need_saved({', '.join(repr(py_name(t)) for t in saved)}, arrays=arrays)")
+    bwd.append("    seed_names(grads, _OUTPUTS)")
+    for t in seeds:
+        o = t[:-5]
+        shape = "(" + ", ".join(f'sizes["{d}"]' if isinstance(d, str) else str(d)
+                                for d in info.shapes[o]) + \
+            ("," if len(info.shapes[o]) == 1 else "") + ")"
+        bwd.append(f'    arrays["{py_name(t)}"] = seed(grads, "{o}", {shape}, dt)')
+    bwd.append("    sizes = bind_sizes(_BACKWARD_PLAN, arrays, sizes)")
+    bpre = _unpack([t for t in binfo.inputs], binfo)
+    for t, name in bctx.value_casts.items():
+        bpre.append(f"{name} = {local_name(t)}.astype(dt)")
+    bpre += _size_lines(bctx)
+    bwd += ["    " + line for line in bpre + bbody]
+    ret = []
+    for t in info.differentiable:
+        g = grad_name(t)
+        if g in binfo.computed:
+            ret.append(f'"{t}": {local_name(g)}')
+        else:
+            shape = "(" + ", ".join(f'sizes["{d}"]' if isinstance(d, str) else str(d)
+                                    for d in info.shapes[t]) + \
+                ("," if len(info.shapes[t]) == 1 else "") + ")"
+            ret.append(f'"{t}": np.zeros({shape}, dtype=dt)')
+    bwd.append("    return {" + ", ".join(ret) + "}")
+
+    helpers = fhelpers | bhelpers
+    from .gradcheck import choose_sizes
+    try:
+        defaults = choose_sizes(p.original)
+    except Exception:  # noqa: BLE001 - defaults are a convenience only
+        defaults = {}
+    rnd = {}
+    limits = {}
+    for step in info.plan:
+        if step[0] == "gather":
+            limits.setdefault(py_name(step[1]), []).append(step[4])
+    for t in info.inputs:
+        kind = "gather" if t in info.gather_data else (
+            "positive" if gradcheck_positive else "normal")
+        rnd[py_name(t)] = (tuple(info.shapes[t]), kind)
+    params = {py_name(t): info.roles[t] for t in info.differentiable}
+
+    consts = [
+        f"_FORWARD_KINDS = {kinds!r}",
+        f"_BACKWARD_KINDS = {bkinds!r}",
+        f"_SAVED_OPTIONAL = {tuple(optional)!r}",
+        f"_OUTPUTS = {tuple(info.outputs)!r}",
+        f"_DIFFERENTIABLE = {params!r}",
+        f"_BATCH = {info.batch!r}",
+        f"_DEFAULT_SIZES = {defaults!r}",
+        f"_RANDOM = {rnd!r}",
+        f"_GATHER_LIMITS = {limits!r}",
+        "_FORWARD_PLAN = " + pprint.pformat(_plan_py(info.plan), width=96, compact=True),
+        "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(binfo.plan), width=96, compact=True),
+    ]
+    parts = [
+        _header(p, backend_name),
+        "\n".join(backend.IMPORTS + (["import itertools"] if "_add_affine" in helpers else [])),
+        "# ---- run-time checks, shared with tcc's reference interpreter",
+        _runtime_source(),
+        _module_runtime(),
+    ]
+    if helpers:
+        parts.append("# ---- helpers\n\n" + _helper_source(helpers))
+    parts += [
+        "# ---- the program's tensors, sizes and checks\n\n" + "\n".join(consts),
+        "\n".join(fwd),
+        "\n".join(bwd),
+        _TAIL,
+    ]
+    return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
+
+
+def _takes(info: Info) -> str:
+    items = []
+    for t in info.inputs:
+        shape = info.shapes[t]
+        items.append(f"{py_name(t)}{'[' + ', '.join(map(str, shape)) + ']' if shape else ''}")
+    return ", ".join(items) or "nothing"
+
+
+def _positive(info: Info) -> bool:
+    from .gradcheck import _positive_only
+    return _positive_only(info.program)
+
+
+def _module_runtime() -> str:
+    return '''def seed_names(grads, outputs):
+    unknown = [k for k in grads if k not in outputs]
+    if unknown:
+        raise ValueError(f"backward() got a seed for {', '.join(map(repr, unknown))}, which is "
+                         f"not an output; the outputs are {', '.join(outputs)}")
+
+
+def seed(grads, name, shape, dt):
+    g = grads.get(name)
+    if g is None:
+        return _np_rt.zeros(shape, dtype=dt)
+    g = _np_rt.asarray(g)
+    if g.dtype.kind == "c":
+        raise ValueError(f"the seed for '{name}' is complex ({g.dtype})")
+    if g.shape != tuple(shape):
+        raise ValueError(f"the seed for '{name}' has shape {g.shape}, but '{name}' has "
+                         f"shape {tuple(shape)}")
+    return g.astype(dt, copy=False)
+
+
+def need_saved(*names, arrays):
+    missing = [t for t in names if t not in arrays]
+    if missing:
+        raise ValueError(f"backward() needs {', '.join(map(repr, missing))}, which forward() "
+                         "returns: call backward(grads, **inputs, **forward(**inputs))")'''
+
+
+_TAIL = '''def random_inputs(seed=0, **sizes):
+    """Valid random inputs: float64 values, integers in range for gather data.
+    Sizes default to small ones; pass e.g. B=8 to change one."""
+    unknown = [d for d in sizes if d not in _DEFAULT_SIZES]
+    if unknown:
+        raise ValueError(f"unknown size {', '.join(unknown)}; the sizes are "
+                         f"{', '.join(_DEFAULT_SIZES) or 'none'}")
+    dims = {**_DEFAULT_SIZES, **sizes}
+    rng = _np_rt.random.default_rng(seed)
+    out = {}
+    for name, (entries, kind) in _RANDOM.items():
+        shape = tuple(e if isinstance(e, int) else dims[e] for e in entries)
+        if kind == "gather":
+            out[name] = _np_rt.zeros(shape, dtype=_np_rt.int64)
+        elif kind == "positive":
+            out[name] = rng.uniform(0.5, 1.5, size=shape)
+        else:
+            out[name] = rng.standard_normal(shape)
+    full = bind_sizes(_FORWARD_PLAN, out)
+    for name, syms in _GATHER_LIMITS.items():
+        high = min(s if isinstance(s, int) else full[s] for s in syms)
+        out[name] = rng.integers(0, max(high, 1), size=out[name].shape)
+    return out
+
+
+def _self_check(seed=0):
+    """Check backward() against central finite differences of forward()."""
+    inputs = random_inputs(seed)
+    fwd = forward(**inputs)
+    rng = _np_rt.random.default_rng(seed + 1)
+    seeds = {o: rng.standard_normal(_np_rt.shape(fwd[o.replace(".grad", "_grad")]))
+             for o in _OUTPUTS}
+    grads = backward(seeds, **inputs, **fwd)
+
+    def loss(tensors):
+        out = forward(**tensors)
+        return sum(float(_np_rt.sum(seeds[o] * out[o.replace(".grad", "_grad")]))
+                   for o in _OUTPUTS)
+
+    sizes = bind_sizes(_FORWARD_PLAN, inputs)
+    scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
+             if role == "param" and _BATCH}
+    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale)
+    print(f"{'gradient':<16} {'shape':<16} {'worst rel. error':>16}  status")
+    for name, shape, err, skipped, ok, note in rows:
+        print(f"{name + '.grad':<16} {str(list(shape)):<16} {err:>16.2e}  "
+              f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
+    return all(row[4] for row in rows)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(0 if _self_check() else 1)
+    print(__doc__)
+    print("Run with --check to check the gradients against finite differences.")'''
+
+
+# ---------------------------------------------------------------- the API
+
+def compile_source(text_or_path, backend: str = "numpy", optimize: bool = True) -> str:
+    """The generated module's text."""
+    text, filename = read_source(text_or_path)
+    _backend(backend)
+    return generate(Pipeline(text, filename, optimize), backend)
+
+
+class Kernel:
+    """A compiled program: ``forward(**tensors)``, ``backward(grads, **tensors)``."""
+
+    def __init__(self, source: str, name: str):
+        self.source = source
+        namespace: dict = {"__name__": f"tcc_generated_{name}"}
+        exec(builtins.compile(source, f"<tcc: {name}>", "exec"), namespace)
+        self.forward = namespace["forward"]
+        self.backward = namespace["backward"]
+        self.random_inputs = namespace["random_inputs"]
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"<tcc.Kernel {self.namespace['__name__']}>"
+
+
+@functools.lru_cache(maxsize=128)
+def _compile_cached(text: str, filename: str | None, backend: str, optimize: bool) -> Kernel:
+    source = generate(Pipeline(text, filename, optimize), backend)
+    name = os.path.splitext(os.path.basename(filename))[0] if filename else "program"
+    return Kernel(source, name)
+
+
+def compile(text_or_path, backend: str = "numpy", optimize: bool = True) -> Kernel:  # noqa: A001
+    """Compile a program (text, or a path to a .loop file) to a Kernel, cached by
+    source and options."""
+    text, filename = read_source(text_or_path)
+    _backend(backend)
+    return _compile_cached(text, filename, backend, bool(optimize))

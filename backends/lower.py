@@ -508,7 +508,9 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
             val = Operand(f"np.max({code}, axis={ax}, initial=-np.inf)", tvars_order, True)
         else:
             val = Operand(code, tvars_order, True)
-        if plain_target:
+        if plain_target and set(val.vars) == set(tvars_order) and tvars_order:
+            lines.append(f"{tname} = {align(val.code, val.vars, tvars_order)}")
+        elif plain_target:
             lines.append(f"{tname} = np.full({shape_code()}, -np.inf, dtype=dt)")
             lines.append(f"{tname}[...] = {align(val.code, val.vars, tvars_order)}"
                          if val.vars else f"{tname}[...] = {val.code}")

@@ -34,4 +34,17 @@ def parse(text_or_path, filename: str | None = None) -> Program:
     return _parse_text(text, filename or fname)
 
 
-__all__ = ["TccError", "Program", "parse", "__version__"]
+from .api import check, differentiate, grad_text, optimize  # noqa: E402
+from .check import analyze  # noqa: E402
+from .compiler import Kernel, compile, compile_source  # noqa: E402,A004
+
+
+def lower(program, backend: str = "numpy", optimize: bool = True) -> str:
+    """The generated module's source for a program (IR, text or path)."""
+    if isinstance(program, Program):
+        program = str(program)
+    return compile_source(program, backend=backend, optimize=optimize)
+
+
+__all__ = ["TccError", "Program", "Kernel", "parse", "analyze", "differentiate", "optimize",
+           "lower", "compile", "compile_source", "grad_text", "check", "__version__"]

@@ -34,20 +34,16 @@ def differentiate(program: Program | str) -> Program:
 
 
 def optimize(program: Program) -> Program:
-    """The optimizer's rewrites of a program (identity until the passes land)."""
+    """The optimized forward program: what the compiled forward computes."""
     from . import optimize as _opt
     return _opt.optimize(program)
 
 
 def grad_text(text_or_path, optimize: bool = True) -> str:
     """What ``tcc grad`` prints: the backward as a complete, runnable program."""
-    prog, text, filename = load(text_or_path)
-    info = _checked(prog, text, filename)
-    backward = _differentiate(info)
-    if optimize:
-        from . import optimize as _opt
-        backward = _opt.optimize_backward(info, backward)
-    return str(backward)
+    from .compiler import Pipeline
+    text, filename = read_source(text_or_path)
+    return str(Pipeline(text, filename, optimize).backward)
 
 
 # ----------------------------------------------------------- hand-written

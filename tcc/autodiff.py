@@ -234,7 +234,7 @@ def differentiate(program: Program | Info) -> Program:
         taken.update(si.stmt.loops)
 
     out: list[Stmt] = []
-    for si in reversed(info.stmts):
+    for k, si in reversed(list(enumerate(info.stmts))):
         s = si.stmt
         y = s.target.tensor
         if y not in has_grad:
@@ -248,10 +248,11 @@ def differentiate(program: Program | Info) -> Program:
             hit = cmp("==", s.expr, Ref(y, s.target.index))
             targets_read = [r for _, r in read_paths(s.expr) if r.tensor in active]
             if targets_read:
-                out.append(Stmt(s.loops, Ref(count, s.target.index), "+=", hit))
+                out.append(Stmt(s.loops, Ref(count, s.target.index), "+=", hit,
+                                origin=(k, -1)))
                 extra.append(hit)
                 dens.append(Ref(count, s.target.index))
-        for path, r in read_paths(s.expr):
+        for n, (path, r) in enumerate(read_paths(s.expr)):
             x = r.tensor
             if x not in active:
                 continue
@@ -267,7 +268,7 @@ def differentiate(program: Program | Info) -> Program:
             if info.roles.get(x) == "param" and batch is not None:
                 lead = [div(ONE, DimVal(batch)), seed]
             expr = build_product(lead, coef, nums, dens + more_dens)
-            out.append(Stmt(s.loops, Ref(grad_name(x), r.index), op, expr))
+            out.append(Stmt(s.loops, Ref(grad_name(x), r.index), op, expr, origin=(k, n)))
             has_grad.add(x)
     return _with_declarations(info, out)
 

@@ -65,16 +65,21 @@ class Pipeline:
     """The stages for one program: forward and backward, optimized or not."""
 
     def __init__(self, text: str, filename: str | None, optimize: bool):
+        from .optimize import Log
         program = _parse_text(text, filename)
+        self.log = Log()
         try:
             info = analyze(program)
             self.original = info
             if optimize:
-                from .optimize import optimize_backward, optimize_forward
-                info = analyze(optimize_forward(info))
+                from .optimize import optimize_backward, optimize_forward, stabilize
+                info = analyze(optimize_forward(info, self.log))
             backward = differentiate(info)
+            self.raw_backward = backward
             if optimize:
-                backward = optimize_backward(info, backward)
+                backward = optimize_backward(info, backward, self.log)
+                forward, backward = stabilize(info, backward, self.log)
+                info = analyze(forward)
             self.info = info
             self.backward = backward
             self.binfo = analyze(backward)

@@ -198,6 +198,9 @@ class Stmt:
     op: str
     expr: Expr
     pos: Pos | None = _pos()
+    # For a backward statement: (forward statement number, read number) it
+    # came from, so passes can find the statements of one forward pattern.
+    origin: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         body = f"{self.target} {self.op} {self.expr}"

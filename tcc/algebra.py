@@ -1,0 +1,265 @@
+"""Products as (coefficient, factors with integer powers), matching with index
+substitution, and algebraic simplification: the machinery of the optimizer."""
+
+from __future__ import annotations
+
+from .ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref
+
+Factors = list[tuple[Expr, int]]
+
+
+# ------------------------------------------------------------- products
+
+def flatten(e: Expr) -> tuple[float, Factors]:
+    """e as coef * prod(f ** k); numbers fold into coef."""
+    coef = 1
+    out: Factors = []
+
+    def visit(f: Expr, k: int):
+        nonlocal coef
+        if isinstance(f, Num):
+            coef = coef * (f.value ** k) if k > 0 else coef / (f.value ** -k)
+        elif isinstance(f, Neg):
+            coef = -coef if k % 2 else coef
+            visit(f.arg, k)
+        elif isinstance(f, Bin) and f.op == "*":
+            visit(f.lhs, k)
+            visit(f.rhs, k)
+        elif isinstance(f, Bin) and f.op == "/":
+            visit(f.lhs, k)
+            visit(f.rhs, -k)
+        elif isinstance(f, Bin) and f.op == "**" and isinstance(f.rhs, Num) and \
+                isinstance(f.rhs.value, int) and f.rhs.value > 0:
+            visit(f.lhs, k * f.rhs.value)
+        else:
+            out.append((f, k))
+
+    visit(e, 1)
+    return _int(coef), merge(out)
+
+
+def _int(c):
+    if isinstance(c, float) and c.is_integer() and abs(c) < 1e15:
+        return int(c)
+    return c
+
+
+def merge(factors: Factors) -> Factors:
+    """Add the powers of equal factors; drop those that cancel."""
+    out: Factors = []
+    for f, k in factors:
+        for n, (g, j) in enumerate(out):
+            if g == f:
+                out[n] = (g, j + k)
+                break
+        else:
+            out.append((f, k))
+    return [(f, k) for f, k in out if k != 0]
+
+
+def is_product(e: Expr) -> bool:
+    return isinstance(e, Neg) or (isinstance(e, Bin) and e.op in ("*", "/"))
+
+
+def rebuild(coef, factors: Factors) -> Expr:
+    """coef * nums / dens, the constant first, powers written ``f ** k``."""
+    if coef == 0:
+        return Num(0)
+    nums = [_power(f, k) for f, k in factors if k > 0]
+    dens = [_power(f, -k) for f, k in factors if k < 0 and not isinstance(f, DimVal)]
+    scale = [_power(f, -k) for f, k in factors if k < 0 and isinstance(f, DimVal)]
+    neg = coef < 0
+    c = abs(coef)
+    lead = []
+    if scale:  # 1/B first, as the TTIC answers write a batch average
+        s = Bin("/", Num(_int(c)), scale[0])
+        for d in scale[1:]:
+            s = Bin("/", s, d)
+        lead, c = [s], 1
+    parts = lead + ([Num(_int(c))] if c != 1 or not (nums or lead) else []) + nums
+    e = parts[0]
+    for p in parts[1:]:
+        e = Bin("*", e, p)
+    for d in dens:
+        e = Bin("/", e, d)
+    return Neg(e) if neg else e
+
+
+def _power(f: Expr, k: int) -> Expr:
+    return f if k == 1 else Bin("**", f, Num(k))
+
+
+# ------------------------------------------------------------ substitution
+
+def subst_affine(a: Affine, sigma: dict) -> Affine | Gather | None:
+    """Replace loop variables by index expressions; None if not expressible."""
+    terms: dict[str, int] = {}
+    const, dims = a.const, dict(a.dims)
+    for v, c in a.terms:
+        rep = sigma.get(v, v)
+        if isinstance(rep, str):
+            terms[rep] = terms.get(rep, 0) + c
+        elif isinstance(rep, Affine):
+            for u, k in rep.terms:
+                terms[u] = terms.get(u, 0) + c * k
+            const += c * rep.const
+            for d, k in rep.dims:
+                dims[d] = dims.get(d, 0) + c * k
+        elif isinstance(rep, Gather):
+            if a.plain == v:
+                return rep
+            return None
+    return Affine(tuple((v, c) for v, c in terms.items() if c), const,
+                  tuple((d, c) for d, c in dims.items() if c), a.pos)
+
+
+def subst(e: Expr, sigma: dict) -> Expr | None:
+    """e with loop variables replaced per sigma (var -> var, Affine or Gather)."""
+    if isinstance(e, Ref):
+        index = []
+        for ix in e.index:
+            if isinstance(ix, Gather):
+                inner = [subst_affine(a, sigma) for a in ix.index]
+                if any(not isinstance(a, Affine) for a in inner):
+                    return None
+                index.append(Gather(ix.tensor, tuple(inner), ix.pos))
+            else:
+                r = subst_affine(ix, sigma)
+                if r is None:
+                    return None
+                index.append(r)
+        return Ref(e.tensor, tuple(index), e.pos)
+    if isinstance(e, Neg):
+        a = subst(e.arg, sigma)
+        return None if a is None else Neg(a, e.pos)
+    if isinstance(e, Bin):
+        a, b = subst(e.lhs, sigma), subst(e.rhs, sigma)
+        return None if a is None or b is None else Bin(e.op, a, b, e.pos)
+    if isinstance(e, Call):
+        args = [subst(a, sigma) for a in e.args]
+        return None if any(a is None for a in args) else Call(e.fn, tuple(args), e.pos)
+    return e
+
+
+# ------------------------------------------------------------- matching
+
+def match(pattern: Expr, e: Expr, vars_: frozenset, sigma: dict) -> dict | None:
+    """Bind the pattern's loop variables (plain uses only) so it equals e."""
+    if type(pattern) is not type(e):
+        return None
+    if isinstance(pattern, Ref):
+        if pattern.tensor != e.tensor or len(pattern.index) != len(e.index):
+            return None
+        s = dict(sigma)
+        for pi, ei in zip(pattern.index, e.index):
+            s = _match_index(pi, ei, vars_, s)
+            if s is None:
+                return None
+        return s
+    if isinstance(pattern, Num):
+        return sigma if pattern.value == e.value else None
+    if isinstance(pattern, DimVal):
+        return sigma if pattern.name == e.name else None
+    if isinstance(pattern, Neg):
+        return match(pattern.arg, e.arg, vars_, sigma)
+    if isinstance(pattern, Bin):
+        if pattern.op != e.op:
+            return None
+        s = match(pattern.lhs, e.lhs, vars_, sigma)
+        return None if s is None else match(pattern.rhs, e.rhs, vars_, s)
+    if isinstance(pattern, Call):
+        if pattern.fn != e.fn or len(pattern.args) != len(e.args):
+            return None
+        s = sigma
+        for a, b in zip(pattern.args, e.args):
+            s = match(a, b, vars_, s)
+            if s is None:
+                return None
+        return s
+    return None
+
+
+def _match_index(p, x, vars_, sigma):
+    if isinstance(p, Affine) and p.plain in vars_:
+        v = p.plain
+        rep = x.plain if isinstance(x, Affine) and x.plain else x
+        if v in sigma:
+            return sigma if sigma[v] == rep else None
+        return {**sigma, v: rep}
+    if isinstance(p, Affine):
+        if any(v in vars_ for v in p.vars):
+            return None            # only plain uses of pattern variables bind
+        return sigma if isinstance(x, Affine) and x == p else None
+    if isinstance(p, Gather) and isinstance(x, Gather) and p.tensor == x.tensor:
+        s = sigma
+        for a, b in zip(p.index, x.index):
+            s = _match_index(a, b, vars_, s)
+            if s is None:
+                return None
+        return s
+    return None
+
+
+def match_factors(pattern: Factors, target: Factors, vars_: frozenset,
+                  sigma: dict | None = None):
+    """A binding under which every pattern factor's power fits inside target's."""
+    sigma = {} if sigma is None else sigma
+    if not pattern:
+        return sigma
+    (pf, pk), rest = pattern[0], pattern[1:]
+    for tf, tk in target:
+        if (pk > 0 and tk < pk) or (pk < 0 and tk > pk):
+            continue
+        s = match(pf, tf, vars_, sigma)
+        if s is not None:
+            r = match_factors(rest, target, vars_, s)
+            if r is not None:
+                return r
+    return None
+
+
+# ------------------------------------------------------------ simplification
+
+def simplify(e: Expr) -> Expr:
+    """Fold constants, merge equal factors, drop ones and zeros."""
+    if isinstance(e, (Num, Ref, DimVal)):
+        return e
+    if isinstance(e, Call):
+        return Call(e.fn, tuple(simplify(a) for a in e.args), e.pos)
+    if isinstance(e, Bin) and e.op in ("+", "-"):
+        a, b = simplify(e.lhs), simplify(e.rhs)
+        if _is_zero(b):
+            return a
+        if _is_zero(a):
+            return b if e.op == "+" else simplify(Neg(b))
+        if isinstance(a, Num) and isinstance(b, Num):
+            return Num(_int(a.value + b.value if e.op == "+" else a.value - b.value))
+        if isinstance(b, Neg):
+            return Bin("-" if e.op == "+" else "+", a, b.arg, e.pos)
+        return Bin(e.op, a, b, e.pos)
+    if isinstance(e, Bin) and e.op in ("*", "/", "**") or isinstance(e, Neg):
+        if isinstance(e, Bin) and e.op == "**":
+            a, b = simplify(e.lhs), simplify(e.rhs)
+            if isinstance(b, Num) and b.value == 1:
+                return a
+            if isinstance(b, Num) and b.value == 0:
+                return Num(1)
+            e = Bin("**", a, b, e.pos)
+            if not (isinstance(b, Num) and isinstance(b.value, int) and b.value > 0):
+                return e
+        elif isinstance(e, Neg):
+            inner = simplify(e.arg)
+            if isinstance(inner, Neg):
+                return inner.arg
+            if isinstance(inner, Num):
+                return Num(-inner.value) if inner.value == 0 else Neg(inner)
+            e = Neg(inner, e.pos)
+        else:
+            e = Bin(e.op, simplify(e.lhs), simplify(e.rhs), e.pos)
+        coef, factors = flatten(e)
+        return rebuild(coef, factors)
+    return e
+
+
+def _is_zero(e: Expr) -> bool:
+    return isinstance(e, Num) and e.value == 0

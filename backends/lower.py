@@ -502,12 +502,16 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
     if s.op == "max=":
         allv = tuple(tvars_order) + tuple(summed)
         code, _ = elementwise(ctx, s.expr, allv, ranges)
+        if expr_vars(s.expr) != set(allv):
+            full_shape = ", ".join(ctx.var_size(ranges, v) for v in allv)
+            code = f"np.broadcast_to({code}, ({full_shape}{',' if len(allv) == 1 else ''}))"
         if summed:
             axes = tuple(range(len(tvars_order), len(allv)))
             ax = axes[0] if len(axes) == 1 else axes
             val = Operand(f"np.max({code}, axis={ax}, initial=-np.inf)", tvars_order, True)
         else:
             val = Operand(code, tvars_order, True)
+        val.partial = False  # type: ignore[attr-defined]
         if plain_target and set(val.vars) == set(tvars_order) and tvars_order:
             lines.append(f"{tname} = {align(val.code, val.vars, tvars_order)}")
         elif plain_target:
@@ -519,20 +523,22 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
             lines += _scatter(ctx, s, tname, val, ranges, "np.maximum.at")
         return lines
 
-    sign = 1
     if not summed:
         code, p = elementwise(ctx, s.expr, tvars_order, ranges)
-        val_vars = tuple(v for v in tvars_order if v in expr_vars(s.expr))
-        val = Operand(code, val_vars, True)
-        if isinstance(s.expr, Ref):
-            val.fresh = False
+        covered = expr_vars(s.expr)
+        val = Operand(code, tvars_order, not isinstance(s.expr, Ref))
     else:
         parts = []
-        for tsign, term in split_terms(s.expr, sign):
+        for tsign, term in split_terms(s.expr):
             scalar, operands = product_operands(ctx, split_factors(term), loops, ranges)
             res = contract(ctx, operands, tvars_order, loops) if operands else \
                 Operand("1.0", ())
             code = align(res.code, res.vars, tvars_order) if res.vars else res.code
+            # summed indices this term does not depend on: each adds the term again
+            present = set().union(*(o.vars for o in operands)) if operands else set()
+            count = [ctx.var_size(ranges, v) for v in summed if v not in present]
+            if count:
+                scalar = " * ".join(([scalar] if scalar else []) + count)
             if scalar:
                 code = f"{scalar} * {_atom(code)}" if code != "1.0" else scalar
             parts.append((tsign, code, res.vars))
@@ -543,16 +549,16 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
             else:
                 code += (" + " if tsign > 0 else " - ") + (c if tsign > 0 else _atom(c))
         covered = set().union(*(set(v) for _, _, v in parts))
-        val = Operand(code, tuple(v for v in tvars_order if v in covered), True)
-        # A sum of parts each missing some target index: a broadcast, not full.
         if len(parts) > 1 and any(set(v) != covered for _, _, v in parts):
-            val = Operand(code, (), True) if not covered else val
-            val.partial = True  # type: ignore[attr-defined]
+            covered = set()     # a sum of parts each missing some index: broadcast it
+        val = Operand(code, tvars_order, True)
+    # val's code broadcasts over the target's indices; partial if it lacks some
+    val.partial = set(covered) != set(tvars_order)  # type: ignore[attr-defined]
 
-    full = set(val.vars) == set(tvars_order) and not getattr(val, "partial", False)
+    full = not val.partial
     update = "-=" if s.op == "-=" else "+="
     if plain_target:
-        aligned = align(val.code, val.vars, tvars_order) if val.vars else val.code
+        aligned = val.code
         if first:
             neg = "-" + _atom(aligned) if update == "-=" else aligned
             if not tvars_order:
@@ -580,8 +586,8 @@ def _scatter(ctx, s, tname, val: Operand, ranges, at_fn) -> list[str]:
     """Add (or max) val, over the target's indices, at non-plain target positions."""
     index = s.target.index
     tvars = index_vars(index)
-    code = align(val.code, val.vars, tvars) if val.vars else val.code
-    if set(val.vars) != set(tvars) or getattr(val, "partial", False):
+    code = val.code
+    if getattr(val, "partial", False):
         shape = ", ".join(ctx.var_size(ranges, v) for v in tvars)
         code = f"np.broadcast_to({code}, ({shape}{',' if len(tvars) == 1 else ''}))"
     gathers = any(isinstance(ix, Gather) for ix in index)

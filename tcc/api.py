@@ -43,7 +43,7 @@ def grad_text(text_or_path, optimize: bool = True) -> str:
     """What ``tcc grad`` prints: the backward as a complete, runnable program."""
     from .compiler import Pipeline
     text, filename = read_source(text_or_path)
-    return str(Pipeline(text, filename, optimize).backward)
+    return str(Pipeline(text, filename, optimize, forward_rewrites=False).backward)
 
 
 # ----------------------------------------------------------- hand-written

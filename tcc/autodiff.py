@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .check import Info, analyze
 from .ir import (COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
-                 Stmt, grad_name, reads)
+                 Stmt, grad_name, reads, stmt_vars)
 
 # ------------------------------------------------------------------ building
 
@@ -267,8 +267,18 @@ def differentiate(program: Program | Info) -> Program:
             lead = [seed]
             if info.roles.get(x) == "param" and batch is not None:
                 lead = [div(ONE, DimVal(batch)), seed]
+            target = Ref(grad_name(x), r.index)
+            # A loop index the term no longer mentions: the sum over it adds the
+            # same value once per position, so multiply by its range.
+            used = set(stmt_vars(Stmt(s.loops, target, op, mul(seed, build_product(
+                [], 1, nums, dens + more_dens)))))
+            loops = tuple(v for v in s.loops if v in used)
+            for v in s.loops:
+                if v not in used:
+                    size = si.ranges[v]
+                    lead.append(Num(size) if isinstance(size, int) else DimVal(size))
             expr = build_product(lead, coef, nums, dens + more_dens)
-            out.append(Stmt(s.loops, Ref(grad_name(x), r.index), op, expr, origin=(k, n)))
+            out.append(Stmt(loops, target, op, expr, origin=(k, n)))
             has_grad.add(x)
     return _with_declarations(info, out)
 
@@ -295,6 +305,36 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
         if any(not (isinstance(ix, Affine) and ix.plain) for ix in s.target.index) and \
                 info.roles.get(base) not in ("input", "param") and base not in read:
             read.append(base)
+
+    # A gradient's dims must be bound by some array the backward takes: where
+    # nothing else binds them, take the forward tensor itself as data.
+    bound = {e for t in read for e in (info.shapes.get(t[:-5] if t.endswith(".grad") else t)
+                                       or ()) if isinstance(e, str)}
+    for t in info.inputs:
+        if info.roles[t] in ("input", "param") and grad_name(t) in computed and \
+                any(isinstance(e, str) and e not in bound for e in info.shapes.get(t, ())):
+            if t not in read:
+                read.append(t)
+            bound.update(e for e in info.shapes[t] if isinstance(e, str))
+
+    # An index that no tensor of known shape fixes (x.grad[i] += y.grad, with
+    # x an intermediate): the gradient takes its shape from the forward tensor.
+    outputs = {grad_name(t) for t in info.inputs if info.roles[t] in ("input", "param")}
+    changed = True
+    while changed:
+        changed = False
+        known = set(read) | (outputs & computed) | {grad_name(t) for t in read}
+        for s in stmts:
+            accesses = [s.target, *reads(s.expr)]
+            for v in s.loops:
+                if not any(r.tensor in known and any(v in ix.vars for ix in r.index)
+                           for r in accesses):
+                    base = s.target.tensor[:-5]
+                    if s.target.tensor.endswith(".grad") and base in info.shapes and \
+                            base not in read:
+                        read.append(base)
+                        changed = True
+            known.add(s.target.tensor)
 
     def shape_of(name: str):
         base = name[:-5] if name.endswith(".grad") else name

@@ -101,10 +101,28 @@ class _Analyzer:
             self.batch = None if batch_decl.name == "1" else batch_decl.name
         elif "B" in self.dims:
             self.batch = "B"
-        for name, pos in self.decl_pos.items():
-            if name.endswith("_grad") and name[:-5] in self.roles:
-                raise _err(f"'{name}' clashes with '{name[:-5]}.grad', which Python spells "
-                           f"'{name}': rename it", pos)
+
+    def python_names(self):
+        """Two tensors Python would spell alike (``x.grad`` and ``x_grad``)."""
+        from .ir import py_name
+        seen: dict[str, str] = {}
+        places = [(d.name, d.pos) for d in self.p.decls if d.role in self.ROLES]
+        places += [(s.target.tensor, s.target.pos) for s in self.p.stmts]
+        places.sort(key=lambda np_: (np_[1].line, np_[1].col) if np_[1] else (0, 0))
+        for name, pos in places:
+            p = py_name(name)
+            other = seen.setdefault(p, name)
+            if other != name:
+                raise _err(f"'{name}' clashes with '{other}': Python spells both '{p}'; "
+                           "rename one", pos)
+            base = name[:-5] if name.endswith("_grad") else name
+            twin = name + "_grad" if base == name else base
+            if twin in seen.values() and not name.endswith(".grad"):
+                g, plain_ = (name, twin) if name.endswith("_grad") else (twin, name)
+                raise _err(f"'{g}' beside '{plain_}' clashes with '{plain_}.grad', which "
+                           f"Python spells '{g}': rename it", pos)
+
+    ROLES = ("input", "param", "data", "output")
 
     # ------------------------------------------------------------ statements
     def statement_rules(self):
@@ -116,9 +134,6 @@ class _Analyzer:
             if role in ("input", "param", "data"):
                 raise _err(f"cannot update '{t}': it is declared {role}; only computed "
                            "tensors and outputs are written", s.target.pos)
-            if t.endswith("_grad") and t[:-5] in self.roles:
-                raise _err(f"'{t}' clashes with '{t[:-5]}.grad', which Python spells "
-                           f"'{t}': rename it", s.target.pos)
             updates.setdefault(t, []).append(k)
         self.updates = updates
         for t, ks in updates.items():
@@ -150,7 +165,7 @@ class _Analyzer:
             used = set(stmt_vars(s))
             for v in s.loops:
                 if v not in used:
-                    raise _err(f"loop index '{v}' is not used in the statement", s.pos)
+                    raise _err(f"loop index '{v}' is not used in the statement", s.pos_of(v))
             for r in reads(s.expr):
                 self.check_read(r, k, s, last)
             for g in [ix for ix in s.target.index if isinstance(ix, Gather)]:
@@ -257,11 +272,18 @@ class _Analyzer:
             for size, t, pos in uses:
                 if isinstance(size, str) and size not in names:
                     names.append(size)
-            if len(names) > 1:
+            user = [n for n in names if n in self.dims]
+            if len(user) > 1:
                 (a, ta), (b, tb) = [(n, next(t for sz, t, _ in uses if sz == n))
-                                    for n in names[:2]]
+                                    for n in user[:2]]
+                pos = next(p for sz, t, p in uses if sz == b)
                 raise _err(f"conflicting ranges for index '{v}': {a} (from '{ta}') and {b} "
-                           f"(from '{tb}')", uses[-1][2])
+                           f"(from '{tb}')", pos)
+            if len(names) > 1:   # a size tcc inferred: compared at run time
+                names = user + [n for n in names if n not in user]
+                for other in names[1:]:
+                    self.plan.append(("alias", other, names[0],
+                                      f"index '{v}' ranges over both {names[0]} and {other}"))
             ints = sorted({size for size, _, _ in uses if isinstance(size, int)})
             if len(ints) > 1:
                 raise _err(f"conflicting ranges for index '{v}': {ints[0]} and {ints[1]}",
@@ -384,6 +406,7 @@ class _Analyzer:
     # ------------------------------------------------------------ run
     def run(self) -> Info:
         self.declarations()
+        self.python_names()
         self.statement_rules()
         plan_inputs = []
         for t, role in self.roles.items():

@@ -108,7 +108,7 @@ def run(args) -> int:
         return 0
     if args.command == "explain":
         from .explain import explain
-        text, ok = explain(args.file, verify=args.verify)
+        text, ok = explain(args.file, verify_rewrites=args.verify)
         sys.stdout.write(text)
         return 0 if ok else 1
     raise AssertionError(args.command)
@@ -116,13 +116,15 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 4000))
     try:
         return run(args)
     except TccError as err:
         print(err.format(), file=sys.stderr)
         return 1
     except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        what = "no such file" if isinstance(err, FileNotFoundError) else err.strerror or "error"
+        what = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory"}.get(
+            type(err), err.strerror or "permission denied")
         print(f"tcc: error: cannot read '{err.filename or err}': {what}", file=sys.stderr)
         return 2
     except UnicodeDecodeError as err:

@@ -64,22 +64,27 @@ def _plan_py(plan):
 class Pipeline:
     """The stages for one program: forward and backward, optimized or not."""
 
-    def __init__(self, text: str, filename: str | None, optimize: bool):
+    def __init__(self, text: str, filename: str | None, optimize: bool,
+                 forward_rewrites: bool = True):
+        """forward_rewrites=False keeps the forward as written (contraction order
+        and stable forms off): the backward then reads only the user's tensors."""
         from .optimize import Log
         program = _parse_text(text, filename)
         self.log = Log()
         try:
             info = analyze(program)
             self.original = info
-            if optimize:
-                from .optimize import optimize_backward, optimize_forward, stabilize
+            from .optimize import optimize_backward, optimize_forward, stabilize
+            if optimize and forward_rewrites:
                 info = analyze(optimize_forward(info, self.log))
+            self.unstable = info
             backward = differentiate(info)
             self.raw_backward = backward
             if optimize:
                 backward = optimize_backward(info, backward, self.log)
-                forward, backward = stabilize(info, backward, self.log)
-                info = analyze(forward)
+                if forward_rewrites:
+                    forward, backward = stabilize(info, backward, self.log)
+                    info = analyze(forward)
             self.info = info
             self.backward = backward
             self.binfo = analyze(backward)

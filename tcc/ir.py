@@ -201,6 +201,13 @@ class Stmt:
     # For a backward statement: (forward statement number, read number) it
     # came from, so passes can find the statements of one forward pattern.
     origin: tuple[int, int] | None = field(default=None, compare=False, repr=False)
+    # Where each name of the ``for`` list stands, for errors about one index.
+    loop_pos: tuple[Pos, ...] | None = field(default=None, compare=False, repr=False)
+
+    def pos_of(self, var: str) -> Pos | None:
+        if self.loop_pos and var in self.loops:
+            return self.loop_pos[self.loops.index(var)]
+        return self.pos
 
     def __str__(self) -> str:
         body = f"{self.target} {self.op} {self.expr}"
@@ -222,6 +229,7 @@ class Decl:
     name: str
     shape: tuple[Union[str, int], ...] | None = None
     pos: Pos | None = _pos()
+    shape_pos: tuple[Pos, ...] | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         if self.role in ("dim", "batch"):

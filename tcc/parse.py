@@ -23,6 +23,7 @@ from .ir import (COMPARISONS, FUNCTIONS, Affine, Bin, Call, Decl, DimVal, Expr, 
                  Neg, Num, Pos, Program, Ref, Stmt, index_vars)
 
 MAX_DEPTH = 100
+MAX_HEIGHT = 250
 KEYWORDS = {"for", "dim", "input", "param", "data", "output", "batch"}
 RESERVED = KEYWORDS | set(FUNCTIONS) | set(keyword.kwlist) | {"grad"}
 
@@ -66,11 +67,17 @@ class _ToIR(Transformer):
         super().__init__()
         self.depth: dict[int, int] = {}
 
-    def _node(self, node, *children):
-        d = 1 + max((self.depth.get(id(c), 1) for c in children), default=0)
+    def _node(self, node, *children, nests=True):
+        """Record a node's nesting depth (parentheses, calls, brackets, unary
+        minus and powers nest; a flat chain of + or * does not) and height."""
+        d = max((self.depth.get(id(c), (0, 0))[0] for c in children), default=0) + nests
+        h = 1 + max((self.depth.get(id(c), (0, 0))[1] for c in children), default=0)
         if d > MAX_DEPTH:
             raise TccError(f"expression nested deeper than {MAX_DEPTH} levels", node.pos)
-        self.depth[id(node)] = d
+        if h > MAX_HEIGHT:
+            raise TccError(f"expression too long ({MAX_HEIGHT} operations in a chain at "
+                           "most): split it into several statements", node.pos)
+        self.depth[id(node)] = (d, h)
         return node
 
     # ---- declarations
@@ -93,14 +100,16 @@ class _ToIR(Transformer):
         return (name, rest[0], pos)
 
     def shape_entries(self, items):
-        out = []
-        for tok in items:
-            out.append(int(tok) if tok.type == "INT" else str(tok))
-        return tuple(out)
+        return [(int(tok) if tok.type == "INT" else str(tok), _pos(tok)) for tok in items]
 
     def tensor_decl(self, items):
         role, *decl_items = items
-        return [Decl(str(role), name, shape, pos) for name, shape, pos in decl_items]
+        out = []
+        for name, shape, pos in decl_items:
+            entries = None if shape is None else tuple(e for e, _ in shape)
+            where = None if shape is None else tuple(p for _, p in shape)
+            out.append(Decl(str(role), name, entries, pos, shape_pos=where))
+        return out
 
     def dim_decl(self, items):
         return [Decl("dim", str(t), None, _pos(t)) for t in items]
@@ -132,13 +141,24 @@ class _ToIR(Transformer):
                     raise TccError(f"loop index '{t}' is listed twice", _pos(t))
                 seen.add(str(t))
             loops = tuple(map(str, names))
+            loop_pos = tuple(_pos(t) for t in names)
             items = items[1 + len(names):]
+        else:
+            loop_pos = None
         target, op, expr = items
-        return Stmt(loops, target, str(op), expr, pos or target.pos)
+        return Stmt(loops, target, str(op), expr, pos or target.pos, loop_pos=loop_pos)
 
     # ---- expressions
     def args(self, items):
         return list(items)
+
+    def paren(self, items):
+        _lpar, e = items
+        d, h = self.depth.get(id(e), (0, 0))
+        if d + 1 > MAX_DEPTH:
+            raise TccError(f"expression nested deeper than {MAX_DEPTH} levels", _pos(_lpar))
+        self.depth[id(e)] = (d + 1, h)
+        return e
 
     def number(self, items):
         tok, = items
@@ -150,16 +170,14 @@ class _ToIR(Transformer):
         except OverflowError:
             raise TccError(f"the literal {text[:20]}{'...' if len(text) > 20 else ''} "
                            "overflows a float", _pos(tok)) from None
-        return self._node(Num(value, _pos(tok)))
+        return self._node(Num(value, _pos(tok)), nests=False)
 
     def name(self, items):
         (name, pos), = items
-        return self._node(Ref(name, (), pos))
+        return self._node(Ref(name, (), pos), nests=False)
 
     def read(self, items):
         (name, pos), _lsqb, args = items
-        for a in args:
-            self.depth.get(id(a), 1)
         return self._node(Ref(name, tuple(_to_index(a) for a in args), pos), *args)
 
     def call(self, items):
@@ -174,13 +192,9 @@ class _ToIR(Transformer):
                            f"not {len(args)}", _pos(name))
         return self._node(Call(fn, tuple(args), _pos(name)), *args)
 
-    def paren(self, items):
-        _lpar, e = items
-        return e
-
     def binary(self, items):
         lhs, op, rhs = items
-        return self._node(Bin(str(op), lhs, rhs, lhs.pos), lhs, rhs)
+        return self._node(Bin(str(op), lhs, rhs, lhs.pos), lhs, rhs, nests=False)
 
     def power(self, items):
         lhs, _op, rhs = items
@@ -188,7 +202,7 @@ class _ToIR(Transformer):
 
     def compare(self, items):
         lhs, op, rhs = items
-        return self._node(Bin(str(op), lhs, rhs, lhs.pos), lhs, rhs)
+        return self._node(Bin(str(op), lhs, rhs, lhs.pos), lhs, rhs, nests=False)
 
     def negate(self, items):
         tok, arg = items
@@ -299,6 +313,8 @@ def _syntax_error(err: lark.exceptions.UnexpectedInput) -> TccError:
         tok = err.token
         if tok.type == "$END":
             what = "end of input"
+            if getattr(tok, "end_line", None):   # $END borrows the last token's place
+                pos = Pos(tok.end_line, tok.end_column)
         elif tok.type == "_NL":
             what = "end of line"
         else:
@@ -367,9 +383,9 @@ def _resolve(decls: list[Decl], stmts: list[Stmt], known_dims=()) -> Program:
                 dims.setdefault(d.name, d.pos)
         else:
             _check_name(d.name, d.pos, "tensor")
-            for entry in d.shape or ():
+            for k, entry in enumerate(d.shape or ()):
                 if isinstance(entry, str):
-                    _check_name(entry, d.pos, "dim")
+                    _check_name(entry, d.shape_pos[k] if d.shape_pos else d.pos, "dim")
                     dims.setdefault(entry, d.pos)
             if d.name in tensors:
                 first = tensors[d.name].pos
@@ -380,13 +396,14 @@ def _resolve(decls: list[Decl], stmts: list[Stmt], known_dims=()) -> Program:
         if name in dims:
             raise TccError(f"'{name}' names both a dim and a tensor", d.pos)
 
+    computed = {s.target.tensor for s in stmts}
     out = []
     for s in stmts:
-        out.append(_resolve_stmt(s, dims, tensors))
+        out.append(_resolve_stmt(s, dims, tensors, computed))
     return Program(tuple(decls), tuple(out))
 
 
-def _resolve_stmt(s: Stmt, dims, tensors) -> Stmt:
+def _resolve_stmt(s: Stmt, dims, tensors, computed=frozenset()) -> Stmt:
     used: list[str] = []
     for v in index_vars(s.target.index):
         used.append(v)
@@ -397,12 +414,17 @@ def _resolve_stmt(s: Stmt, dims, tensors) -> Stmt:
                 used.append(v)
     index_names = [v for v in used if v not in dims]
     loops = s.loops if s.loops is not None else tuple(index_names)
+    if s.target.tensor in dims or s.target.tensor in loops:
+        what = "a dim" if s.target.tensor in dims else "a loop index of this statement"
+        raise TccError(f"cannot assign to '{s.target.tensor}': it is {what}, not a tensor",
+                       s.target.pos)
+    where = s.pos_of if s.loops is not None else (lambda v: s.pos)
     for v in loops:
-        _check_name(v, s.pos, "loop index")
+        _check_name(v, where(v), "loop index")
         if v in dims:
-            raise TccError(f"loop index '{v}' is also a dim name", s.pos)
-        if v in tensors:
-            raise TccError(f"loop index '{v}' is also a tensor name", s.pos)
+            raise TccError(f"loop index '{v}' is also a dim name", where(v))
+        if v in tensors or v in computed:
+            raise TccError(f"loop index '{v}' is also a tensor name", where(v))
     loopset = set(loops)
 
     def fix_affine(a: Affine) -> Affine:
@@ -440,10 +462,8 @@ def _resolve_stmt(s: Stmt, dims, tensors) -> Stmt:
             return Call(e.fn, tuple(fix_expr(a) for a in e.args), e.pos)
         return e
 
-    if s.target.tensor in dims or s.target.tensor in loopset:
-        raise TccError(f"cannot assign to '{s.target.tensor}': it is not a tensor", s.target.pos)
     target = Ref(s.target.tensor, tuple(fix_index(i) for i in s.target.index), s.target.pos)
-    return Stmt(tuple(loops), target, s.op, fix_expr(s.expr), s.pos)
+    return Stmt(tuple(loops), target, s.op, fix_expr(s.expr), s.pos, loop_pos=s.loop_pos)
 
 
 __all__ = ["parse", "read_source", "COMPARISONS"]

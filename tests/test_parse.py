@@ -55,8 +55,10 @@ def test_equality_ignores_positions_but_not_structure():
 
 PROGRAMS = {
     # declarations
-    "dim_line": "dim B, J, K\ninput x[B, K]\nparam W[J, K]\nfor b, j, k: h[b, j] += W[j, k] * x[b, k]\n",
-    "several_per_line": "param W[J, K], c[J]\ninput x[B, K]\nfor b, j, k: h[b, j] += W[j, k] * x[b, k] + c[j]\n",
+    "dim_line": ("dim B, J, K\ninput x[B, K]\nparam W[J, K]\n"
+                 "for b, j, k: h[b, j] += W[j, k] * x[b, k]\n"),
+    "several_per_line": ("param W[J, K], c[J]\ninput x[B, K]\n"
+                         "for b, j, k: h[b, j] += W[j, k] * x[b, k] + c[j]\n"),
     "literal_shape": "input x[N, 4]\nfor n, k: y[n] += x[n, k]\n",
     "scalar_decls": "param w0\ninput x[B]\ndata m\noutput f\nfor b: f += w0 * x[b] * m\n",
     "data_decl": "input s[B, K]\ndata y[B]\noutput L[B]\nfor b: L[b] = -s[b, y[b]]\n",
@@ -74,9 +76,10 @@ PROGRAMS = {
     "no_for": "input A[I, J], x[J]\ny[i] += A[i, j] * x[j]\n",
     "no_for_scalar": "input u\np = sigmoid(u)\n",
     # indices
-    "affine_stride": "input x[L, C]\nparam W[C, F]\noutput f\nfor n, k, i: f[n] += x[2*n + i, k] * W[k, i]\n",
-    "affine_sum": ("input X[Ni, Lr, Lc]\nparam H[No, Ni, Fr, Fc]\n"
-                   "for o, i, r, c, fr, fc: Y[o, r, c] += H[o, i, fr, fc] * X[i, r + fr, c + fc]\n"),
+    "affine_stride": ("input x[L, C]\nparam W[C, F]\noutput f\n"
+                      "for n, k, i: f[n] += x[2*n + i, k] * W[k, i]\n"),
+    "affine_sum": ("input X[Ni, Lr, Lc]\nparam H[No, Ni, Fr, Fc]\nfor o, i, r, c, fr, fc: "
+                   "Y[o, r, c] += H[o, i, fr, fc] * X[i, r + fr, c + fc]\n"),
     "shift_minus": "input x[T]\noutput y[T]\nfor t: y[t] = x[T - 1 - t]\n",
     "shift_plus": "input x[T]\nfor t: y[t] += x[t + 1]\n",
     "shift_target": "input x[T]\noutput y[5]\nfor t: y[t + 1] += x[t]\n",
@@ -84,7 +87,8 @@ PROGRAMS = {
     "dim_in_index": "dim N\ninput x[N]\nfor t: y[t] += x[N - 1 - t]\n",
     "gather": "input p[B, K]\ndata y[B]\nfor b: L[b] = -log(p[b, y[b]])\n",
     "gather_2d": "input E[V, D]\ndata w[B, T]\nfor b, t, d: H[b, t, d] = E[w[b, t], d]\n",
-    "gather_affine_inside": "input E[V, D]\ndata w[B, T]\nfor b, t, d: H[b, t, d] = E[w[b, t + 1], d]\n",
+    "gather_affine_inside": ("input E[V, D]\ndata w[B, T]\n"
+                             "for b, t, d: H[b, t, d] = E[w[b, t + 1], d]\n"),
     "gather_target": "input E[B, D]\ndata w[B]\noutput H[4, D]\nfor b, d: H[w[b], d] += E[b, d]\n",
     # expressions
     "dim_as_number": "input x[B]\noutput f\nfor b: f += 1/B * x[b]\n",
@@ -97,8 +101,10 @@ PROGRAMS = {
     "power_forms": "input x[B]\nfor b: y[b] = x[b] ** 2 + x[b] ^ 3 + x[b] ** -2 + -x[b] ** 2\n",
     "parens": "input a, b, c\ny = (a + b) * (c - a) / (a - (b - c))\n",
     # layout
-    "comments_blank_lines": ("# a comment line\n\n   # indented comment\ninput x[B]   # trailing\n\n"
-                             "   for b: y[b] = x[b]   # after a statement\n# no newline at the end"),
+    "comments_blank_lines": ("# a comment line\n\n   # indented comment\n"
+                             "input x[B]   # trailing\n\n"
+                             "   for b: y[b] = x[b]   # after a statement\n"
+                             "# no newline at the end"),
     "continuation": ("param W[J,   # rows\n        K]   # cols\ninput x[B,\n  K]\n"
                      "for b, j, k: h[b, j] += W[j, k] * x[\n   b, k] * (\n    1 + exp(\n"
                      "  x[b, k]))\n"),

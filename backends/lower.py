@@ -461,6 +461,10 @@ def _contract2(ctx, a: Operand, b: Operand, res) -> Operand:
         left = a.code if a.vars[-1] == c else f"{_atom(a.code)}.T"
         right = b.code if b.vars[0] == c else f"{_atom(b.code)}.T"
         return Operand(f"{_atom(left)} @ {_atom(right)}", af + bf, True).aligned(res)
+    # tensordot's result is over af + bf: put first the operand that keeps the
+    # result's innermost index innermost, so what follows reads memory in order.
+    if res and res[-1] in af and af and bf:
+        a, b, af, bf = b, a, bf, af
     ia = tuple(a.vars.index(v) for v in summed)
     ib = tuple(b.vars.index(v) for v in summed)
     code = f"np.tensordot({a.code}, {b.code}, axes=({ia}, {ib}))"
@@ -489,6 +493,8 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
     plain_target = all(isinstance(ix, Affine) and ix.plain for ix in s.target.index) and \
         len(set(tvars)) == len(s.target.index)
     tvars_order = tvars
+    if not plain_target and not any(isinstance(ix, Gather) for ix in s.target.index):
+        tvars_order = scatter_order(s)
     summed = [v for v in loops if v not in tvars]
     lines = [f"# {s}"]
     first = t not in ctx.defined
@@ -577,20 +583,42 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
     if first:
         lines.append(f"{tname} = np.zeros({shape_code()}, dtype=dt)")
     if update == "-=":
+        partial = val.partial
         val = Operand("-" + val.wrapped(), val.vars, True)
+        val.partial = partial  # type: ignore[attr-defined]
     lines += _scatter(ctx, s, tname, val, ranges, "np.add.at")
     return lines
+
+
+def scatter_order(s) -> tuple[str, ...]:
+    """Index order for a value added at affine target positions: the window
+    indices first (in ``2*n + i`` the one with the smaller coefficient; in
+    ``r + fr`` the one the loops list later), then one index per target axis in
+    axis order, so each window position adds one contiguous block."""
+    window, position = [], []
+    for ix in s.target.index:
+        if isinstance(ix, Affine) and len(ix.terms) > 1:
+            terms = sorted(ix.terms, key=lambda t: (-abs(t[1]), s.loops.index(t[0])))
+            position.append(terms[0][0])
+            window += [v for v, _ in terms[1:]]
+        else:
+            position += [v for v in ix.vars]
+    out = []
+    for v in window + position:
+        if v not in out:
+            out.append(v)
+    return tuple(out)
 
 
 def _scatter(ctx, s, tname, val: Operand, ranges, at_fn) -> list[str]:
     """Add (or max) val, over the target's indices, at non-plain target positions."""
     index = s.target.index
-    tvars = index_vars(index)
+    gathers = any(isinstance(ix, Gather) for ix in index)
+    tvars = index_vars(index) if gathers else scatter_order(s)
     code = val.code
     if getattr(val, "partial", False):
         shape = ", ".join(ctx.var_size(ranges, v) for v in tvars)
         code = f"np.broadcast_to({code}, ({shape}{',' if len(tvars) == 1 else ''}))"
-    gathers = any(isinstance(ix, Gather) for ix in index)
     if at_fn == "np.add.at" and not gathers and _simple_axes(index):
         shape = ctx.info.shapes[s.target.tensor]
         parts = [_slice_code(ctx, ix, ranges, shape[k]) for k, ix in enumerate(index)]

@@ -108,8 +108,17 @@ CATALOGUE: list[Case] = [
         # comparisons are 0/1 masks with derivative 0
         input x[N], w[N]
         output y[N]
-        for i: y[i] = x[i] * (x[i] > 0.1) + w[i] * (x[i] <= w[i]) + x[i] * w[i] * (w[i] != 0) + (x[i] < w[i]) * (w[i] >= -5) + (x[i] == 7) * w[i]
+        for i: y[i] = (x[i] * (x[i] > 0.1) + w[i] * (x[i] <= w[i]) + x[i] * w[i] * (w[i] != 0)
+                       + (x[i] < w[i]) * (w[i] >= -5) + (x[i] == 7) * w[i])
         """, {"N": 5}, ["comparisons", "masks"]),
+
+    _c("mask_only_input", """
+        # w is read only inside a comparison: its gradient is zero, and no
+        # statement computes it
+        input x[N], w[N]
+        output y[N]
+        for i: y[i] = x[i] * (w[i] > 0) - (w[i] < x[i])
+        """, {"N": 4}, ["comparison mask", "input with a zero gradient"]),
 
     # ------------------------------------------------------------ indices
     _c("idx_affine_stride_offset", """

@@ -84,10 +84,15 @@ class Context:
     helpers: set[str] = field(default_factory=set)
     defined: set[str] = field(default_factory=set)   # tensors assigned so far
     value_casts: dict[str, str] = field(default_factory=dict)   # int data read as numbers
-    counter: int = 0
+    used: set = field(default_factory=set)          # size names the code reads
+    loop_names: set = field(default_factory=set)    # Python loop variables (tap loops)
 
     def size(self, sym) -> str:
-        return str(sym) if isinstance(sym, int) else local_name(sym)
+        if isinstance(sym, int):
+            return str(sym)
+        if sym not in self.loop_names:
+            self.used.add(sym)
+        return local_name(sym)
 
     def var_size(self, ranges, v) -> str:
         return self.size(ranges[v])
@@ -465,10 +470,58 @@ def _contract2(ctx, a: Operand, b: Operand, res) -> Operand:
     # result's innermost index innermost, so what follows reads memory in order.
     if res and res[-1] in af and af and bf:
         a, b, af, bf = b, a, bf, af
+    mm = _matmul_forms(a, b, summed, res)
+    if mm is not None:
+        return mm
     ia = tuple(a.vars.index(v) for v in summed)
     ib = tuple(b.vars.index(v) for v in summed)
     code = f"np.tensordot({a.code}, {b.code}, axes=({ia}, {ib}))"
     return Operand(code, af + bf, True).aligned(res)
+
+
+def _matmul_forms(a: Operand, b: Operand, summed, res) -> Operand | None:
+    """Contractions that np.matmul does on strided views without copying them
+    (tensordot would reshape, and copy, a view that does not flatten):
+    - a stack of matrices times one matrix: (..., n, c) @ (c, o);
+    - a batch summed afterwards: (b, o, n) @ (b, n, c), then .sum(axis=0)."""
+    if len(summed) == 1:
+        c = summed[0]
+        for x, y in ((a, b), (b, a)):
+            if x.vars[-1] == c and len(x.vars) >= 3 and len(y.vars) in (1, 2):
+                o = tuple(v for v in y.vars if v != c)
+                right = y.code if (y.vars[0] == c) else f"{_atom(y.code)}.T"
+                if "[" in y.code:   # a strided slice: BLAS wants the small matrix contiguous
+                    right = f"np.ascontiguousarray({right})"
+                return Operand(f"{_atom(x.code)} @ {_atom(right)}", x.vars[:-1] + o,
+                               True).aligned(res)
+    if len(summed) == 2 and a.vars[0] == b.vars[0] and a.vars[0] in summed:
+        bt = a.vars[0]
+        c = next(v for v in summed if v != bt)
+        ar, br = a.vars[1:], b.vars[1:]
+        if c in ar and c in br and len(ar) <= 2 and len(br) <= 2:
+            af = tuple(v for v in ar if v != c)
+            bf = tuple(v for v in br if v != c)
+            left = a.code if ar[-1] == c else _swap_last(a.code, len(a.vars))
+            right = b.code if br[0] == c else _swap_last(b.code, len(b.vars))
+            if not af:
+                left = f"{_atom(left)}[:, None, :]"
+            if not bf:
+                right = f"{_atom(right)}[:, :, None]"
+            code = f"np.matmul({left}, {right}).sum(axis=0)"
+            if not af and not bf:
+                code += "[0, 0]"
+            elif not af:
+                code += "[0]"
+            elif not bf:
+                code += "[:, 0]"
+            return Operand(code, af + bf, True).aligned(res)
+    return None
+
+
+def _swap_last(code: str, ndim: int) -> str:
+    """Swap the last two axes (a view)."""
+    perm = tuple(range(ndim - 2)) + (ndim - 1, ndim - 2)
+    return f"{_atom(code)}.transpose{perm}"
 
 
 def _aligned(self: Operand, res) -> Operand:
@@ -482,8 +535,104 @@ Operand.aligned = _aligned  # type: ignore[attr-defined]
 
 # --------------------------------------------------------------- statements
 
+def tap_windows(s) -> tuple[str, ...]:
+    """The window indices of a convolution-shaped update to loop over, tap by
+    tap, or (): each multi-index axis ``2*n + i`` of a read or the target gives
+    its window index, and with those fixed every access must be a basic slice
+    whose innermost axis stays a plain index (so each tap's slices feed BLAS
+    without a copy). Otherwise the im2col view (one contraction) is used."""
+    if s.op == "max=":
+        return ()
+    tvars = set(index_vars(s.target.index))
+    if all(v in tvars for v in s.loops):
+        return ()
+    windows: list[str] = []
+    accesses = [s.target, *_reads(s.expr)]
+    for r in accesses:
+        if any(isinstance(ix, Gather) for ix in r.index):
+            return ()
+        multi = [ix for ix in r.index if isinstance(ix, Affine) and len(ix.terms) > 1]
+        if not multi:
+            continue
+        last = r.index[-1]
+        if not (isinstance(last, Affine) and last.plain):
+            return ()
+        for ix in multi:
+            terms = sorted(ix.terms, key=lambda t: (-abs(t[1]), s.loops.index(t[0])))
+            windows += [v for v, _ in terms[1:] if v not in windows]
+    if not windows:
+        return ()
+    fixed = fix_indices(s, windows)
+    for r in [fixed.target, *_reads(fixed.expr)]:
+        if not _simple_axes(r.index):
+            return ()
+    return tuple(windows)
+
+
+def _reads(e):
+    from tcc.ir import reads
+    return reads(e)
+
+
+def fix_indices(s, names) -> "object":
+    """The update with some loop indices held fixed (read as Python variables)."""
+    from dataclasses import replace as _replace
+
+    from tcc.ir import Stmt
+
+    def fix_affine(a: Affine) -> Affine:
+        terms = tuple((v, c) for v, c in a.terms if v not in names)
+        dims = a.dims + tuple((v, c) for v, c in a.terms if v in names)
+        return Affine(terms, a.const, dims, a.pos)
+
+    def fix_ref(r: Ref) -> Ref:
+        return Ref(r.tensor, tuple(fix_affine(ix) if isinstance(ix, Affine) else
+                                   Gather(ix.tensor, tuple(fix_affine(a) for a in ix.index))
+                                   for ix in r.index), r.pos)
+
+    def fix_expr(e):
+        if isinstance(e, Ref):
+            return fix_ref(e)
+        if isinstance(e, Neg):
+            return Neg(fix_expr(e.arg), e.pos)
+        if isinstance(e, Bin):
+            return Bin(e.op, fix_expr(e.lhs), fix_expr(e.rhs), e.pos)
+        if isinstance(e, Call):
+            return Call(e.fn, tuple(fix_expr(a) for a in e.args), e.pos)
+        return e
+    return _replace(s, loops=tuple(v for v in s.loops if v not in names),
+                    target=fix_ref(s.target), expr=fix_expr(s.expr))
+
+
 def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
     """The Python lines for one update, preceded by a comment quoting it."""
+    windows = tap_windows(si.stmt)
+    if windows:
+        return _lower_taps(ctx, si, windows)
+    return _lower_statement(ctx, si)
+
+
+def _lower_taps(ctx: Context, si: StmtInfo, windows) -> list[str]:
+    """A convolution, one matrix product per window position (tap)."""
+    s = si.stmt
+    t = s.target.tensor
+    lines = [f"# {s}", f"# (tap by tap over {', '.join(windows)}: one matrix product each)"]
+    if t not in ctx.defined:
+        shape = ctx.info.shapes[t]
+        lines.append(f"{local_name(t)} = np.zeros(({', '.join(ctx.size(d) for d in shape)}"
+                     f"{',' if len(shape) == 1 else ''}), dtype=dt)")
+        ctx.defined.add(t)
+    ctx.loop_names.update(windows)
+    inner = _lower_statement(ctx, StmtInfo(fix_indices(s, windows), si.ranges))[1:]
+    indent = ""
+    for w in windows:
+        lines.append(f"{indent}for {local_name(w)} in range({ctx.var_size(si.ranges, w)}):")
+        indent += "    "
+    lines += [indent + line for line in inner]
+    return lines
+
+
+def _lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
     s, ranges = si.stmt, si.ranges
     info = ctx.info
     loops = s.loops

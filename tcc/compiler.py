@@ -145,14 +145,6 @@ def _function_body(p: Pipeline, info: Info, backend, ctx_defined=()) -> tuple[li
                                                                           set]:
     from .backends.lower import Context, lower_statement
     ctx = Context(info, backend)
-    ctx.used = set()
-    orig_size = ctx.size
-
-    def size(sym):
-        if not isinstance(sym, int):
-            ctx.used.add(sym)
-        return orig_size(sym)
-    ctx.size = size
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
     for t in info.gather_data & value_reads:

@@ -596,23 +596,29 @@ def stabilize(info: Info, backward: Program, log: Log | None = None):
     fstmts = [si.stmt for si in info.stmts]
     bstmts = list(backward.stmts)
     taken = _names(info, fstmts + bstmts)
-    ups = _updates(fstmts)
     changed = False
-    for a_index, a, e in _exp_sums(info, ups):
+    done: set[str] = set()
+    while True:
+        found = next(((k, a, e) for k, a, e in _exp_sums(fstmts)
+                      if a.target.tensor not in done), None)
+        if found is None:
+            break
+        a_index, a, e = found
         z = a.target.tensor
+        done.add(z)
         zvars = tuple(ix.plain for ix in a.target.index)
         m_name = _fresh(f"{z}_max", taken)
 
-        def m_at(sigma):
+        def m_at(sigma, m_name=m_name, zvars=zvars):
             return Ref(m_name, tuple(_as_index(sigma.get(v, v)) for v in zvars))
 
+        shifted = Bin("-", e, Ref(m_name, a.target.index))
         new_f = []
         ok = True
         for k, s in enumerate(fstmts):
             if k == a_index:
                 new_f.append(Stmt(a.loops, Ref(m_name, a.target.index), "max=", e, a.pos))
-                new_f.append(replace(a, expr=Call("exp", (Bin("-", e, Ref(m_name,
-                                                                          a.target.index)),))))
+                new_f.append(replace(a, expr=Call("exp", (shifted,))))
                 continue
             expr = _shift_reads(s.expr, z, zvars, e, a.loops, m_at, fstmts, info)
             if expr is None:
@@ -630,31 +636,76 @@ def stabilize(info: Info, backward: Program, log: Log | None = None):
             new_b.append(replace(s, expr=expr))
         if not ok:
             continue
-        before_f, before_b = fstmts, bstmts
+        new_f = _share_exp(new_f, a_index + 1, taken)
+        before_f = fstmts
         fstmts, bstmts, changed = new_f, new_b, True
-        ups = _updates(fstmts)
         if log is not None:
             log.add("stable", f"{z} sums exp({e}): subtract its maximum {m_name} so no exp "
                     "overflows", [s for s in before_f if s not in fstmts],
                     [s for s in fstmts if s not in before_f], stage="forward",
                     program_before=Program(info.program.decls, tuple(before_f)),
                     program_after=Program(info.program.decls, tuple(fstmts)))
-            del before_b
     if not changed:
         return info.program, backward
     forward = Program(info.program.decls, tuple(fstmts))
     return forward, _with_declarations(analyze(forward), bstmts)
 
 
-def _exp_sums(info: Info, ups):
+def _exp_sums(fstmts):
     """(statement number, statement, E) for each Z[zi] += exp(E), Z updated once."""
-    for k, si in enumerate(info.stmts):
-        s = si.stmt
+    ups = _updates(fstmts)
+    for k, s in enumerate(fstmts):
         if s.op == "+=" and len(ups[s.target.tensor]) == 1 and isinstance(s.expr, Call) and \
                 s.expr.fn == "exp" and all(isinstance(ix, Affine) and ix.plain
                                            for ix in s.target.index) and \
                 len(s.loops) > len(s.target.index):
             yield k, s, s.expr.args[0]
+
+
+def _share_exp(fstmts: list[Stmt], a_index: int, taken: set[str]) -> list[Stmt]:
+    """Compute exp(E - m) of a softmax once: its sum Z and the softmax P both
+    read it (as hand-written NumPy keeps ``e = np.exp(s - m)``)."""
+    a = fstmts[a_index]
+    z = a.target.tensor
+    found = _softmax_def_index(fstmts, z)
+    if found is None:
+        return fstmts
+    kb, b, parg, zread = found
+    if parg is None or len(a.loops) != len(b.loops):
+        return fstmts
+    # A's variables in terms of B's: zread's index gives the kept ones
+    mu = {}
+    for ax, bx in zip(a.target.index, zread.index):
+        mu[ax.plain] = bx.plain if isinstance(bx, Affine) else None
+    rest_a = [v for v in a.loops if v not in mu]
+    rest_b = [v for v in b.loops if v not in mu.values()]
+    if None in mu.values() or len(rest_a) != len(rest_b):
+        return fstmts
+    for va, vb in zip(rest_a, rest_b):
+        mu[va] = vb
+    if algebra.subst(a.expr.args[0], mu) != parg:
+        return fstmts
+    t = _fresh(f"{z}_exp", taken)
+    tref_b = Ref(t, b.target.index)
+    inv = {vb: va for va, vb in mu.items()}
+    tref_a = algebra.subst(tref_b, inv)
+    define = Stmt(b.loops, tref_b, "=", Call("exp", (parg,)), b.pos)
+    out = list(fstmts)
+    out[kb] = replace(b, expr=Bin("/", tref_b, zread))
+    out[a_index] = replace(a, expr=tref_a)
+    out.insert(a_index, define)
+    return out
+
+
+def _softmax_def_index(fstmts, z):
+    for k, s in enumerate(fstmts):
+        if _elementwise_def(s) and any(r.tensor == z for r in reads(s.expr)):
+            coef, fs = algebra.flatten(s.expr)
+            ex = [f for f, j in fs if j == 1 and isinstance(f, Call) and f.fn == "exp"]
+            zr = [f for f, j in fs if j == -1 and isinstance(f, Ref) and f.tensor == z]
+            if coef == 1 and len(fs) == 2 and ex and zr:
+                return k, s, ex[0].args[0], zr[0]
+    return None
 
 
 def _shift_reads(expr, z, zvars, e, a_loops, m_at, fstmts, info):

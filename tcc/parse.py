@@ -46,16 +46,20 @@ class _BracketNewlines:
 
     always_accept = ("_NL",)
 
+    def __init__(self):
+        self.open: list = []       # brackets still open, for error messages
+
     def process(self, stream):
-        depth = 0
+        self.open = []
         for tok in stream:
             if tok.type in ("LSQB", "LPAR"):
-                depth += 1
-                if depth > MAX_DEPTH:
+                self.open.append(tok)
+                if len(self.open) > MAX_DEPTH:
                     raise TccError(f"nesting deeper than {MAX_DEPTH} levels", _pos(tok))
             elif tok.type in ("RSQB", "RPAR"):
-                depth = max(depth - 1, 0)
-            elif tok.type == "_NL" and depth:
+                if self.open:
+                    self.open.pop()
+            elif tok.type == "_NL" and self.open:
                 continue
             yield tok
 
@@ -283,10 +287,13 @@ def _grammar_text() -> str:
 _TRANSFORMER = _ToIR()
 
 
+_POSTLEX = _BracketNewlines()
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     return Lark(_grammar_text(), parser="lalr", lexer="contextual",
-                postlex=_BracketNewlines(), maybe_placeholders=False,
+                postlex=_POSTLEX, maybe_placeholders=False,
                 transformer=_TRANSFORMER)
 
 
@@ -336,7 +343,12 @@ def parse(text: str, filename: str | None = None, known_dims=()) -> Program:
             _TRANSFORMER.depth.clear()
             decls, stmts = _parser().parse(text + "\n")
         except lark.exceptions.UnexpectedInput as err:
-            raise _syntax_error(err) from None
+            error = _syntax_error(err)
+            if _POSTLEX.open and error.pos and error.pos.line > _POSTLEX.open[-1].line:
+                tok = _POSTLEX.open[-1]
+                error.message += (f" (the '{tok}' at line {tok.line}, column {tok.column} "
+                                  "is never closed)")
+            raise error from None
         except lark.exceptions.VisitError as err:  # pragma: no cover - defensive
             if isinstance(err.orig_exc, TccError):
                 raise err.orig_exc from None

@@ -1,0 +1,80 @@
+"""The README's examples run and show what tcc really prints."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _blocks(lang):
+    return re.findall(r"```" + lang + r"\n(.*?)```", README, re.S)
+
+
+def test_the_two_setup_commands_come_first():
+    commands = re.findall(r"^    (python3 -m venv .*)$", README, re.M)
+    assert len(commands) >= 2
+    assert "pip install -q ." in commands[0] and "tcc grad" in commands[0]
+    assert "'.[test]'" in commands[1] and "pytest" in commands[1]
+    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
+    assert "README.md" in ci, "CI must run the README's commands"
+
+
+def test_python_api_example_runs():
+    (code,) = [b for b in _blocks("python") if "import tcc" in b]
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        exec(compile(code, "README.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize("block", [b for b in _blocks("") if b.startswith("$ tcc ")
+                                   and "tests/data/examples" in b.splitlines()[0]])
+def test_shell_examples_print_what_the_readme_shows(block):
+    lines = block.rstrip("\n").splitlines()
+    args = lines[0][len("$ tcc "):].split()
+    shown = [line for line in lines[1:]]
+    out = subprocess.run([sys.executable, "-m", "tcc", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env=ENV)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip("\n").splitlines() == shown
+
+
+def test_hand_written_backward_example(tmp_path):
+    block = next(b for b in _blocks("") if b.startswith("$ cat my_answer.loop"))
+    lines = block.splitlines()
+    answer = []
+    for line in lines[1:]:
+        if line.startswith("$ "):
+            break
+        answer.append(line)
+    mine = tmp_path / "my_answer.loop"
+    mine.write_text("\n".join(answer) + "\n")
+    out = subprocess.run([sys.executable, "-m", "tcc", "check",
+                          "tests/data/examples/ttic_ugrnn_linear.loop", "--backward", str(mine)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    assert out.returncode == 0, out.stdout + out.stderr
+    header = [line for line in lines if line.startswith("gradient")][0]
+    assert out.stdout.splitlines()[0] == header
+
+
+def test_error_example(tmp_path):
+    block = next(b for b in _blocks("") if b.startswith("$ tcc grad broken.loop"))
+    shown = block.splitlines()[1]
+    bad = tmp_path / "broken.loop"
+    bad.write_text("input s[B, J]\noutput p[B, J]\nfor b, j: Z[b] += exp(s[b, j]\n"
+                   "for b, j: p[b, j] += exp(s[b, j]) / Z[b]\n")
+    out = subprocess.run([sys.executable, "-m", "tcc", "grad", "broken.loop"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env=ENV)
+    assert out.returncode == 1
+    first = out.stderr.splitlines()[0]
+    head, tail = shown.split("...")
+    assert first.startswith(head) and first.endswith(tail)
+    assert out.stderr.splitlines()[1:] == block.rstrip("\n").splitlines()[2:4]

@@ -81,7 +81,8 @@ class Pipeline:
             backward = differentiate(info)
             self.raw_backward = backward
             if optimize:
-                backward = optimize_backward(info, backward, self.log)
+                backward = optimize_backward(info, backward, self.log,
+                                             compiled=forward_rewrites)
                 if forward_rewrites:
                     forward, backward = stabilize(info, backward, self.log)
                     info = analyze(forward)

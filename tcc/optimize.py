@@ -120,18 +120,22 @@ def definitions(stmts, where_offset=None) -> list[Definition]:
     return out
 
 
-def _apply_defs(e: Expr, defs: list[Definition], skip: str) -> Expr:
+def _apply_defs(e: Expr, defs: list[Definition], skip: str, masks: bool = False) -> Expr:
     """Replace occurrences of defined expressions by reads of their tensors."""
     if isinstance(e, Neg):
-        e = Neg(_apply_defs(e.arg, defs, skip), e.pos)
+        e = Neg(_apply_defs(e.arg, defs, skip, masks), e.pos)
     elif isinstance(e, Bin):
-        e = Bin(e.op, _apply_defs(e.lhs, defs, skip), _apply_defs(e.rhs, defs, skip), e.pos)
+        e = Bin(e.op, _apply_defs(e.lhs, defs, skip, masks),
+                _apply_defs(e.rhs, defs, skip, masks), e.pos)
     elif isinstance(e, Call):
-        e = Call(e.fn, tuple(_apply_defs(a, defs, skip) for a in e.args), e.pos)
+        e = Call(e.fn, tuple(_apply_defs(a, defs, skip, masks) for a in e.args), e.pos)
     for d in defs:
         if d.tensor == skip:
             continue
         vars_ = frozenset(d.vars)
+        mask = _relu_mask(d, e, vars_) if masks else None
+        if mask is not None:
+            return mask
         if len(d.factors) == 1 and d.factors[0][1] == 1 and d.coef == 1:
             sigma = algebra.match(d.factors[0][0], e, vars_, {})
             if sigma is not None and set(sigma) >= vars_:
@@ -150,13 +154,26 @@ def _apply_defs(e: Expr, defs: list[Definition], skip: str) -> Expr:
     return e
 
 
+def _relu_mask(d: Definition, e: Expr, vars_):
+    """``(u > 0)`` where T = relu(u) (or max(u, 0)) is saved: ``(T > 0)``, the
+    same mask, so u need not be kept for the backward."""
+    if not (isinstance(e, Bin) and e.op == ">" and isinstance(e.rhs, Num) and e.rhs.value == 0):
+        return None
+    x = d.expr
+    if isinstance(x, Call) and (x.fn == "relu" or (x.fn == "max" and x.args[1] == Num(0))):
+        sigma = algebra.match(x.args[0], e.lhs, vars_, {})
+        if sigma is not None and set(sigma) >= vars_:
+            return Bin(">", Ref(d.tensor, tuple(_as_index(sigma[v]) for v in d.vars)), Num(0))
+    return None
+
+
 def _as_index(rep):
     if isinstance(rep, str):
         return Affine(((rep, 1),))
     return rep
 
 
-def reuse(info: Info, stmts: list[Stmt], log: Log | None) -> list[Stmt]:
+def reuse(info: Info, stmts: list[Stmt], log: Log | None, masks: bool = False) -> list[Stmt]:
     """Use saved forward values (and earlier backward temporaries) instead of
     recomputing them: ``exp(s[b, j]) / Z[b]`` is ``p[b, j]`` where p is defined so.
     Safe: the tensor holds exactly that expression at every position."""
@@ -165,7 +182,7 @@ def reuse(info: Info, stmts: list[Stmt], log: Log | None) -> list[Stmt]:
     out = []
     for k, s in enumerate(stmts):
         usable = fdefs + [d for d in bdefs if d.where < k]
-        new = _apply_defs(s.expr, usable, skip=s.target.tensor)
+        new = _apply_defs(s.expr, usable, skip=s.target.tensor, masks=masks)
         if new != s.expr:
             new = algebra.simplify(new)
             t = replace(s, expr=new)
@@ -298,14 +315,19 @@ def fuse_softmax_xent(info: Info, stmts: list[Stmt], log: Log | None, taken: set
             continue
         kc = readers[0]
         c = fstmts[kc]
-        if len(ups[c.target.tensor]) != 1 or c.op not in ("=", "+="):
+        if len(ups[c.target.tensor]) != 1 or c.op not in ("=", "+=", "-="):
             continue
         if not (isinstance(sm.arg, Ref) and sm.arg.index == sm.target.index):
             continue            # the simple, common case: p = softmax(s) of a tensor read
         coef, fs = algebra.flatten(c.expr)
+        if c.op == "-=":
+            coef = -coef
         logs = [(f, k) for f, k in fs if isinstance(f, Call) and f.fn == "log"]
-        if coef != -1 or len(logs) != 1 or logs[0][1] != 1:
+        if coef >= 0 or len(logs) != 1 or logs[0][1] != 1:
             continue
+        # constant factors (a mean's 1/B, a number) scale the whole gradient
+        scale = [(f, k) for f, k in fs if isinstance(f, DimVal)]
+        fs = [(f, k) for f, k in fs if not isinstance(f, DimVal)]
         pread = logs[0][0].args[0]
         if not (isinstance(pread, Ref) and pread.tensor == sm.p):
             continue
@@ -325,6 +347,8 @@ def fuse_softmax_xent(info: Info, stmts: list[Stmt], log: Log | None, taken: set
         s_ref = sm.arg
         param = info.roles.get(s_ref.tensor) == "param" and info.batch is not None
         lead = [Bin("/", Num(1), DimVal(info.batch))] if param else []
+        if scale or coef != -1:
+            lead = lead + [algebra.rebuild(-coef, scale)]
         group = [k for k, s in enumerate(stmts) if s.origin and s.origin[0] in (sm.a, sm.b, kc)]
         if not group:
             continue
@@ -541,25 +565,41 @@ def _nominal(size) -> int:
 
 def optimize_forward(info: Info, log: Log | None = None) -> Program:
     """Forward rewrites made before differentiation."""
+    start = len(log.rewrites) if log is not None else 0
     prog = binarize(info, log)
-    stmts = dead(info, list(prog.stmts), log, set(info.outputs))
-    return Program(prog.decls, tuple(stmts))
+    _attach(log, start, info.program, prog)
+    start = len(log.rewrites) if log is not None else 0
+    out = Program(prog.decls, tuple(dead(info, list(prog.stmts), log, set(info.outputs))))
+    _attach(log, start, prog, out)
+    return out
 
 
-def optimize_backward(info: Info, backward: Program, log: Log | None = None) -> Program:
-    """The backward passes, run to a fixed point."""
+def _attach(log: Log | None, start: int, before: Program, after: Program):
+    """Whole-program snapshots for the forward rewrites logged since ``start``."""
+    if log is None:
+        return
+    for rw in log.rewrites[start:]:
+        rw.stage = "forward"
+        rw.program_before, rw.program_after = before, after
+
+
+def optimize_backward(info: Info, backward: Program, log: Log | None = None,
+                      compiled: bool = True) -> Program:
+    """The backward passes, run to a fixed point. ``compiled`` also lets a relu's
+    mask read its output instead of its input (so the input need not be saved);
+    the printed answer keeps the course's form."""
     stmts = list(backward.stmts)
     outputs = {d.name for d in backward.decls if d.role == "output"}
     taken = _names(info, stmts)
     snap = _Snapshots(info, log)
-    stmts = snap.run(lambda st, lg: reuse(info, st, lg), stmts)
+    stmts = snap.run(lambda st, lg: reuse(info, st, lg, compiled), stmts)
     stmts = snap.run(lambda st, lg: fuse_softmax_xent(info, st, lg, taken), stmts)
     stmts = snap.run(lambda st, lg: fuse_softmax(info, st, lg, taken), stmts)
     for _ in range(20):
         before = stmts
+        stmts = snap.run(lambda st, lg: reuse(info, st, lg, compiled), stmts)
         stmts = snap.run(lambda st, lg: inline(info, st, lg, outputs), stmts)
         stmts = snap.run(lambda st, lg: simplify(info, st, lg), stmts)
-        stmts = snap.run(lambda st, lg: reuse(info, st, lg), stmts)
         stmts = snap.run(lambda st, lg: merge(info, st, lg), stmts)
         stmts = snap.run(lambda st, lg: dead(info, st, lg, outputs), stmts)
         if stmts == before:

@@ -1,0 +1,368 @@
+"""Compiled by tcc 0.1.0 from ttic_softmax.loop (backend: numpy, optimized).
+
+Generated code: regenerate it with `tcc compile` rather than editing it.
+It needs NumPy only, never tcc.
+
+The program:
+    input s[B, J]
+    output p[B, J]
+    for b, j: Z_max[b] max= s[b, j]
+    for b, j: Z_exp[b, j] = exp(s[b, j] - Z_max[b])
+    for b, j: Z[b] += Z_exp[b, j]
+    for b, j: p[b, j] += Z_exp[b, j] / Z[b]
+
+Its backward (the gradients):
+    for b, j: e[b] += p.grad[b, j] * p[b, j]
+    for b, j: s.grad[b, j] += p[b, j] * (p.grad[b, j] - e[b])
+
+Usage:
+    fwd = forward(s=s)
+    grads = backward({"p": dp}, s=s, **fwd)
+
+Run `python ttic_softmax.py --check` to check the
+gradients against finite differences on random inputs.
+"""
+
+import numpy as np
+
+# ---- run-time checks, shared with tcc's reference interpreter
+
+import numpy as _np_rt
+
+
+def _rt_size(sizes, entry):
+    return entry if isinstance(entry, int) else sizes[entry]
+
+
+def _rt_span(sizes, terms, const):
+    """(lowest, highest) of c0 + sum(k * dim) + sum(c * i) over each index's range.
+
+    terms: ((c, size of i's range), ...); const: (c0, ((k, dim), ...)).
+    None when some range is empty (there is no access at all).
+    """
+    c0, dims = const
+    base = c0 + sum(k * sizes[d] for k, d in dims)
+    lo = hi = base
+    for c, entry in terms:
+        n = _rt_size(sizes, entry)
+        if n <= 0:
+            return None
+        if c > 0:
+            hi += c * (n - 1)
+        else:
+            lo += c * (n - 1)
+    return lo, hi
+
+
+def bind_sizes(plan, arrays, sizes=None):
+    """Check the arrays' shapes against the plan; return {dim name: size}."""
+    sizes = {} if sizes is None else sizes
+    where = {}
+    for step in plan:
+        kind = step[0]
+        if kind == "shape":
+            _, name, entries, integer = step
+            a = arrays[name]
+            if a.ndim != len(entries):
+                want = f"[{', '.join(map(str, entries))}]" if entries else "a scalar (0-d)"
+                raise ValueError(f"tensor '{name}' must have rank {len(entries)} ({want}), "
+                                 f"but has shape {tuple(a.shape)}")
+            if integer and a.dtype.kind not in "iu":
+                raise ValueError(f"tensor '{name}' holds gather positions and must be an "
+                                 f"integer array, not {a.dtype}")
+            for axis, entry in enumerate(entries):
+                n = int(a.shape[axis])
+                if isinstance(entry, int):
+                    if n != entry:
+                        raise ValueError(f"tensor '{name}' axis {axis} must have size {entry}, "
+                                         f"but has {n}")
+                elif entry in sizes and sizes[entry] != n:
+                    raise ValueError(f"tensor '{name}' axis {axis} ({entry}) has size {n}, but "
+                                     f"{entry} = {sizes[entry]} from {where.get(entry, 'before')}")
+                else:
+                    sizes[entry] = n
+                    where.setdefault(entry, f"'{name}' axis {axis}")
+        elif kind == "valid":
+            _, sym, var, constraints = step
+            best = None
+            for tensor, axis, size, coef, terms, const in constraints:
+                span = _rt_span(sizes, terms, const)
+                if span is None:
+                    best = 0
+                    continue
+                lo, hi = span
+                s = _rt_size(sizes, size)
+                n = (s - 1 - hi) // coef + 1 if coef > 0 else lo // (-coef) + 1
+                n = max(n, 0)
+                if best is None or n < best:
+                    best, limit = n, (tensor, axis, s)
+            if best is None or best <= 0:
+                tensor, axis, s = limit if best is not None else ("?", 0, 0)
+                raise ValueError(f"the range of index '{var}' is empty: tensor '{tensor}' "
+                                 f"axis {axis} has size {s}, too small for the accesses to it")
+            if sym in sizes and sizes[sym] != best:
+                raise ValueError(f"index '{var}' ranges over {best} positions, but {sym} = "
+                                 f"{sizes[sym]} from {where.get(sym, 'before')}")
+            sizes[sym] = best
+            where.setdefault(sym, f"the range of '{var}'")
+        elif kind == "equal":
+            _, sym, value, what = step
+            if sizes[sym] != value:
+                raise ValueError(f"{what}: {sym} = {sizes[sym]} from "
+                                 f"{where.get(sym, 'the arrays')}, but must be {value}")
+        elif kind == "alias":
+            _, sym, other, what = step
+            n = _rt_size(sizes, other)
+            if sym in sizes and sizes[sym] != n:
+                raise ValueError(f"{what}: {sym} = {sizes[sym]} from "
+                                 f"{where.get(sym, 'the arrays')}, but the loops give {n}")
+            sizes[sym] = n
+        elif kind == "bounds":
+            _, tensor, axis, size, terms, const = step
+            span = _rt_span(sizes, terms, const)
+            s = _rt_size(sizes, size)
+            if span is not None and (span[0] < 0 or span[1] >= s):
+                raise ValueError(f"tensor '{tensor}' axis {axis} has size {s}, but the index "
+                                 f"ranges over {span[0]}..{span[1]}")
+        elif kind == "gather":
+            _, data, tensor, axis, size = step
+            y = arrays[data]
+            s = _rt_size(sizes, size)
+            if y.size:
+                lo, hi = int(y.min()), int(y.max())
+                if lo < 0 or hi >= s:
+                    bad = lo if lo < 0 else hi
+                    raise ValueError(f"gather '{data}' holds {bad}, out of range for tensor "
+                                     f"'{tensor}' axis {axis} of size {s}")
+        else:  # pragma: no cover
+            raise AssertionError(step)
+    return sizes
+
+
+def computation_dtype(arrays):
+    """The result type of the floating arrays passed in (float64 if none).
+
+    arrays: {name: array} of the tensors that are not gather data.
+    """
+    floats = []
+    for name, a in arrays.items():
+        if a.dtype.kind == "c":
+            raise ValueError(f"tensor '{name}' is complex ({a.dtype}); tcc computes in real "
+                             "floating point: pass its real part")
+        if a.dtype.kind not in "fiub":
+            raise ValueError(f"tensor '{name}' has dtype {a.dtype}; tcc takes numeric arrays")
+        if a.dtype.kind == "f":
+            floats.append(a.dtype)
+    return _np_rt.result_type(*floats) if floats else _np_rt.dtype(_np_rt.float64)
+
+
+def take(tensors, kinds, what, optional=()):
+    """Check the keyword tensors of forward() or backward() and convert them.
+
+    kinds: {name: "float" | "gather"}; names in ``optional`` may be passed and
+    are converted but not required. Returns (arrays, dtype).
+    """
+    missing = [t for t in kinds if t not in tensors and t not in optional]
+    if missing:
+        raise ValueError(f"{what}() is missing tensor{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(repr(t) for t in missing)}")
+    unknown = [t for t in tensors if t not in kinds]
+    if unknown:
+        raise ValueError(f"{what}() got unknown tensor{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(t) for t in unknown)}; it takes "
+                         f"{', '.join(kinds) or 'none'}")
+    raw = {t: _np_rt.asarray(a) for t, a in tensors.items()}
+    dt = computation_dtype({t: a for t, a in raw.items() if kinds[t] != "gather"})
+    arrays = {}
+    for t, a in raw.items():
+        if kinds[t] == "gather":
+            if a.dtype.kind not in "iu":
+                raise ValueError(f"tensor '{t}' holds gather positions and must be an "
+                                 f"integer array, not {a.dtype}")
+            arrays[t] = a
+        else:
+            arrays[t] = a.astype(dt, copy=False)
+    return arrays, dt
+
+
+def fd_check(loss, inputs, grads, scale, h=1e-6, tol=1e-6):
+    """Central finite differences of ``loss`` against ``grads``, per tensor.
+
+    Positions where the one-sided differences disagree crossed a kink and are
+    skipped. Returns rows (name, shape, worst error, skipped, ok, note).
+    """
+    rows = []
+    with _np_rt.errstate(all="ignore"):
+        base = loss(inputs)
+        for t, g in grads.items():
+            x = inputs[t]
+            if g is None:
+                rows.append((t, x.shape, float("nan"), 0, False, "not computed"))
+                continue
+            g = _np_rt.asarray(g, dtype=_np_rt.float64)
+            if g.shape != x.shape:
+                rows.append((t, x.shape, float("nan"), 0, False,
+                             f"has shape {g.shape}, expected {x.shape}"))
+                continue
+            fd = _np_rt.zeros(x.shape)
+            kink = _np_rt.zeros(x.shape, dtype=bool)
+            for pos in _np_rt.ndindex(*x.shape):
+                plus, minus = x.copy(), x.copy()
+                plus[pos] += h
+                minus[pos] -= h
+                lp, lm = loss({**inputs, t: plus}), loss({**inputs, t: minus})
+                fd[pos] = (lp - lm) / (2 * h) * scale.get(t, 1.0)
+                right, left = (lp - base) / h, (base - lm) / h
+                if abs(right - left) > 1e-3 * max(1.0, abs(right), abs(left)):
+                    kink[pos] = True
+            keep = ~kink
+            denom = max(1.0, float(_np_rt.max(_np_rt.abs(fd[keep]), initial=0.0)))
+            diff = _np_rt.where(keep, _np_rt.abs(g - fd), 0.0) / denom
+            err = float(_np_rt.max(diff, initial=0.0))
+            if not (_np_rt.all(_np_rt.isfinite(g[keep])) and
+                    _np_rt.all(_np_rt.isfinite(fd[keep]))):
+                err = float("nan")
+            ok = err <= tol
+            note = ""
+            if not ok:
+                bad = _np_rt.argwhere(~(diff <= tol) & keep)
+                if len(bad):
+                    p = tuple(int(i) for i in bad[0])
+                    note = (f"first at {list(p)}: backward gives {g[p]:.6g}, "
+                            f"finite differences {fd[p]:.6g}")
+            rows.append((t, x.shape, err, int(kink.sum()), ok, note))
+    return rows
+
+def seed_names(grads, outputs):
+    unknown = [k for k in grads if k not in outputs]
+    if unknown:
+        raise ValueError(f"backward() got a seed for {', '.join(map(repr, unknown))}, which is "
+                         f"not an output; the outputs are {', '.join(outputs)}")
+
+
+def seed(grads, name, shape, dt):
+    g = grads.get(name)
+    if g is None:
+        return _np_rt.zeros(shape, dtype=dt)
+    g = _np_rt.asarray(g)
+    if g.dtype.kind == "c":
+        raise ValueError(f"the seed for '{name}' is complex ({g.dtype})")
+    if g.shape != tuple(shape):
+        raise ValueError(f"the seed for '{name}' has shape {g.shape}, but '{name}' has "
+                         f"shape {tuple(shape)}")
+    return g.astype(dt, copy=False)
+
+
+def need_saved(*names, arrays):
+    missing = [t for t in names if t not in arrays]
+    if missing:
+        raise ValueError(f"backward() needs {', '.join(map(repr, missing))}, which forward() "
+                         "returns: call backward(grads, **inputs, **forward(**inputs))")
+
+# ---- the program's tensors, sizes and checks
+
+_FORWARD_KINDS = {'s': 'float'}
+_BACKWARD_KINDS = {'s': 'float', 'Z_max': 'float', 'Z_exp': 'float', 'Z': 'float', 'p': 'float'}
+_SAVED_OPTIONAL = ('Z_max', 'Z_exp', 'Z', 'p')
+_OUTPUTS = ('p',)
+_DIFFERENTIABLE = {'s': 'input'}
+_BATCH = 'B'
+_DEFAULT_SIZES = {'B': 3, 'J': 4}
+_RANDOM = {'s': (('B', 'J'), 'normal')}
+_GATHER_LIMITS = {}
+_FORWARD_PLAN = [('shape', 's', ('B', 'J'), False)]
+_BACKWARD_PLAN = [('shape', 'p', ('B', 'J'), False), ('shape', 'p_grad', ('B', 'J'), False)]
+
+def forward(**tensors):
+    """Run the program. Takes s[B, J].
+
+    Returns the outputs (p).
+    """
+    arrays, dt = take(tensors, _FORWARD_KINDS, "forward")
+    sizes = bind_sizes(_FORWARD_PLAN, arrays)
+    s = arrays["s"]
+    # for b, j: Z_max[b] max= s[b, j]
+    Z_max = np.max(s, axis=1, initial=-np.inf)
+    # for b, j: Z_exp[b, j] = exp(s[b, j] - Z_max[b])
+    Z_exp = np.exp(s - Z_max[:, None])
+    # for b, j: Z[b] += Z_exp[b, j]
+    Z = Z_exp.sum(axis=1)
+    # for b, j: p[b, j] += Z_exp[b, j] / Z[b]
+    p = Z_exp / Z[:, None]
+    return {"p": p}
+
+def backward(grads, /, **tensors):
+    """Gradients. grads: {output name: its .grad} (a missing one counts as
+    zero); tensors: the forward's inputs and the dict forward() returned.
+    Returns {name: gradient} for s.
+    """
+    arrays, dt = take(tensors, _BACKWARD_KINDS, "backward", _SAVED_OPTIONAL)
+    sizes = bind_sizes(_FORWARD_PLAN, {t: arrays[t] for t in _FORWARD_KINDS})
+    need_saved('p', arrays=arrays)
+    seed_names(grads, _OUTPUTS)
+    arrays["p_grad"] = seed(grads, "p", (sizes["B"], sizes["J"]), dt)
+    sizes = bind_sizes(_BACKWARD_PLAN, arrays, sizes)
+    p = arrays["p"]
+    p_grad = arrays["p_grad"]
+    # for b, j: e[b] += p.grad[b, j] * p[b, j]
+    e = (p * p_grad).sum(axis=1)
+    # for b, j: s.grad[b, j] += p[b, j] * (p.grad[b, j] - e[b])
+    s_grad = p * (p_grad - e[:, None])
+    return {"s": s_grad}
+
+def random_inputs(seed=0, **sizes):
+    """Valid random inputs: float64 values, integers in range for gather data.
+    Sizes default to small ones; pass e.g. B=8 to change one."""
+    unknown = [d for d in sizes if d not in _DEFAULT_SIZES]
+    if unknown:
+        raise ValueError(f"unknown size {', '.join(unknown)}; the sizes are "
+                         f"{', '.join(_DEFAULT_SIZES) or 'none'}")
+    dims = {**_DEFAULT_SIZES, **sizes}
+    rng = _np_rt.random.default_rng(seed)
+    out = {}
+    for name, (entries, kind) in _RANDOM.items():
+        shape = tuple(e if isinstance(e, int) else dims[e] for e in entries)
+        if kind == "gather":
+            out[name] = _np_rt.zeros(shape, dtype=_np_rt.int64)
+        elif kind == "positive":
+            out[name] = rng.uniform(0.5, 1.5, size=shape)
+        else:
+            out[name] = rng.standard_normal(shape)
+    full = bind_sizes(_FORWARD_PLAN, out)
+    for name, syms in _GATHER_LIMITS.items():
+        high = min(s if isinstance(s, int) else full[s] for s in syms)
+        out[name] = rng.integers(0, max(high, 1), size=out[name].shape)
+    return out
+
+
+def _self_check(seed=0):
+    """Check backward() against central finite differences of forward()."""
+    inputs = random_inputs(seed)
+    fwd = forward(**inputs)
+    rng = _np_rt.random.default_rng(seed + 1)
+    seeds = {o: rng.standard_normal(_np_rt.shape(fwd[o.replace(".grad", "_grad")]))
+             for o in _OUTPUTS}
+    grads = backward(seeds, **inputs, **fwd)
+
+    def loss(tensors):
+        out = forward(**tensors)
+        return sum(float(_np_rt.sum(seeds[o] * out[o.replace(".grad", "_grad")]))
+                   for o in _OUTPUTS)
+
+    sizes = bind_sizes(_FORWARD_PLAN, inputs)
+    scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
+             if role == "param" and _BATCH}
+    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale)
+    print(f"{'gradient':<16} {'shape':<16} {'worst rel. error':>16}  status")
+    for name, shape, err, skipped, ok, note in rows:
+        print(f"{name + '.grad':<16} {str(list(shape)):<16} {err:>16.2e}  "
+              f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
+    return all(row[4] for row in rows)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(0 if _self_check() else 1)
+    print(__doc__)
+    print("Run with --check to check the gradients against finite differences.")

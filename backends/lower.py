@@ -31,17 +31,40 @@ NP_FUNCS = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "tanh": "np.tan
 MATH_FUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh,
               "sigmoid": lambda x: 1 / (1 + math.exp(-x)), "relu": lambda x: max(x, 0),
               "abs": abs, "sin": math.sin, "cos": math.cos, "max": max, "min": min}
+# Names the generated functions use besides the program's own.
 RESERVED_LOCALS = {"np", "oe", "dt", "sizes", "tensors", "grads", "itertools", "out",
-                   "saved", "seeds"}
+                   "saved", "seeds", "arrays", "take", "seed", "seed_names", "need_saved",
+                   "bind_sizes", "computation_dtype", "fd_check", "forward", "backward",
+                   "random_inputs", "math", "sys"}
+# One generated module's Python names for tensors and dims, unique (reset per module).
+NAMES: dict[str, str] = {}
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def local_name(name: str) -> str:
-    """The Python local for a tensor or dim name (``X.grad`` is ``X_grad``)."""
+    """The Python local for a tensor or dim name (``X.grad`` is ``X_grad``):
+    itself where it can be, else with trailing underscores, never shared."""
+    if name in NAMES:
+        return NAMES[name]
     p = py_name(name)
-    if p in RESERVED_LOCALS or keyword.iskeyword(p) or p.startswith("_"):
+    taken = set(NAMES.values())
+    if p in RESERVED_LOCALS or keyword.iskeyword(p) or p.startswith("_") or p in taken:
         p = p + "_"
+        while p in taken or p in RESERVED_LOCALS or py_name(p) in NAMES:
+            p = p + "_"
+    NAMES[name] = p
     return p
+
+
+def reset_names(names) -> None:
+    """Start a module: the program's own Python names claim themselves first."""
+    NAMES.clear()
+    plain = [n for n in names if py_name(n) not in RESERVED_LOCALS and
+             not keyword.iskeyword(py_name(n)) and not py_name(n).startswith("_")]
+    for n in plain:
+        NAMES[n] = py_name(n)
+    for n in names:
+        local_name(n)
 
 
 @dataclass

@@ -399,7 +399,8 @@ class _Analyzer:
                     self.plan.append(("alias", want, size,
                                       f"'{t}' axis {axis} is declared {want}"))
                     self.bound.add(want)
-                    size = want
+                    # the tensor keeps the loop's size symbol, so a backward
+                    # sees one name for one range; `tcc parse` shows the declared one
             shape.append(size)
         self.shapes[t] = tuple(shape)
 
@@ -443,8 +444,9 @@ def describe(info: Info) -> str:
         lines.append(f"batch {info.batch}")
     elif any(d.role == "batch" for d in info.program.decls):
         lines.append("batch 1")
+    declared = {d.name: d.shape for d in info.program.decls if d.shape}
     for t in info.inputs + info.outputs:
-        shape = info.shapes.get(t, ())
+        shape = declared.get(t) or info.shapes.get(t, ())
         text = f"{t}[{', '.join(map(str, shape))}]" if shape else t
         lines.append(f"{info.roles[t]:<6} {text}")
     for t in info.computed:

@@ -148,9 +148,9 @@ def _function_body(p: Pipeline, info: Info, backend, ctx_defined=()) -> tuple[li
     ctx = Context(info, backend)
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
-    for t in info.gather_data & value_reads:
+    for t in sorted(info.gather_data & value_reads):
         from .backends.lower import local_name
-        ctx.value_casts[t] = local_name(t) + "_value"
+        ctx.value_casts[t] = local_name(t + "__value")
     lines = []
     for si in info.stmts:
         lines += lower_statement(ctx, si)
@@ -174,8 +174,12 @@ def _unpack(names, info, source="arrays") -> list[str]:
 
 def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     backend = _backend(backend_name)
-    from .backends.lower import local_name
+    from .backends.lower import local_name, reset_names
     info, binfo = p.info, p.binfo
+    names = list(dict.fromkeys([*info.roles, *binfo.roles, *info.dims, *binfo.dims,
+                                *(v for i in (info, binfo) for si in i.stmts for v in si.ranges.values()
+                                  if isinstance(v, str))]))
+    reset_names(names)
     gradcheck_positive = _positive(p.original)
 
     # ---- forward

@@ -52,6 +52,7 @@ def choose_sizes(info: Info, given: dict[str, int] | None = None) -> dict[str, i
     for k, d in enumerate(bound):
         sizes[d] = given.get(d, SIZE_POOL[k % len(SIZE_POOL)])
     window = {c[2] for step in info.plan if step[0] == "valid" for c in step[3]}
+    window |= {step[3] for step in info.plan if step[0] == "bounds"}
     derived = [step[1] for step in info.plan if step[0] == "valid"]
     for _ in range(8):
         try:

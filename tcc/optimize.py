@@ -646,6 +646,8 @@ def stabilize(info: Info, backward: Program, log: Log | None = None):
         a_index, a, e = found
         z = a.target.tensor
         done.add(z)
+        if z in info.outputs:
+            continue            # the user asked for this very sum
         zvars = tuple(ix.plain for ix in a.target.index)
         m_name = _fresh(f"{z}_max", taken)
 
@@ -677,6 +679,11 @@ def stabilize(info: Info, backward: Program, log: Log | None = None):
         if not ok:
             continue
         new_f = _share_exp(new_f, a_index + 1, taken)
+        # the shifted sum is not the program's Z: give it its own name
+        shifted_name = _fresh(f"{z}_shifted", taken)
+        new_f = [_rename(s, z, shifted_name) for s in new_f]
+        new_b = [_rename(s, z, shifted_name) for s in new_b]
+        done.add(shifted_name)
         before_f = fstmts
         fstmts, bstmts, changed = new_f, new_b, True
         if log is not None:
@@ -700,6 +707,24 @@ def _exp_sums(fstmts):
                                            for ix in s.target.index) and \
                 len(s.loops) > len(s.target.index):
             yield k, s, s.expr.args[0]
+
+
+def _rename(s: Stmt, old: str, new: str) -> Stmt:
+    """The statement with tensor ``old`` called ``new`` (reads, target, gathers)."""
+    def ref(r: Ref) -> Ref:
+        return Ref(new if r.tensor == old else r.tensor, r.index, r.pos)
+
+    def expr(e):
+        if isinstance(e, Ref):
+            return ref(e)
+        if isinstance(e, Neg):
+            return Neg(expr(e.arg), e.pos)
+        if isinstance(e, Bin):
+            return Bin(e.op, expr(e.lhs), expr(e.rhs), e.pos)
+        if isinstance(e, Call):
+            return Call(e.fn, tuple(expr(a) for a in e.args), e.pos)
+        return e
+    return replace(s, target=ref(s.target), expr=expr(s.expr))
 
 
 def _share_exp(fstmts: list[Stmt], a_index: int, taken: set[str]) -> list[Stmt]:

@@ -8,8 +8,8 @@ The program:
     output p[B, J]
     for b, j: Z_max[b] max= s[b, j]
     for b, j: Z_exp[b, j] = exp(s[b, j] - Z_max[b])
-    for b, j: Z[b] += Z_exp[b, j]
-    for b, j: p[b, j] += Z_exp[b, j] / Z[b]
+    for b, j: Z_shifted[b] += Z_exp[b, j]
+    for b, j: p[b, j] += Z_exp[b, j] / Z_shifted[b]
 
 Its backward (the gradients):
     for b, j: e[b] += p.grad[b, j] * p[b, j]
@@ -262,8 +262,8 @@ def need_saved(*names, arrays):
 # ---- the program's tensors, sizes and checks
 
 _FORWARD_KINDS = {'s': 'float'}
-_BACKWARD_KINDS = {'s': 'float', 'Z_max': 'float', 'Z_exp': 'float', 'Z': 'float', 'p': 'float'}
-_SAVED_OPTIONAL = ('Z_max', 'Z_exp', 'Z', 'p')
+_BACKWARD_KINDS = {'s': 'float', 'Z_max': 'float', 'Z_exp': 'float', 'Z_shifted': 'float', 'p': 'float'}
+_SAVED_OPTIONAL = ('Z_max', 'Z_exp', 'Z_shifted', 'p')
 _OUTPUTS = ('p',)
 _DIFFERENTIABLE = {'s': 'input'}
 _BATCH = 'B'
@@ -285,10 +285,10 @@ def forward(**tensors):
     Z_max = np.max(s, axis=1, initial=-np.inf)
     # for b, j: Z_exp[b, j] = exp(s[b, j] - Z_max[b])
     Z_exp = np.exp(s - Z_max[:, None])
-    # for b, j: Z[b] += Z_exp[b, j]
-    Z = Z_exp.sum(axis=1)
-    # for b, j: p[b, j] += Z_exp[b, j] / Z[b]
-    p = Z_exp / Z[:, None]
+    # for b, j: Z_shifted[b] += Z_exp[b, j]
+    Z_shifted = Z_exp.sum(axis=1)
+    # for b, j: p[b, j] += Z_exp[b, j] / Z_shifted[b]
+    p = Z_exp / Z_shifted[:, None]
     return {"p": p}
 
 def backward(grads, /, **tensors):

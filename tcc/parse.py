@@ -292,9 +292,14 @@ _POSTLEX = _BracketNewlines()
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(_grammar_text(), parser="lalr", lexer="contextual",
-                postlex=_POSTLEX, maybe_placeholders=False,
-                transformer=_TRANSFORMER)
+    # cache=True keeps the LALR tables in the temp dir between runs (keyed by the
+    # grammar's hash), so a fresh process parses its first program in a few ms.
+    try:
+        return Lark(_grammar_text(), parser="lalr", lexer="contextual", postlex=_POSTLEX,
+                    maybe_placeholders=False, transformer=_TRANSFORMER, cache=True)
+    except OSError:  # pragma: no cover - an unwritable temp dir
+        return Lark(_grammar_text(), parser="lalr", lexer="contextual", postlex=_POSTLEX,
+                    maybe_placeholders=False, transformer=_TRANSFORMER)
 
 
 def _expected(tokens) -> str:

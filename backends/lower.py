@@ -408,8 +408,9 @@ def product_operands(ctx, factors, loops, ranges) -> tuple[str, list[Operand]]:
             # prefer a host that is already computed (not a bare read), then the smallest
             hosts.sort(key=lambda j: (_is_plain_read(groups[j][1]), len(groups[j][0])))
             j = hosts[0]
-            if set(vi) == set(groups[j][0]) or not _is_plain_read(fi) or \
-                    not _is_plain_read(groups[j][1]):
+            # two plain reads stay separate operands: a contraction (BLAS or
+            # einsum) multiplies and sums them without building their product
+            if not (_is_plain_read(fi) and _is_plain_read(groups[j][1])):
                 groups[j][1] = groups[j][1] + fi
                 groups.pop(i)
                 merged = True

@@ -813,7 +813,33 @@ def main(argv=None) -> int:
     rows = [bench_workload(w, cols, args) for w in chosen]
     print()
     print_table(rows, list(cols))
+    if BY_NAME["softmax"] in chosen and not TCC_ERROR:
+        print()
+        softmax_backward_table(args)
     return 0
+
+
+def softmax_backward_table(args) -> None:
+    """The softmax backward alone (the forward's values given): hand-written,
+    tcc with the TTIC problem 3 fusion, and tcc unfused (optimize=False)."""
+    w = BY_NAME["softmax"]
+    sizes = w.quick if args.quick else w.sizes
+    t, seeds = w.make(np.random.default_rng(0), np.dtype(args.dtype), **sizes)
+    outputs, saved = w.hand.forward(t)
+    hand = time_ms(lambda t_, s_: w.hand.backward(t_, saved, s_), t, seeds, args.repeat,
+                   args.max_seconds)
+    cells = []
+    for label, opt in (("fused", True), ("unfused", False)):
+        kernel = tcc.compile(str(w.program), optimize=opt)
+        fwd = kernel.forward(**t)
+        ms = time_ms(lambda t_, s_: kernel.backward(s_, **t_, **fwd), t, seeds, args.repeat,
+                     args.max_seconds)
+        cells.append((label, ms))
+    fused, unfused = cells[0][1], cells[1][1]
+    print(f"softmax backward only ({size_label(sizes)}): hand-written {hand:.2f} ms | "
+          f"tcc fused {fused:.2f} ms ({fused / hand:.2f}x hand) | tcc unfused "
+          f"{unfused:.2f} ms ({unfused / hand:.2f}x hand; fused is "
+          f"{unfused / fused:.2f}x faster)")
 
 
 if __name__ == "__main__":

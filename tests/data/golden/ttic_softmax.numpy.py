@@ -305,7 +305,7 @@ def backward(grads, /, **tensors):
     p = arrays["p"]
     p_grad = arrays["p_grad"]
     # for b, j: e[b] += p.grad[b, j] * p[b, j]
-    e = (p * p_grad).sum(axis=1)
+    e = np.einsum('ab,ab->a', p_grad, p)
     # for b, j: s.grad[b, j] += p[b, j] * (p.grad[b, j] - e[b])
     s_grad = p * (p_grad - e[:, None])
     return {"s": s_grad}

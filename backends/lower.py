@@ -511,6 +511,14 @@ def _matmul_forms(a: Operand, b: Operand, summed, res) -> Operand | None:
     if len(summed) == 1:
         c = summed[0]
         for x, y in ((a, b), (b, a)):
+            if len(x.vars) >= 3 and len(y.vars) == 2 and x.vars[-2] == c and \
+                    x.vars[-1] not in y.vars:
+                o = tuple(v for v in y.vars if v != c)
+                left = y.code if y.vars[-1] == c else f"{_atom(y.code)}.T"
+                if "[" in y.code:
+                    left = f"np.ascontiguousarray({left})"
+                res_vars = x.vars[:-2] + o + (x.vars[-1],)
+                return Operand(f"np.matmul({left}, {x.code})", res_vars, True).aligned(res)
             if x.vars[-1] == c and len(x.vars) >= 3 and len(y.vars) in (1, 2):
                 o = tuple(v for v in y.vars if v != c)
                 right = y.code if (y.vars[0] == c) else f"{_atom(y.code)}.T"
@@ -630,9 +638,13 @@ def fix_indices(s, names) -> "object":
 
 def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
     """The Python lines for one update, preceded by a comment quoting it."""
+    from .flatconv import flat_plan, lower_flat
     windows = tap_windows(si.stmt)
     if windows:
         return _lower_taps(ctx, si, windows)
+    plan = flat_plan(si.stmt)
+    if plan is not None:
+        return lower_flat(ctx, si, plan, _lower_statement, fix_indices, local_name)
     return _lower_statement(ctx, si)
 
 

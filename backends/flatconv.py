@@ -1,0 +1,230 @@
+"""Stride-1 convolutions on flattened rows: one matrix product per tap, no copies.
+
+For ``Y[b, o, r, c] += H[o, i, fr, fc] * X[b, i, r + fr, c + fc]`` the window
+axes of X are flattened into one (position ``r * Lc + c``): tap (fr, fc) is then
+the contiguous slice starting at ``fr * Lc + fc``, and each tap is one BLAS
+product on a view. Y is computed over rows of length Lc (the positions past a
+row's valid end are computed and dropped, (Fc - 1) / Lc of the work) and the
+gradients read Y.grad padded to that row length. The same layout serves the
+three statements of a convolution: the forward, the filter gradient and the
+input gradient (a scatter-add of each tap's block).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from tcc.check import StmtInfo
+from tcc.ir import Affine, Gather, Ref, reads
+
+
+@dataclass
+class FlatPlan:
+    a: Ref                      # the windowed access X[..., u + w, ...]
+    p: Ref                      # the position access Y[..., u, ...]
+    us: tuple[str, ...]         # position indices, one per window axis
+    ws: tuple[str, ...]         # window indices
+    k: int                      # how many trailing axes are windowed
+
+
+def flat_plan(s) -> FlatPlan | None:
+    """The flattening plan for a stride-1 convolution statement, or None."""
+    if s.op not in ("+=", "-=", "="):
+        return None
+    accesses = [s.target, *reads(s.expr)]
+    if any(isinstance(ix, Gather) for r in accesses for ix in r.index):
+        return None
+    multi = [r for r in accesses
+             if any(isinstance(ix, Affine) and len(ix.terms) > 1 for ix in r.index)]
+    if len(multi) != 1:
+        return None
+    a = multi[0]
+    k = 0
+    for ix in reversed(a.index):
+        if isinstance(ix, Affine) and len(ix.terms) == 2:
+            k += 1
+        else:
+            break
+    if k == 0 or any(len(ix.terms) > 1 for ix in a.index[:-k]):
+        return None
+    us, ws = [], []
+    for ix in a.index[-k:]:
+        if ix.const or ix.dims or any(c != 1 for _, c in ix.terms):
+            return None
+        (v1, _), (v2, _) = ix.terms
+        u, w = (v1, v2) if s.loops.index(v1) < s.loops.index(v2) else (v2, v1)
+        us.append(u)
+        ws.append(w)
+    lead = [ix.plain for ix in a.index[:-k]]
+    if not all(lead) or set(lead) & set(us + ws) or len(set(us + ws)) != 2 * k:
+        return None
+    positions = [r for r in accesses if r is not a and any(
+        isinstance(ix, Affine) and ix.plain in us for ix in r.index)]
+    if len(positions) != 1:
+        return None
+    p = positions[0]
+    if p.tensor == a.tensor or [ix.plain for ix in p.index[-k:]] != us or \
+            len(p.index) < k or not all(isinstance(ix, Affine) and ix.plain and
+                                        ix.plain not in us + ws for ix in p.index[:-k]):
+        return None
+    for r in accesses:
+        if r is a or r is p:
+            continue
+        if not all(isinstance(ix, Affine) and (ix.plain or not ix.terms) for ix in r.index):
+            return None
+    if s.target is not a and s.target is not p and \
+            any(v in us for ix in s.target.index for v in ix.vars):
+        return None
+    return FlatPlan(a, p, tuple(us), tuple(ws), k)
+
+
+def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
+               local_name) -> list[str]:
+    """The lines for a convolution statement lowered on flattened rows."""
+    s, ranges = si.stmt, si.ranges
+    info = ctx.info
+    a, p, k = plan.a, plan.p, plan.k
+    ashape = info.shapes[a.tensor] if a.tensor in info.shapes else info.shapes[a.tensor[:-5]]
+    lens = [ctx.size(d) for d in ashape[-k:]]                     # Lr, Lc
+    counts = [ctx.var_size(ranges, u) for u in plan.us]          # R, C
+    strides = [" * ".join(lens[j + 1:]) or "1" for j in range(k)]
+    fresh = {n: local_name(f"{a.tensor}__{n}") for n in ("flat", "n", "d", "part")}
+    pfresh = local_name(f"{p.tensor}__flat")
+    ctx.loop_names.update([f"{a.tensor}__n", f"{a.tensor}__d", *plan.ws])
+    lines = [f"# {s}",
+             f"# (tap by tap over {', '.join(plan.ws)}, on {a.tensor}'s rows flattened over "
+             f"{', '.join(plan.us)}: one matrix product per tap, on views; positions past "
+             "a row's end are computed and dropped)"]
+    n_expr = " + ".join(f"({c} - 1) * {st}" if st != "1" else f"({c} - 1)"
+                        for c, st in zip(counts, strides)) + " + 1"
+    lines.append(f"{fresh['n']} = {n_expr}")
+    lead_a = len(a.index) - k
+    lead_p = len(p.index) - k
+    aname, pname = local_name(a.tensor), local_name(p.tensor)
+    # the windowed tensor, flattened over its window axes
+    if s.target is a:
+        if a.tensor not in ctx.defined:
+            lines.append(f"{aname} = np.zeros(({', '.join(ctx.size(d) for d in ashape)},), "
+                         "dtype=dt)")
+            ctx.defined.add(a.tensor)
+        lines.append(f"{fresh['flat']} = {aname}.reshape({aname}.shape[:{lead_a}] + (-1,))")
+    else:
+        lines.append(f"{fresh['flat']} = np.ascontiguousarray({aname}).reshape("
+                     f"{aname}.shape[:{lead_a}] + (-1,))")
+    # the position tensor, its rows padded to the windowed tensor's row length
+    pshape = info.shapes[p.tensor] if p.tensor in info.shapes else info.shapes[p.tensor[:-5]]
+    lead_shape = ", ".join(ctx.size(d) for d in pshape[:lead_p])
+    padded = ", ".join([lead_shape] if lead_shape else [] + []) + \
+        (", " if lead_shape else "") + ", ".join([counts[0]] + lens[1:])
+    if s.target is p:
+        lines.append(f"{pfresh} = np.zeros(({padded},), dtype=dt)")
+    elif k == 1:
+        lines.append(f"{pfresh} = {pname}")
+    else:
+        lines.append(f"{pfresh} = np.zeros(({padded},), dtype=dt)")
+        cut = ", ".join([":"] * (lead_p + 1) + [f":{c}" for c in counts[1:]])
+        lines.append(f"{pfresh}[{cut}] = {pname}")
+        lines.append(f"{pfresh} = {pfresh}.reshape({pfresh}.shape[:{lead_p}] + (-1,))"
+                     f"[..., :{fresh['n']}]")
+    if s.target is p:
+        lines.append(f"{pfresh} = {pfresh}.reshape({pfresh}.shape[:{lead_p}] + (-1,))")
+    if s.target is not a and s.target is not p and s.target.tensor not in ctx.defined:
+        tshape = info.shapes[s.target.tensor]
+        lines.append(f"{local_name(s.target.tensor)} = np.zeros(("
+                     f"{', '.join(ctx.size(d) for d in tshape)},), dtype=dt)")
+        ctx.defined.add(s.target.tensor)
+
+    # the statement over one flat position index, windows held fixed
+    flat_var = _fresh_var(s, "p")
+    n_sym = f"{a.tensor}__n"
+    d_sym = f"{a.tensor}__d"
+    fixed = fix_indices(s, plan.ws)
+    a_flat = Ref(f"{a.tensor}__flat", tuple(fixed_ix for fixed_ix in _lead(fixed, a, lead_a))
+                 + (Affine(((flat_var, 1),), 0, ((d_sym, 1),)),))
+    p_flat = Ref(f"{p.tensor}__flat", tuple(p.index[:lead_p]) + (Affine(((flat_var, 1),)),))
+    local_name(f"{p.tensor}__flat")
+    ranges2 = dict(ranges)
+    ranges2[flat_var] = n_sym
+    loops = tuple(v for v in fixed.loops if v not in plan.us) + (flat_var,)
+    part = None
+    if s.target is a or s.target is p:
+        part = Ref(f"{a.tensor}__part", (a_flat if s.target is a else p_flat).index[:-1]
+                   + (Affine(((flat_var, 1),)),))
+    inner = _swap_refs(fixed, a, a_flat, p, p_flat, part, loops)
+    shapes = dict(info.shapes)
+    shapes[a_flat.tensor] = tuple(ashape[:lead_a]) + ("?",)
+    shapes[p_flat.tensor] = tuple(pshape[:lead_p]) + ("?",)
+    if part is not None:
+        shapes[part.tensor] = tuple("?" for _ in part.index)
+    saved_shapes, info.shapes = info.shapes, shapes
+    saved_defined = set(ctx.defined)
+    ctx.defined.discard(f"{a.tensor}__part")
+    try:
+        body = lower_statement(ctx, StmtInfo(inner, ranges2))[1:]
+    finally:
+        info.shapes = saved_shapes
+        ctx.defined = saved_defined | {s.target.tensor}
+    if part is not None:
+        dst = fresh["flat"] if s.target is a else pfresh
+        op = "-=" if s.op == "-=" else "+="
+        cut = f"{fresh['d']}:{fresh['d']} + {fresh['n']}" if s.target is a else f":{fresh['n']}"
+        body.append(f"{dst}[..., {cut}] {op} {fresh['part']}")
+    indent = ""
+    for w in plan.ws:
+        lines.append(f"{indent}for {local_name(w)} in range({ctx.var_size(ranges, w)}):")
+        indent += "    "
+    d_expr = " + ".join(f"{local_name(w)} * {st}" if st != "1" else local_name(w)
+                        for w, st in zip(plan.ws, strides))
+    lines.append(f"{indent}{fresh['d']} = {d_expr}")
+    lines += [indent + line for line in body]
+    if s.target is p:
+        cut = ", ".join(["..."] + [f":{c}" for c in counts[1:]])
+        view = f"{pfresh}.reshape({pfresh}.shape[:{lead_p}] + ({', '.join([counts[0]] + lens[1:])},))"
+        view = f"{view}[{cut}]" if k > 1 else view
+        if p.tensor in saved_defined:
+            lines.append(f"{pname} += {view}")
+        else:
+            lines.append(f"{pname} = {view}")
+    return lines
+
+
+def _fresh_var(s, base):
+    taken = set(s.loops)
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}{n}"
+    return name
+
+
+def _lead(fixed, a, lead):
+    for r in [fixed.target, *reads(fixed.expr)]:
+        if r.tensor == a.tensor:
+            return r.index[:lead]
+    raise AssertionError(a)
+
+
+def _swap_refs(fixed, a, a_flat, p, p_flat, part, loops):
+    """The fixed statement with A and P read through their flat views."""
+    from tcc.ir import Bin, Call, Neg
+
+    def ref(r):
+        if r.tensor == a.tensor:
+            return a_flat
+        if r.tensor == p.tensor:
+            return p_flat
+        return r
+
+    def expr(e):
+        if isinstance(e, Ref):
+            return ref(e)
+        if isinstance(e, Neg):
+            return Neg(expr(e.arg), e.pos)
+        if isinstance(e, Bin):
+            return Bin(e.op, expr(e.lhs), expr(e.rhs), e.pos)
+        if isinstance(e, Call):
+            return Call(e.fn, tuple(expr(x) for x in e.args), e.pos)
+        return e
+    target = part if part is not None else fixed.target
+    op = "=" if part is not None else fixed.op
+    return replace(fixed, loops=loops, target=target, expr=expr(fixed.expr), op=op)

@@ -179,7 +179,8 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
     lines += [indent + line for line in body]
     if s.target is p:
         cut = ", ".join(["..."] + [f":{c}" for c in counts[1:]])
-        view = f"{pfresh}.reshape({pfresh}.shape[:{lead_p}] + ({', '.join([counts[0]] + lens[1:])},))"
+        rows = ", ".join([counts[0]] + lens[1:])
+        view = f"{pfresh}.reshape({pfresh}.shape[:{lead_p}] + ({rows},))"
         view = f"{view}[{cut}]" if k > 1 else view
         if p.tensor in saved_defined:
             lines.append(f"{pname} += {view}")

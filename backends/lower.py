@@ -610,7 +610,6 @@ def fix_indices(s, names) -> "object":
     """The update with some loop indices held fixed (read as Python variables)."""
     from dataclasses import replace as _replace
 
-    from tcc.ir import Stmt
 
     def fix_affine(a: Affine) -> Affine:
         terms = tuple((v, c) for v, c in a.terms if v not in names)

@@ -832,7 +832,8 @@ def softmax_backward_table(args) -> None:
     for label, opt in (("fused", True), ("unfused", False)):
         kernel = tcc.compile(str(w.program), optimize=opt)
         fwd = kernel.forward(**t)
-        ms = time_ms(lambda t_, s_: kernel.backward(s_, **t_, **fwd), t, seeds, args.repeat,
+        ms = time_ms(lambda t_, s_, k=kernel, f=fwd: k.backward(s_, **t_, **f), t, seeds,
+                     args.repeat,
                      args.max_seconds)
         cells.append((label, ms))
     fused, unfused = cells[0][1], cells[1][1]

@@ -248,7 +248,7 @@ class _Analyzer:
         acc = self.accesses(s)
         fixing: dict[str, list[tuple[Size, str, object]]] = {v: [] for v in s.loops}
         shapes_here = {}
-        for t, index, pos, is_target in acc:
+        for t, index, pos, _ in acc:
             shape = self.known_shape(t)
             if shape is None:
                 continue
@@ -269,7 +269,7 @@ class _Analyzer:
             if not uses:
                 continue
             names = []
-            for size, t, pos in uses:
+            for size, _, _ in uses:
                 if isinstance(size, str) and size not in names:
                     names.append(size)
             user = [n for n in names if n in self.dims]
@@ -300,7 +300,7 @@ class _Analyzer:
             progress = False
             for v in list(unfixed):
                 constraints, blocked = [], False
-                for t, index, pos, _ in acc:
+                for t, index, _, _ in acc:
                     shape = shapes_here.get(t)
                     if shape is None:
                         continue
@@ -331,7 +331,7 @@ class _Analyzer:
                            "plain use fixes either range", s.pos)
 
         # Every non-plain access gets a run-time bounds check.
-        for t, index, pos, _ in acc:
+        for t, index, _, _ in acc:
             shape = shapes_here.get(t)
             if shape is None:
                 continue
@@ -416,8 +416,6 @@ class _Analyzer:
                                     t in self.gather_data))
         self.plan = plan_inputs
         stmt_infos = self.infer()
-        for t in self.p.stmts:
-            pass
         inputs = [t for t, r in self.roles.items() if r in ("input", "param", "data")]
         computed = list(self.updates)
         for t in self.roles:

@@ -176,9 +176,9 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     backend = _backend(backend_name)
     from .backends.lower import local_name, reset_names
     info, binfo = p.info, p.binfo
-    names = list(dict.fromkeys([*info.roles, *binfo.roles, *info.dims, *binfo.dims,
-                                *(v for i in (info, binfo) for si in i.stmts for v in si.ranges.values()
-                                  if isinstance(v, str))]))
+    ranges = [v for i in (info, binfo) for si in i.stmts for v in si.ranges.values()
+              if isinstance(v, str)]
+    names = list(dict.fromkeys([*info.roles, *binfo.roles, *info.dims, *binfo.dims, *ranges]))
     reset_names(names)
     gradcheck_positive = _positive(p.original)
 
@@ -191,8 +191,9 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     fwd = ["def forward(**tensors):"]
     fwd.append(f'    """Run the program. Takes {_takes(info)}.')
     fwd.append("")
+    kept = [py_name(t) for t in returned if t not in info.outputs]
     fwd.append(f"    Returns the outputs ({', '.join(map(py_name, info.outputs))})"
-               + (f" and the values the backward reads ({', '.join(py_name(t) for t in returned if t not in info.outputs)})." if len(returned) > len(info.outputs) else "."))
+               + (f" and the values the backward reads ({', '.join(kept)})." if kept else "."))
     fwd.append('    """')
     fwd.append('    arrays, dt = take(tensors, _FORWARD_KINDS, "forward")')
     fwd.append("    sizes = bind_sizes(_FORWARD_PLAN, arrays)")
@@ -231,11 +232,13 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
                                 for d in info.shapes[o]) + \
             ("," if len(info.shapes[o]) == 1 else "") + ")"
         bwd.append(f'    arrays["{py_name(t)}"] = seed(grads, "{o}", {shape}, dt)')
-    bwd.append("    sizes = bind_sizes(_BACKWARD_PLAN, arrays, sizes)")
     bpre = _unpack([t for t in binfo.inputs], binfo)
     for t, name in bctx.value_casts.items():
         bpre.append(f"{name} = {local_name(t)}.astype(dt)")
-    bpre += _size_lines(bctx)
+    size_lines = _size_lines(bctx)
+    bwd.append(("    sizes = " if size_lines else "    ") +
+               "bind_sizes(_BACKWARD_PLAN, arrays, sizes)")
+    bpre += size_lines
     bwd += ["    " + line for line in bpre + bbody]
     ret = []
     for t in info.differentiable:

@@ -81,7 +81,7 @@ def cost(info: Info, sizes: dict[str, int], itemsize: int = 8) -> tuple[float, f
     for k, si in enumerate(info.stmts):
         s, ranges = si.stmt, si.ranges
 
-        def n(vs):
+        def n(vs, ranges=ranges):
             return math.prod(_size(full, ranges[v]) for v in vs)
         tvars = {v for ix in s.target.index for v in ix.vars}
         summed = [v for v in s.loops if v not in tvars]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _rt
-from .check import Info, analyze
+from .check import Info
 from .ir import Call, Bin, Program, grad_name, py_name, walk
 
 SIZE_POOL = (3, 4, 5, 2, 6, 7, 3, 4, 5, 6)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _rt
 from .check import Info, analyze
-from .ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Program, Ref
+from .ir import Bin, Call, DimVal, Expr, Gather, Neg, Num, Program, Ref
 
 _FUNCS = {
     "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh,
@@ -98,7 +98,7 @@ def _compile_index(ref: Ref, env, sizes):
     """A function from loop values to the checked position tuple of ``ref``."""
     array = env[ref.tensor]
     parts = []
-    for axis, ix in enumerate(ref.index):
+    for ix in ref.index:
         if isinstance(ix, Gather):
             inner = _compile_index(Ref(ix.tensor, ix.index), env, sizes)
             data = env[ix.tensor]

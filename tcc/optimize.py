@@ -530,7 +530,7 @@ def binarize(info: Info, log: Log | None) -> Program:
         path, _ = oe.contract_path(spec, *shapes, shapes=True, optimize="optimal")
         new: list[Stmt] = []
         ops = list(operands)
-        for n, (i, j) in enumerate(path):
+        for i, j in path:
             x, y = ops[i], ops[j]
             for k in sorted((i, j), reverse=True):
                 ops.pop(k)

@@ -301,7 +301,7 @@ def backward(grads, /, **tensors):
     need_saved('p', arrays=arrays)
     seed_names(grads, _OUTPUTS)
     arrays["p_grad"] = seed(grads, "p", (sizes["B"], sizes["J"]), dt)
-    sizes = bind_sizes(_BACKWARD_PLAN, arrays, sizes)
+    bind_sizes(_BACKWARD_PLAN, arrays, sizes)
     p = arrays["p"]
     p_grad = arrays["p_grad"]
     # for b, j: e[b] += p.grad[b, j] * p[b, j]

@@ -95,29 +95,33 @@ def _num(v) -> Expr:
     return Num(v) if v >= 0 else Neg(Num(-v))
 
 
+def _power_base(a: Expr, b: Expr, e: Expr) -> Expr:
+    if _is_constant(b):
+        return _power_base_rule(a, b)
+    return mul(b, Bin("**", a, sub(b, ONE)))            # d a**b/da = b a**(b-1)
+
+
+# d (a op b)/da and d (a op b)/db, given a, b and the node e = a op b.
+BIN_RULES = {
+    "+":  (lambda a, b, e: ONE, lambda a, b, e: ONE),               # d(a + b) = da + db
+    "-":  (lambda a, b, e: ONE, lambda a, b, e: Num(-1)),           # d(a - b) = da - db
+    "*":  (lambda a, b, e: b, lambda a, b, e: a),                   # d(a b) = b da + a db
+    "/":  (lambda a, b, e: div(ONE, b),                             # d(a/b) = da / b
+           lambda a, b, e: Neg(div(a, Bin("**", b, Num(2))))),      #        - a db / b**2
+    "**": (_power_base,                                             # d a**b = b a**(b-1) da
+           lambda a, b, e: mul(call("log", a), e)),                 #        + log(a) a**b db
+    # comparisons are 1 or 0: derivative 0 (no row: no term)
+}
+
+
 def local_partial(e: Expr, k: int) -> Expr | None:
-    """d e / d (child k of e); None where it is identically zero."""
+    """d e / d (child k of e), from the rule tables; None where it is zero."""
     if isinstance(e, Neg):
-        return Num(-1)
+        return Num(-1)                                  # d(-a) = -da
     if isinstance(e, Bin):
-        a, b = e.lhs, e.rhs
         if e.op in COMPARISONS:
-            return None                                    # comparisons have derivative 0
-        if e.op == "+":
-            return ONE
-        if e.op == "-":
-            return ONE if k == 0 else Num(-1)
-        if e.op == "*":
-            return b if k == 0 else a
-        if e.op == "/":
-            # d (a/b) = da / b - a db / b**2
-            return div(ONE, b) if k == 0 else Neg(div(a, Bin("**", b, Num(2))))
-        if e.op == "**":
-            if k == 0:
-                if _is_constant(b):
-                    return _power_base_rule(a, b)
-                return mul(b, Bin("**", a, sub(b, ONE)))   # d a**b/da = b a**(b-1)
-            return mul(call("log", a), e)                   # d a**b/db = log(a) a**b
+            return None
+        return BIN_RULES[e.op][k](e.lhs, e.rhs, e)
     if isinstance(e, Call):
         if len(e.args) == 1:
             return CALL_RULES[e.fn](e.args[0], e)
@@ -354,4 +358,4 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
     return Program(tuple(decls), tuple(stmts))
 
 
-__all__ = ["differentiate", "CALL_RULES", "CALL2_RULES", "active_tensors"]
+__all__ = ["differentiate", "CALL_RULES", "CALL2_RULES", "BIN_RULES", "active_tensors"]

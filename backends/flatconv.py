@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from tcc.check import StmtInfo
-from tcc.ir import Affine, Gather, Ref, reads
+from tcc.ir import Affine, Gather, Ref, map_refs, reads
 
 
 @dataclass
@@ -207,25 +207,8 @@ def _lead(fixed, a, lead):
 
 def _swap_refs(fixed, a, a_flat, p, p_flat, part, loops):
     """The fixed statement with A and P read through their flat views."""
-    from tcc.ir import Bin, Call, Neg
-
     def ref(r):
-        if r.tensor == a.tensor:
-            return a_flat
-        if r.tensor == p.tensor:
-            return p_flat
-        return r
-
-    def expr(e):
-        if isinstance(e, Ref):
-            return ref(e)
-        if isinstance(e, Neg):
-            return Neg(expr(e.arg), e.pos)
-        if isinstance(e, Bin):
-            return Bin(e.op, expr(e.lhs), expr(e.rhs), e.pos)
-        if isinstance(e, Call):
-            return Call(e.fn, tuple(expr(x) for x in e.args), e.pos)
-        return e
+        return a_flat if r.tensor == a.tensor else p_flat if r.tensor == p.tensor else r
     target = part if part is not None else fixed.target
     op = "=" if part is not None else fixed.op
-    return replace(fixed, loops=loops, target=target, expr=expr(fixed.expr), op=op)
+    return replace(fixed, loops=loops, target=target, expr=map_refs(fixed.expr, ref), op=op)

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from tcc.check import Info, StmtInfo
-from tcc.ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, py_name
+from tcc.ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, map_refs, py_name
 
 NP_FUNCS = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "tanh": "np.tanh",
             "sigmoid": "_sigmoid", "abs": "np.abs", "sin": "np.sin", "cos": "np.cos",
@@ -621,18 +621,8 @@ def fix_indices(s, names) -> "object":
                                    Gather(ix.tensor, tuple(fix_affine(a) for a in ix.index))
                                    for ix in r.index), r.pos)
 
-    def fix_expr(e):
-        if isinstance(e, Ref):
-            return fix_ref(e)
-        if isinstance(e, Neg):
-            return Neg(fix_expr(e.arg), e.pos)
-        if isinstance(e, Bin):
-            return Bin(e.op, fix_expr(e.lhs), fix_expr(e.rhs), e.pos)
-        if isinstance(e, Call):
-            return Call(e.fn, tuple(fix_expr(a) for a in e.args), e.pos)
-        return e
     return _replace(s, loops=tuple(v for v in s.loops if v not in names),
-                    target=fix_ref(s.target), expr=fix_expr(s.expr))
+                    target=fix_ref(s.target), expr=map_refs(s.expr, fix_ref))
 
 
 def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:

@@ -270,6 +270,19 @@ def walk(e: Expr):
             yield from walk(a)
 
 
+def map_refs(e: Expr, fn) -> Expr:
+    """e rebuilt with every tensor read r replaced by fn(r) (an expression)."""
+    if isinstance(e, Ref):
+        return fn(e)
+    if isinstance(e, Neg):
+        return Neg(map_refs(e.arg, fn), e.pos)
+    if isinstance(e, Bin):
+        return Bin(e.op, map_refs(e.lhs, fn), map_refs(e.rhs, fn), e.pos)
+    if isinstance(e, Call):
+        return Call(e.fn, tuple(map_refs(a, fn) for a in e.args), e.pos)
+    return e
+
+
 def reads(e: Expr) -> list[Ref]:
     """The tensor reads of an expression, in source order."""
     return [n for n in walk(e) if isinstance(n, Ref)]

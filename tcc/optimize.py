@@ -19,11 +19,11 @@ import itertools
 from dataclasses import dataclass, field, replace
 
 from . import algebra
-from .autodiff import _with_declarations, active_tensors, build_product, derivative, \
+from .autodiff import _fresh, _with_declarations, active_tensors, build_product, derivative, \
     read_paths, split_product
 from .check import Info, analyze
 from .ir import (Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Program, Ref, Stmt,
-                 grad_name, reads, stmt_vars)
+                 grad_name, map_refs, reads, stmt_vars)
 
 
 @dataclass
@@ -43,15 +43,6 @@ class Log:
 
     def add(self, *args, **kw):
         self.rewrites.append(Rewrite(*args, **kw))
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}{n}"
-    taken.add(name)
-    return name
 
 
 def _names(info: Info, stmts) -> set[str]:
@@ -713,18 +704,7 @@ def _rename(s: Stmt, old: str, new: str) -> Stmt:
     """The statement with tensor ``old`` called ``new`` (reads, target, gathers)."""
     def ref(r: Ref) -> Ref:
         return Ref(new if r.tensor == old else r.tensor, r.index, r.pos)
-
-    def expr(e):
-        if isinstance(e, Ref):
-            return ref(e)
-        if isinstance(e, Neg):
-            return Neg(expr(e.arg), e.pos)
-        if isinstance(e, Bin):
-            return Bin(e.op, expr(e.lhs), expr(e.rhs), e.pos)
-        if isinstance(e, Call):
-            return Call(e.fn, tuple(expr(a) for a in e.args), e.pos)
-        return e
-    return replace(s, target=ref(s.target), expr=expr(s.expr))
+    return replace(s, target=ref(s.target), expr=map_refs(s.expr, ref))
 
 
 def _share_exp(fstmts: list[Stmt], a_index: int, taken: set[str]) -> list[Stmt]:

@@ -20,7 +20,7 @@ from lark import Lark, Token, Transformer
 
 from .errors import TccError
 from .ir import (COMPARISONS, FUNCTIONS, Affine, Bin, Call, Decl, DimVal, Expr, Gather,
-                 Neg, Num, Pos, Program, Ref, Stmt, index_vars)
+                 Neg, Num, Pos, Program, Ref, Stmt, index_vars, map_refs)
 
 MAX_DEPTH = 100
 MAX_HEIGHT = 250
@@ -461,26 +461,19 @@ def _resolve_stmt(s: Stmt, dims, tensors, computed=frozenset()) -> Stmt:
             return Gather(ix.tensor, tuple(fix_affine(a) for a in ix.index), ix.pos)
         return fix_affine(ix)
 
-    def fix_expr(e: Expr) -> Expr:
-        if isinstance(e, Ref):
-            if not e.index:
-                if e.tensor in loopset:
-                    raise TccError(f"loop index '{e.tensor}' used as a value: loop indices "
-                                   "are positions, not numbers", e.pos)
-                if e.tensor in dims:
-                    return DimVal(e.tensor, e.pos)
-                return e
-            return Ref(e.tensor, tuple(fix_index(i) for i in e.index), e.pos)
-        if isinstance(e, Neg):
-            return Neg(fix_expr(e.arg), e.pos)
-        if isinstance(e, Bin):
-            return Bin(e.op, fix_expr(e.lhs), fix_expr(e.rhs), e.pos)
-        if isinstance(e, Call):
-            return Call(e.fn, tuple(fix_expr(a) for a in e.args), e.pos)
-        return e
+    def fix_ref(e: Ref) -> Expr:
+        if not e.index:
+            if e.tensor in loopset:
+                raise TccError(f"loop index '{e.tensor}' used as a value: loop indices "
+                               "are positions, not numbers", e.pos)
+            if e.tensor in dims:
+                return DimVal(e.tensor, e.pos)
+            return e
+        return Ref(e.tensor, tuple(fix_index(i) for i in e.index), e.pos)
 
     target = Ref(s.target.tensor, tuple(fix_index(i) for i in s.target.index), s.target.pos)
-    return Stmt(tuple(loops), target, s.op, fix_expr(s.expr), s.pos, loop_pos=s.loop_pos)
+    return Stmt(tuple(loops), target, s.op, map_refs(s.expr, fix_ref), s.pos,
+                loop_pos=s.loop_pos)
 
 
 __all__ = ["parse", "read_source", "COMPARISONS"]

@@ -309,7 +309,9 @@ def elementwise(ctx: Context, e: Expr, order: tuple[str, ...], ranges) -> tuple[
         code = _num_code(v)
         return code, (9 if not code.startswith("-") else 4)
     if isinstance(e, DimVal):
-        return ctx.size(e.name), 9
+        # a size read as a number, in the computation's dtype: 1/B for B = 0 is
+        # inf (a mean over nothing is nan), as NumPy and the interpreter have it
+        return f"dt.type({ctx.size(e.name)})", 9
     if isinstance(e, Ref):
         op = read_operand(ctx, e, ranges)
         return align(op.code, op.vars, order) if op.vars else op.code, 9
@@ -719,6 +721,14 @@ def _lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
             count = [ctx.var_size(ranges, v) for v in summed if v not in present]
             if count:
                 scalar = " * ".join(([scalar] if scalar else []) + count)
+            # a batch average over an empty batch: the loops run no update, so 0
+            # (not 1/0 times an empty sum)
+            empty = [ctx.var_size(ranges, v) for v in summed
+                     if isinstance(ranges[v], str) and
+                     any(isinstance(f, DimVal) and f.name == ranges[v]
+                         for _, f in split_factors(term))]
+            if scalar and empty:
+                scalar = f"({scalar} if {' * '.join(empty)} else 0.0)"
             if scalar:
                 code = f"{scalar} * {_atom(code)}" if code != "1.0" else scalar
             parts.append((tsign, code, res.vars))
@@ -742,7 +752,8 @@ def _lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
         if first:
             neg = "-" + _atom(aligned) if update == "-=" else aligned
             if not tvars_order:
-                lines.append(f"{tname} = np.asarray({neg}, dtype=dt)")
+                fn = "np.asarray" if val.fresh or update == "-=" else "np.array"
+                lines.append(f"{tname} = {fn}({neg}, dtype=dt)")
             elif full:
                 if val.fresh or update == "-=":
                     lines.append(f"{tname} = {neg}")

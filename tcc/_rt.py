@@ -69,11 +69,11 @@ def bind_sizes(plan, arrays, sizes=None):
                     where.setdefault(entry, f"'{name}' axis {axis}")
         elif kind == "valid":
             _, sym, var, constraints = step
-            best = None
+            best, limit = None, ("?", 0, 0)
             for tensor, axis, size, coef, terms, const in constraints:
                 span = _rt_span(sizes, terms, const)
-                if span is None:
-                    best = 0
+                if span is None:   # another index has an empty range: so has this one
+                    best, limit = 0, (tensor, axis, _rt_size(sizes, size))
                     continue
                 lo, hi = span
                 s = _rt_size(sizes, size)
@@ -82,7 +82,7 @@ def bind_sizes(plan, arrays, sizes=None):
                 if best is None or n < best:
                     best, limit = n, (tensor, axis, s)
             if best is None or best <= 0:
-                tensor, axis, s = limit if best is not None else ("?", 0, 0)
+                tensor, axis, s = limit
                 raise ValueError(f"the range of index '{var}' is empty: tensor '{tensor}' "
                                  f"axis {axis} has size {s}, too small for the accesses to it")
             if sym in sizes and sizes[sym] != best:

@@ -44,7 +44,9 @@ class TccError(Exception):
         text = str(self)
         if self.pos is None or self.source is None:
             return text
-        lines = self.source.splitlines()
+        # lines end at "\n" only, as the lexer counts them (splitlines would
+        # also break at vertical tabs, form feeds and other separators)
+        lines = [line.rstrip("\r") for line in self.source.split("\n")]
         if not 1 <= self.pos.line <= len(lines):
             return text
         src = lines[self.pos.line - 1].expandtabs(1)

@@ -450,11 +450,16 @@ def merge(info: Info, stmts: list[Stmt], log: Log | None):
     while True:
         ups = _updates(stmts)
         done = True
+        try:   # the same loop names may range differently in two statements
+            ranges = [si.ranges for si in analyze(_with_declarations(info, stmts)).stmts]
+        except Exception:  # noqa: BLE001 - no merging then; the program is checked later
+            return stmts
         for t, ks in ups.items():
             for i, j in itertools.combinations(ks, 2):
                 a, b = stmts[i], stmts[j]
                 if a.target != b.target or set(a.loops) != set(b.loops) or \
-                        a.op not in ("+=", "-=") or b.op not in ("+=", "-="):
+                        a.op not in ("+=", "-=") or b.op not in ("+=", "-=") or \
+                        ranges[i] != ranges[j]:
                     continue
                 if any(r.tensor == t for r in reads(a.expr) + reads(b.expr)):
                     continue

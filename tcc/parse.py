@@ -104,7 +104,11 @@ class _ToIR(Transformer):
         return (name, rest[0], pos)
 
     def shape_entries(self, items):
-        return [(int(tok) if tok.type == "INT" else str(tok), _pos(tok)) for tok in items]
+        for tok in items:
+            if tok.type == "INT" and len(tok.lstrip("0")) > 18:
+                raise TccError(f"size {tok[:20]}... is too large for an array axis", _pos(tok))
+        return [(int(tok.lstrip("0") or "0") if tok.type == "INT" else str(tok), _pos(tok))
+                for tok in items]
 
     def tensor_decl(self, items):
         role, *decl_items = items
@@ -120,7 +124,7 @@ class _ToIR(Transformer):
 
     def batch_decl(self, items):
         tok = items[0]
-        if tok.type == "INT" and int(tok) != 1:
+        if tok.type == "INT" and tok.lstrip("0") != "1":
             raise TccError("'batch' takes a dim name, or 1 to turn averaging off", _pos(tok))
         return [Decl("batch", str(tok), None, _pos(tok))]
 
@@ -168,7 +172,9 @@ class _ToIR(Transformer):
         tok, = items
         text = str(tok)
         try:
-            value = int(text) if text.isdigit() else float(text)
+            if text.isdigit() and len(text.lstrip("0")) > 308:
+                raise OverflowError          # past any float (and Python's int-parse limit)
+            value = int(text.lstrip("0") or "0") if text.isdigit() else float(text)
             if abs(float(value)) == float("inf"):
                 raise OverflowError
         except OverflowError:

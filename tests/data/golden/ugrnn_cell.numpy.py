@@ -104,11 +104,11 @@ def bind_sizes(plan, arrays, sizes=None):
                     where.setdefault(entry, f"'{name}' axis {axis}")
         elif kind == "valid":
             _, sym, var, constraints = step
-            best = None
+            best, limit = None, ("?", 0, 0)
             for tensor, axis, size, coef, terms, const in constraints:
                 span = _rt_span(sizes, terms, const)
-                if span is None:
-                    best = 0
+                if span is None:   # another index has an empty range: so has this one
+                    best, limit = 0, (tensor, axis, _rt_size(sizes, size))
                     continue
                 lo, hi = span
                 s = _rt_size(sizes, size)
@@ -117,7 +117,7 @@ def bind_sizes(plan, arrays, sizes=None):
                 if best is None or n < best:
                     best, limit = n, (tensor, axis, s)
             if best is None or best <= 0:
-                tensor, axis, s = limit if best is not None else ("?", 0, 0)
+                tensor, axis, s = limit
                 raise ValueError(f"the range of index '{var}' is empty: tensor '{tensor}' "
                                  f"axis {axis} has size {s}, too small for the accesses to it")
             if sym in sizes and sizes[sym] != best:
@@ -365,19 +365,19 @@ def backward(grads, /, **tensors):
     # for b, j: Gp.grad[b, j] += (hn.grad[b, j] * h[b, j] - hn.grad[b, j] * R[b, j]) * G[b, j] * (1 - G[b, j])
     Gp_grad = (hn_grad * h - hn_grad * R) * G * (1 - G)
     # for b, j: BG.grad[j] -= 1 / B * Gp.grad[b, j]
-    BG_grad = -(1 / B * Gp_grad.sum(axis=0))
+    BG_grad = -((1 / dt.type(B) if B else 0.0) * Gp_grad.sum(axis=0))
     # for b, j, k: WxG.grad[j, k] += 1 / B * Gp.grad[b, j] * x[b, k]
-    WxG_grad = 1 / B * (Gp_grad.T @ x)
+    WxG_grad = (1 / dt.type(B) if B else 0.0) * (Gp_grad.T @ x)
     # for b, j, i: WhG.grad[j, i] += 1 / B * Gp.grad[b, j] * h[b, i]
-    WhG_grad = 1 / B * (Gp_grad.T @ h)
+    WhG_grad = (1 / dt.type(B) if B else 0.0) * (Gp_grad.T @ h)
     # for b, j: Rp.grad[b, j] += hn.grad[b, j] * (1 - G[b, j]) * (1 - R[b, j] ** 2)
     Rp_grad = hn_grad * (1 - G) * (1 - R ** 2)
     # for b, j: BR.grad[j] -= 1 / B * Rp.grad[b, j]
-    BR_grad = -(1 / B * Rp_grad.sum(axis=0))
+    BR_grad = -((1 / dt.type(B) if B else 0.0) * Rp_grad.sum(axis=0))
     # for b, j, k: WxR.grad[j, k] += 1 / B * Rp.grad[b, j] * x[b, k]
-    WxR_grad = 1 / B * (Rp_grad.T @ x)
+    WxR_grad = (1 / dt.type(B) if B else 0.0) * (Rp_grad.T @ x)
     # for b, j, i: WhR.grad[j, i] += 1 / B * Rp.grad[b, j] * h[b, i]
-    WhR_grad = 1 / B * (Rp_grad.T @ h)
+    WhR_grad = (1 / dt.type(B) if B else 0.0) * (Rp_grad.T @ h)
     # for b, j, i: h.grad[b, i] += Gp.grad[b, j] * WhG[j, i] + Rp.grad[b, j] * WhR[j, i]
     h_grad += Gp_grad @ WhG + Rp_grad @ WhR
     return {"WhR": WhR_grad, "WxR": WxR_grad, "BR": BR_grad, "WhG": WhG_grad, "WxG": WxG_grad, "BG": BG_grad, "h": h_grad}

@@ -23,7 +23,9 @@ def _view(a, offsets, shape, coefs):
     # A read-only strided view v with v[i, j, ...] = a[offsets + i*coefs[0] + j*coefs[1] ...]:
     # the im2col of a convolution without a copy. Bounds were checked before.
     base = a[tuple(slice(o, None) for o in offsets)]
-    strides = tuple(sum(c * s for c, s in zip(cs, a.strides)) for cs in coefs)
+    # (an axis of length 1 takes stride 0: its coefficient, however large, never moves)
+    strides = tuple(0 if n <= 1 else sum(c * s for c, s in zip(cs, a.strides))
+                    for cs, n in zip(coefs, shape))
     return np.lib.stride_tricks.as_strided(base, shape=shape, strides=strides,
                                            writeable=False)
 

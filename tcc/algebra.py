@@ -3,7 +3,7 @@ substitution, and algebraic simplification: the machinery of the optimizer."""
 
 from __future__ import annotations
 
-from .ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref
+from .ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, reads
 
 Factors = list[tuple[Expr, int]]
 
@@ -17,7 +17,9 @@ def flatten(e: Expr) -> tuple[float, Factors]:
 
     def visit(f: Expr, k: int):
         nonlocal coef
-        if isinstance(f, Num):
+        if isinstance(f, Num) and k < 0 and f.value == 0:
+            out.append((f, k))          # x / 0 is IEEE's inf or nan, at run time
+        elif isinstance(f, Num):
             coef = coef * (f.value ** k) if k > 0 else coef / (f.value ** -k)
         elif isinstance(f, Neg):
             coef = -coef if k % 2 else coef
@@ -242,8 +244,8 @@ def simplify(e: Expr) -> Expr:
             a, b = simplify(e.lhs), simplify(e.rhs)
             if isinstance(b, Num) and b.value == 1:
                 return a
-            if isinstance(b, Num) and b.value == 0:
-                return Num(1)
+            if isinstance(b, Num) and b.value == 0 and not reads(a):
+                return Num(1)           # (a read ** 0 keeps its indices' ranges)
             e = Bin("**", a, b, e.pos)
             if not (isinstance(b, Num) and isinstance(b.value, int) and b.value > 0):
                 return e

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import gradcheck, interp
+from . import _rt, gradcheck, interp
 from .autodiff import differentiate as _differentiate
 from .check import Info, analyze
 from .errors import TccError
@@ -105,7 +105,11 @@ class InterpEngine:
                 raise ValueError(f"the backward reads '{t}', which is neither an input nor a "
                                  "value the forward computes")
         out = interp.run(self.binfo, data)
-        return {t: out.get(grad_name(t)) for t in self.info.differentiable}
+        dtype = _rt.computation_dtype({t: np.asarray(tensors[t]) for t in self.info.differentiable})
+        # zeros where no output depends on a tensor, as the compiled backward gives
+        return {t: out[grad_name(t)] if grad_name(t) in out
+                else np.zeros(np.shape(tensors[t]), dtype=dtype)
+                for t in self.info.differentiable}
 
 
 def check(text_or_path, sizes: dict | None = None, seed: int = 0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .check import Info, analyze
 from .ir import (COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
-                 Stmt, grad_name, reads, stmt_vars)
+                 Stmt, grad_name, index_vars, reads, stmt_vars, walk)
 
 # ------------------------------------------------------------------ building
 
@@ -169,7 +169,9 @@ def split_product(factors: list[Expr]):
 
     def visit(f: Expr, up: bool):
         nonlocal coef
-        if isinstance(f, Num):
+        if isinstance(f, Num) and not up and f.value == 0:
+            dens.append(f)              # x / 0 is IEEE's inf or nan, at run time
+        elif isinstance(f, Num):
             v = f.value
             coef = coef * v if up else coef / v
         elif isinstance(f, Neg):
@@ -205,6 +207,56 @@ def build_product(lead: list[Expr], coef, nums: list[Expr], dens: list[Expr]) ->
     for d in dens:
         e = div(e, d)
     return e
+
+
+def _plain_vars(refs: list[Ref]) -> set[str]:
+    """The loop indices that some access uses plainly (which fixes their range)."""
+    out = set()
+    for r in refs:
+        for ix in r.index:
+            for a in (ix,) if isinstance(ix, Affine) else ix.index:
+                if a.plain:
+                    out.add(a.plain)
+    return out
+
+
+def _access(r: Ref) -> tuple:
+    """What a read constrains: a tensor's axes (``X.grad`` has the shape of X)."""
+    return (r.tensor[:-5] if r.tensor.endswith(".grad") else r.tensor, r.index)
+
+
+def _range_pins(info: Info, si, fixed: list[Ref], factors: list[Expr]) -> list[Expr]:
+    """Factors ``X[e] ** 0`` (exactly 1, even for inf and nan) that keep a
+    backward term's loop ranges those of its forward statement.
+
+    The backward is a program of its own, whose ranges are inferred anew from
+    the reads it keeps. A term that drops the read fixing an index's range (d/dw
+    of ``z += x[l] + w[l + 1]`` keeps only ``w.grad[l + 1]``) would get the
+    largest valid range instead, and a term that drops an index whose range no
+    dim names (``_i0``) cannot multiply by it: such a term keeps a forward read
+    of that index, raised to the power 0.
+    """
+    s = si.stmt
+    bindable = {e for t in info.inputs for e in info.shapes[t] if isinstance(e, str)}
+    forward_reads = reads(s.expr)
+    pins: list[Expr] = []
+    done: set[str] = set()
+    while True:
+        refs = fixed + [r for f in factors + pins for r in reads(f)]
+        used = {v for r in refs for v in index_vars(r.index)}
+        plain = _plain_vars(refs)
+        need = [v for v in s.loops if v not in done and (
+            (v in used and v not in plain) or
+            (v not in used and not (isinstance(si.ranges[v], int) or si.ranges[v] in bindable)))]
+        if not need:
+            return pins
+        v = need[0]
+        done.add(v)
+        have = {_access(r) for r in refs}
+        candidates = [r for r in forward_reads
+                      if v in index_vars(r.index) and _access(r) not in have]
+        fixing = [r for r in candidates if v in _plain_vars([r])]
+        pins += [Bin("**", r, Num(0)) for r in (fixing[:1] or candidates)]
 
 
 # ------------------------------------------------------------ the transform
@@ -252,7 +304,7 @@ def differentiate(program: Program | Info) -> Program:
             hit = cmp("==", s.expr, Ref(y, s.target.index))
             targets_read = [r for _, r in read_paths(s.expr) if r.tensor in active]
             if targets_read:
-                out.append(Stmt(s.loops, Ref(count, s.target.index), "+=", hit,
+                out.append(Stmt(s.loops, Ref(count, s.target.index), "+=", hit, s.pos,
                                 origin=(k, -1)))
                 extra.append(hit)
                 dens.append(Ref(count, s.target.index))
@@ -272,6 +324,7 @@ def differentiate(program: Program | Info) -> Program:
             if info.roles.get(x) == "param" and batch is not None:
                 lead = [div(ONE, DimVal(batch)), seed]
             target = Ref(grad_name(x), r.index)
+            nums = nums + _range_pins(info, si, [target, seed], nums + dens + more_dens)
             # A loop index the term no longer mentions: the sum over it adds the
             # same value once per position, so multiply by its range.
             used = set(stmt_vars(Stmt(s.loops, target, op, mul(seed, build_product(
@@ -282,7 +335,7 @@ def differentiate(program: Program | Info) -> Program:
                     size = si.ranges[v]
                     lead.append(Num(size) if isinstance(size, int) else DimVal(size))
             expr = build_product(lead, coef, nums, dens + more_dens)
-            out.append(Stmt(loops, target, op, expr, origin=(k, n)))
+            out.append(Stmt(loops, target, op, expr, s.pos, origin=(k, n)))
             has_grad.add(x)
     return _with_declarations(info, out)
 
@@ -312,14 +365,37 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
 
     # A gradient's dims must be bound by some array the backward takes: where
     # nothing else binds them, take the forward tensor itself as data.
-    bound = {e for t in read for e in (info.shapes.get(t[:-5] if t.endswith(".grad") else t)
-                                       or ()) if isinstance(e, str)}
+    def shape_of(name: str):
+        base = name[:-5] if name.endswith(".grad") and name not in info.shapes else name
+        shape = info.shapes.get(base, ())
+        return tuple(shape) if shape else None
+
+    bound = {e for t in read for e in (shape_of(t) or ()) if isinstance(e, str)}
     for t in info.inputs:
         if info.roles[t] in ("input", "param") and grad_name(t) in computed and \
                 any(isinstance(e, str) and e not in bound for e in info.shapes.get(t, ())):
             if t not in read:
                 read.append(t)
             bound.update(e for e in info.shapes[t] if isinstance(e, str))
+
+    # Every dim the statements use as a number (``1/B``) or as an offset
+    # (``x[t + D]``) must be bound too: declare a forward tensor of that size.
+    used_dims = []
+    for st in stmts:
+        used_dims += [n.name for n in walk(st.expr) if isinstance(n, DimVal)]
+        for ref in [st.target, *reads(st.expr)]:
+            for ix in ref.index:
+                for a in (ix,) if isinstance(ix, Affine) else ix.index:
+                    used_dims += [d for d, _ in a.dims]
+    for d in dict.fromkeys(used_dims):
+        if d in bound:
+            continue
+        holder = next((t for t in [*info.inputs, *info.computed]
+                       if d in (info.shapes.get(t) or ())), None)
+        if holder is not None:
+            if holder not in read:
+                read.append(holder)
+            bound.update(e for e in info.shapes[holder] if isinstance(e, str))
 
     # An index that no tensor of known shape fixes (x.grad[i] += y.grad, with
     # x an intermediate): the gradient takes its shape from the forward tensor.
@@ -339,11 +415,6 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
                         read.append(base)
                         changed = True
             known.add(s.target.tensor)
-
-    def shape_of(name: str):
-        base = name[:-5] if name.endswith(".grad") else name
-        shape = info.shapes.get(base, ())
-        return tuple(shape) if shape else None
 
     decls: list[Decl] = []
     dims = [d for d in info.dims]

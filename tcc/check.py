@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .errors import TccError
-from .ir import (Affine, Gather, Program, Ref, Stmt, reads, stmt_vars)
+from .ir import (Affine, DimVal, Gather, Program, Ref, Stmt, reads, stmt_vars, walk)
 
 Size = Union[str, int]
 
@@ -344,12 +344,28 @@ class _Analyzer:
         self.shape_target(s, ranges)
         return ranges
 
+    def dims_bound(self):
+        """A dim used as a number (``1/B``) or an offset (``x[t + D]``) needs a size:
+        some array's shape, or a declared output's, must name it."""
+        for s in self.p.stmts:
+            uses = [(n.name, n.pos) for n in walk(s.expr) if isinstance(n, DimVal)]
+            for ref in [s.target, *reads(s.expr)]:
+                for ix in ref.index:
+                    for a in (ix,) if isinstance(ix, Affine) else ix.index:
+                        uses += [(d, a.pos or ref.pos) for d, _ in a.dims]
+            for d, pos in uses:
+                if d not in self.bound:
+                    raise _err(f"dim '{d}' has no size: no input, param or data array has "
+                               f"an axis of size {d}, and no declared output names one",
+                               pos or s.pos)
+
     def derived_symbol(self, s: Stmt, v: str, k: int, target_decl) -> str:
         t = s.target.tensor
         for axis, ix in enumerate(s.target.index):
             if isinstance(ix, Affine) and ix.plain == v:
                 if target_decl and isinstance(target_decl[axis], str) and \
                         target_decl[axis] not in self.bound:
+                    self.bound.add(target_decl[axis])
                     return target_decl[axis]
                 return self.fresh(f"{t.replace('.grad', '')}_{axis}")
         return self.fresh(f"_{v}{k}")
@@ -416,6 +432,7 @@ class _Analyzer:
                                     t in self.gather_data))
         self.plan = plan_inputs
         stmt_infos = self.infer()
+        self.dims_bound()
         inputs = [t for t, r in self.roles.items() if r in ("input", "param", "data")]
         computed = list(self.updates)
         for t in self.roles:

@@ -72,6 +72,9 @@ def flat_plan(s) -> FlatPlan | None:
             continue
         if not all(isinstance(ix, Affine) and (ix.plain or not ix.terms) for ix in r.index):
             return None
+    read_vars = {v for r in reads(s.expr) for ix in r.index for v in ix.vars}
+    if not {v for ix in s.target.index for v in ix.vars} <= read_vars:
+        return None         # the value is broadcast over a target axis: not a tap product
     if s.target is not a and s.target is not p and \
             any(v in us for ix in s.target.index for v in ix.vars):
         return None

@@ -14,6 +14,7 @@ of the local derivatives along the path from the root to it (the chain rule).
 from __future__ import annotations
 
 from .check import Info, analyze
+from .errors import TccError
 from .ir import (COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
                  Stmt, grad_name, index_vars, reads, stmt_vars, walk)
 
@@ -283,6 +284,13 @@ def differentiate(program: Program | Info) -> Program:
     """The backward program of ``program``: declarations, then the += loops."""
     info = program if isinstance(program, Info) else analyze(program)
     active = active_tensors(info)
+    for t in active:
+        if t.endswith(".grad"):     # its gradient would be t.grad.grad, which is no name
+            decl = next((d for d in info.program.decls if d.name == t), None)
+            first = next((si.stmt.target for si in info.stmts if si.stmt.target.tensor == t),
+                         None)
+            raise TccError(f"'{t}' would need a gradient, '{t}.grad', which is not a name: "
+                           "only data tensors may be called X.grad", (decl or first).pos)
     has_grad = {t for t in info.outputs if t in active}
     batch = info.batch
     taken = set(info.roles) | set(info.dims) | {grad_name(t) for t in info.roles}

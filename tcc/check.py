@@ -189,6 +189,12 @@ class _Analyzer:
             self.roles.setdefault(t, "intermediate")
             if t in outputs:
                 self.roles[t] = "output"
+        for t in self.roles:
+            base = t[:-5] if t.endswith(".grad") else None
+            if base in self.roles and self.roles[base] != "data":
+                pos = self.decl_pos.get(t) or stmts[updates[t][0]].target.pos
+                raise _err(f"'{t}' is the name of the gradient of {self.roles[base]} "
+                           f"'{base}' in the backward: rename it", pos)
 
     def check_read(self, r: Ref, k: int, s: Stmt, last: dict[str, int]):
         t = r.tensor

@@ -61,9 +61,13 @@ def choose_sizes(info: Info, given: dict[str, int] | None = None) -> dict[str, i
                 return sizes
         except ValueError:
             pass
-        for d in window:
-            if isinstance(d, str) and d not in given:
-                sizes[d] += 3
+        # grow the dims of the windows' axes; an axis of a computed tensor has an
+        # inferred size, which grows with every dim
+        grow = {d for d in window if isinstance(d, str) and d in sizes}
+        if any(isinstance(d, str) and d not in sizes for d in window):
+            grow = set(sizes)
+        for d in sorted(grow - set(given)):
+            sizes[d] += 3
     return sizes
 
 

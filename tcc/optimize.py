@@ -169,7 +169,9 @@ def reuse(info: Info, stmts: list[Stmt], log: Log | None, masks: bool = False) -
     recomputing them: ``exp(s[b, j]) / Z[b]`` is ``p[b, j]`` where p is defined so.
     Safe: the tensor holds exactly that expression at every position."""
     fdefs = definitions([si.stmt for si in info.stmts], where_offset=-1)
-    bdefs = definitions(stmts)
+    # the gradients the backward returns are its outputs: no statement may read them
+    results = {grad_name(t) for t in info.differentiable}
+    bdefs = [d for d in definitions(stmts) if d.tensor not in results]
     out = []
     for k, s in enumerate(stmts):
         usable = fdefs + [d for d in bdefs if d.where < k]
@@ -517,6 +519,9 @@ def binarize(info: Info, log: Log | None) -> Program:
             out.append(s)
             continue
         operands = [(r, tuple(ix.plain for ix in r.index)) for r in refs]
+        if not set(target_vars) <= {v for _, vs in operands for v in vs}:
+            out.append(s)       # a target index no factor reads (a broadcast): keep it whole
+            continue
         letters = {v: algebra_letter(n) for n, v in enumerate(s.loops)}
         spec = ",".join("".join(letters[v] for v in vs) for _, vs in operands) + "->" + \
             "".join(letters[v] for v in target_vars)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from .check import Info, analyze
 from .errors import TccError
 from .ir import (COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
-                 Stmt, grad_name, index_vars, reads, stmt_vars, walk)
+                 Stmt, dim_uses, grad_name, index_vars, reads, stmt_vars)
 
 # ------------------------------------------------------------------ building
 
@@ -388,13 +388,7 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
 
     # Every dim the statements use as a number (``1/B``) or as an offset
     # (``x[t + D]``) must be bound too: declare a forward tensor of that size.
-    used_dims = []
-    for st in stmts:
-        used_dims += [n.name for n in walk(st.expr) if isinstance(n, DimVal)]
-        for ref in [st.target, *reads(st.expr)]:
-            for ix in ref.index:
-                for a in (ix,) if isinstance(ix, Affine) else ix.index:
-                    used_dims += [d for d, _ in a.dims]
+    used_dims = [d for st in stmts for d, _ in dim_uses(st)]
     for d in dict.fromkeys(used_dims):
         if d in bound:
             continue

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .errors import TccError
-from .ir import (Affine, DimVal, Gather, Program, Ref, Stmt, reads, stmt_vars, walk)
+from .ir import Affine, Gather, Program, Ref, Stmt, dim_uses, reads, stmt_vars
 
 Size = Union[str, int]
 
@@ -354,12 +354,7 @@ class _Analyzer:
         """A dim used as a number (``1/B``) or an offset (``x[t + D]``) needs a size:
         some array's shape, or a declared output's, must name it."""
         for s in self.p.stmts:
-            uses = [(n.name, n.pos) for n in walk(s.expr) if isinstance(n, DimVal)]
-            for ref in [s.target, *reads(s.expr)]:
-                for ix in ref.index:
-                    for a in (ix,) if isinstance(ix, Affine) else ix.index:
-                        uses += [(d, a.pos or ref.pos) for d, _ in a.dims]
-            for d, pos in uses:
+            for d, pos in dim_uses(s):
                 if d not in self.bound:
                     raise _err(f"dim '{d}' has no size: no input, param or data array has "
                                f"an axis of size {d}, and no declared output names one",

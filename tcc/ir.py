@@ -307,6 +307,17 @@ def stmt_vars(s: Stmt) -> list[str]:
     return out
 
 
+def dim_uses(s: Stmt) -> list[tuple[str, Pos | None]]:
+    """(dim, position) for every dim a statement uses as a number (``1/B``) or
+    as an index offset (``x[t + D]``)."""
+    out = [(n.name, n.pos) for n in walk(s.expr) if isinstance(n, DimVal)]
+    for ref in [s.target, *reads(s.expr)]:
+        for ix in ref.index:
+            for a in (ix,) if isinstance(ix, Affine) else ix.index:
+                out += [(d, a.pos or ref.pos) for d, _ in a.dims]
+    return out
+
+
 def gathers(index: tuple[Index, ...]) -> list[Gather]:
     return [ix for ix in index if isinstance(ix, Gather)]
 

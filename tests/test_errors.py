@@ -203,6 +203,14 @@ ERRORS = [
      3, 4, ("unknown function 'foo'",)),
     ("crlf_line_endings", "input x[B]\r\nfor b: y[b] = x[b] + z[b]\r\n",
      2, 22, ("undefined tensor 'z'",)),
+    ("dim_with_no_size", "dim N\ninput x\noutput y\ny = x * N\n",
+     4, 9, ("dim 'N' has no size",)),
+    ("dim_offset_with_no_size", "dim D\ninput x[T]\nfor t: y[t] = x[t + D]\n",
+     3, 17, ("dim 'D' has no size",)),
+    ("data_named_like_a_seed", "input x[B]\ndata y.grad[B]\nfor b: y[b] = x[b] * y.grad[b]\n",
+     2, 6, ("'y.grad' is the name of the gradient of output 'y'",)),
+    ("computed_named_like_a_gradient", "input x[B]\nfor b: x.grad[b] = x[b] * 2\n",
+     2, 8, ("'x.grad' is the name of the gradient of input 'x'",)),
 ]
 
 IDS = [e[0] for e in ERRORS]

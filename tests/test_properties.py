@@ -343,8 +343,7 @@ def test_strategy_covers_the_language():
 # ===================================================================== bugs
 # The properties above found these. Each is shrunk to a minimal program and
 # states the correct behaviour (LANGUAGE.md); the suspected cause is in the
-# docstring. Some were fixed while these tests were written (they pass and
-# stay as regression tests); the others fail until tcc is fixed.
+# docstring. All are fixed; they stay as regression tests.
 
 def compiled_grads(src, tensors, seeds, optimize=True, backend="numpy"):
     k = tcc.compile(src, backend=backend, optimize=optimize)

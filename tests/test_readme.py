@@ -36,7 +36,7 @@ def test_python_api_example_runs():
 
 
 @pytest.mark.parametrize("block", [b for b in _blocks("") if b.startswith("$ tcc ")
-                                   and "tests/data/examples" in b.splitlines()[0]])
+                                   and "tests/data/" in b.splitlines()[0]])
 def test_shell_examples_print_what_the_readme_shows(block):
     lines = block.rstrip("\n").splitlines()
     args = lines[0][len("$ tcc "):].split()

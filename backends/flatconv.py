@@ -72,6 +72,8 @@ def flat_plan(s) -> FlatPlan | None:
             continue
         if not all(isinstance(ix, Affine) and (ix.plain or not ix.terms) for ix in r.index):
             return None
+    if sum(r.tensor in (a.tensor, p.tensor) for r in accesses) != 2:
+        return None         # the flat views replace every access of a tensor by name
     read_vars = {v for r in reads(s.expr) for ix in r.index for v in ix.vars}
     if not {v for ix in s.target.index for v in ix.vars} <= read_vars:
         return None         # the value is broadcast over a target axis: not a tap product
@@ -133,8 +135,8 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
         lines.append(f"{pfresh} = {pfresh}.reshape({pfresh}.shape[:{lead_p}] + (-1,))")
     if s.target is not a and s.target is not p and s.target.tensor not in ctx.defined:
         tshape = info.shapes[s.target.tensor]
-        lines.append(f"{local_name(s.target.tensor)} = np.zeros(("
-                     f"{', '.join(ctx.size(d) for d in tshape)},), dtype=dt)")
+        dims = "".join(f"{ctx.size(d)}, " for d in tshape)
+        lines.append(f"{local_name(s.target.tensor)} = np.zeros(({dims.rstrip()}), dtype=dt)")
         ctx.defined.add(s.target.tensor)
 
     # the statement over one flat position index, windows held fixed

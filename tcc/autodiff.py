@@ -399,8 +399,9 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
                 read.append(holder)
             bound.update(e for e in info.shapes[holder] if isinstance(e, str))
 
-    # An index that no tensor of known shape fixes (x.grad[i] += y.grad, with
-    # x an intermediate): the gradient takes its shape from the forward tensor.
+    # An index that no plain use of a tensor of known shape fixes (x.grad[i] +=
+    # y.grad, x an intermediate): the gradient takes its shape from the forward
+    # tensor, which the backward then declares.
     outputs = {grad_name(t) for t in info.inputs if info.roles[t] in ("input", "param")}
     changed = True
     while changed:
@@ -409,8 +410,8 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
         for s in stmts:
             accesses = [s.target, *reads(s.expr)]
             for v in s.loops:
-                if not any(r.tensor in known and any(v in ix.vars for ix in r.index)
-                           for r in accesses):
+                if not any(r.tensor in known and v in _plain_vars([r]) for r in accesses) \
+                        and v in index_vars(s.target.index):
                     base = s.target.tensor[:-5]
                     if s.target.tensor.endswith(".grad") and base in info.shapes and \
                             base not in read:

@@ -54,9 +54,23 @@ def _err(msg, pos):
     return TccError(msg, pos)
 
 
-def analyze(program: Program) -> Info:
-    """Check a parsed program and infer its shapes and ranges."""
-    return _Analyzer(program).run()
+def analyze(program: Program, reserved=()) -> Info:
+    """Check a parsed program and infer its shapes and ranges. The size symbols
+    it invents avoid the names in ``reserved`` (a backward's avoid its forward's,
+    with which it shares one table of sizes)."""
+    analyzer = _Analyzer(program)
+    analyzer.names.update(reserved)
+    return analyzer.run()
+
+
+def size_symbols(info: Info) -> set[str]:
+    """Every size symbol a program's analysis uses: dims and inferred ranges."""
+    out = set(info.dims)
+    for si in info.stmts:
+        out.update(v for v in si.ranges.values() if isinstance(v, str))
+    for shape in info.shapes.values():
+        out.update(e for e in shape if isinstance(e, str))
+    return out
 
 
 class _Analyzer:

@@ -16,7 +16,7 @@ from importlib import resources
 
 from . import __version__
 from .autodiff import differentiate
-from .check import Info, analyze
+from .check import Info, analyze, size_symbols
 from .errors import TccError
 from .ir import grad_name, py_name, reads
 from .parse import parse as _parse_text
@@ -88,7 +88,7 @@ class Pipeline:
                     info = analyze(forward)
             self.info = info
             self.backward = backward
-            self.binfo = analyze(backward)
+            self.binfo = analyze(backward, reserved=size_symbols(info))
         except TccError as err:
             raise err.attach(filename, text) from None
         self.text, self.filename, self.optimize = text, filename, optimize

@@ -405,6 +405,8 @@ def inline(info: Info, stmts: list[Stmt], log: Log | None, outputs: set[str]):
                 continue
             new_expr = algebra.simplify(_replace_ref(reader.expr, refs[0], value))
             t2 = replace(reader, expr=new_expr)
+            if not set(reader.loops) <= set(stmt_vars(t2)):
+                continue    # a broadcast value: the read was the only use of a loop index
             if log is not None:
                 log.add("inline", f"{t} is used once: computing it in place saves an array",
                         [s, reader], [t2])

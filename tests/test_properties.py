@@ -588,3 +588,50 @@ def test_bug_a_summed_window_over_a_matrix_row_compiles_to_python(optimize):
             for i in range(3):
                 want[k, i + j] += seeds["a"][j]
     np.testing.assert_allclose(g["f"], want)
+
+
+# The long profile (``pytest -m slow``) found these after the ones above were fixed.
+
+def _against_interpreter(src: str):
+    """Compiled forward and gradients, both backends and levels, against the
+    interpreter on tcc check's own sizes and inputs."""
+    from tcc import gradcheck
+    info = analyze(tcc.parse(src))
+    tensors = gradcheck.random_inputs(info, gradcheck.choose_sizes(info, {}), 0)
+    saved = interp.run(info, tensors)
+    rng = np.random.default_rng(1)
+    seeds = {o: rng.standard_normal(np.shape(saved[o])) for o in info.outputs}
+    want = interp_grads(src, tensors, seeds)
+    kw = {py_name(t): a for t, a in tensors.items()}
+    for backend in BACKENDS:
+        for optimize in (False, True):
+            fwd, g = compiled_grads(src, kw, seeds, optimize, backend)
+            for o in info.outputs:
+                close(fwd[py_name(o)], saved[o], f"{backend} {optimize}: {o}", src)
+            for t in info.differentiable:
+                close(g[t], want[t], f"{backend} {optimize}: {t}.grad", src)
+
+
+@pytest.mark.parametrize("src", [
+    # the flattened-row conv lowering read every access of the windowed tensor
+    # through its flat view, y1[k] and y1[j] too: a wrong forward
+    "data y1[3]\ninput x\nfor i, j, k: a[i] += (y1[i + j] * y1[k] + y1[j]) * x\n",
+    # the backward invented the size symbol _i2, which the forward had used for
+    # another range: 'index i ranges over 1 positions, but _i2 = 2' at run time
+    "data y1[3]\ninput x2\noutput e6[3], c8[3]\nh3[i] = x2 * y1[i]\n"
+    "for i, j: z4[i, j] += exp(y1[i]) - h3[j]\nfor j, i: a5 max= z4[j, i + 1] * .25\n"
+    "for i: e6[i] = (z4[0, 2 - i] + h3[i]) / 10\nfor i, j: f7 += (z4[j, 3*i + 1] + x2) / 10\n"
+    "for i: c8[i] += f7 + y1[i]\n",
+    # h3.grad[j] fixes j only if the backward knows h3's shape: 'indices i, j
+    # share one index expression' on a valid program
+    "data y1[1]\ninput x2\noutput h8\nh3[i] += x2 * y1[i]\n"
+    "h8 += (y1[i + j] + y1[0 - j]) + h3[j]\n",
+    # inlining a broadcast temporary (h7.grad[i] -= e9.grad) dropped its
+    # reader's only use of i: 'loop index i is not used'
+    "data y1[3]\ninput x2\noutput e9\nh7[i] = y1[i] + x2\nfor i: e9 -= h7[i]\n",
+    # a scalar target of a flattened-row conv: np.zeros((,)), a SyntaxError
+    "data y1[3]\ninput x2\nh8[i] += y1[j] + y1[i] * x2\nfor j, i: h9 += (h8[i + j] + y1[j]) / 10\n",
+], ids=["flat_view_of_every_access", "backward_size_symbol_clash",
+        "intermediate_gradient_shape", "inlined_broadcast", "flat_conv_scalar_target"])
+def test_bug_found_by_the_long_profile(src):
+    _against_interpreter(src)

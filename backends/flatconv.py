@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from tcc.check import StmtInfo
 from tcc.ir import Affine, Gather, Ref, map_refs, reads
 
+from .lower import tuple_code
+
 
 @dataclass
 class FlatPlan:
@@ -121,22 +123,24 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
     lead_shape = ", ".join(ctx.size(d) for d in pshape[:lead_p])
     padded = ", ".join([lead_shape] if lead_shape else [] + []) + \
         (", " if lead_shape else "") + ", ".join([counts[0]] + lens[1:])
+    # a padded copy of a tensor nothing writes serves every statement that reads it so
+    layout = (p.tensor, tuple(counts), tuple(lens), lead_p)
     if s.target is p:
-        lines.append(f"{pfresh} = np.zeros(({padded},), dtype=dt)")
+        lines.append(f"{pfresh} = None   # the sum of the taps, over flat positions")
     elif k == 1:
         lines.append(f"{pfresh} = {pname}")
-    else:
+    elif ctx.flat_layouts.get(pfresh) != layout:
         lines.append(f"{pfresh} = np.zeros(({padded},), dtype=dt)")
         cut = ", ".join([":"] * (lead_p + 1) + [f":{c}" for c in counts[1:]])
         lines.append(f"{pfresh}[{cut}] = {pname}")
         lines.append(f"{pfresh} = {pfresh}.reshape({pfresh}.shape[:{lead_p}] + (-1,))"
                      f"[..., :{fresh['n']}]")
-    if s.target is p:
-        lines.append(f"{pfresh} = {pfresh}.reshape({pfresh}.shape[:{lead_p}] + (-1,))")
+        if p.tensor in info.inputs:
+            ctx.flat_layouts[pfresh] = layout
     if s.target is not a and s.target is not p and s.target.tensor not in ctx.defined:
         tshape = info.shapes[s.target.tensor]
-        dims = "".join(f"{ctx.size(d)}, " for d in tshape)
-        lines.append(f"{local_name(s.target.tensor)} = np.zeros(({dims.rstrip()}), dtype=dt)")
+        lines.append(f"{local_name(s.target.tensor)} = np.zeros("
+                     f"{tuple_code(ctx.size(d) for d in tshape)}, dtype=dt)")
         ctx.defined.add(s.target.tensor)
 
     # the statement over one flat position index, windows held fixed
@@ -169,11 +173,18 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
     finally:
         info.shapes = saved_shapes
         ctx.defined = saved_defined | {s.target.tensor}
-    if part is not None:
-        dst = fresh["flat"] if s.target is a else pfresh
-        op = "-=" if s.op == "-=" else "+="
-        cut = f"{fresh['d']}:{fresh['d']} + {fresh['n']}" if s.target is a else f":{fresh['n']}"
-        body.append(f"{dst}[..., {cut}] {op} {fresh['part']}")
+    op = "-=" if s.op == "-=" else "+="
+    if s.target is a:
+        cut = f"{fresh['d']}:{fresh['d']} + {fresh['n']}"
+        body.append(f"{fresh['flat']}[..., {cut}] {op} {fresh['part']}")
+    elif s.target is p:
+        # the first tap is the sum so far (a copy only if it is a view of an
+        # argument); the others add to it in place, contiguously
+        part_ = fresh["part"]
+        first = f"-{part_}" if op == "-=" else \
+            f"{part_} if {part_}.base is None else {part_}.copy()"
+        body += [f"if {pfresh} is None:", f"    {pfresh} = {first}", "else:",
+                 f"    {pfresh} {op} {part_}"]
     indent = ""
     for w in plan.ws:
         lines.append(f"{indent}for {local_name(w)} in range({ctx.var_size(ranges, w)}):")
@@ -183,10 +194,15 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
     lines.append(f"{indent}{fresh['d']} = {d_expr}")
     lines += [indent + line for line in body]
     if s.target is p:
-        cut = ", ".join(["..."] + [f":{c}" for c in counts[1:]])
-        rows = ", ".join([counts[0]] + lens[1:])
-        view = f"{pfresh}.reshape({pfresh}.shape[:{lead_p}] + ({rows},))"
-        view = f"{view}[{cut}]" if k > 1 else view
+        empty = tuple_code([*(ctx.size(d) for d in pshape[:lead_p]), f"max({fresh['n']}, 0)"])
+        lines.append(f"if {pfresh} is None:   # no taps: an empty window")
+        lines.append(f"    {pfresh} = np.zeros({empty}, dtype=dt)")
+        # position (u0, u1, ...) of the result is flat position u0 * L1 * ... + u1 * ...
+        steps = [f"{st} * {pfresh}.itemsize" if st != "1" else f"{pfresh}.itemsize"
+                 for st in strides]
+        view = (f"np.lib.stride_tricks.as_strided({pfresh}, shape={pfresh}.shape[:{lead_p}] "
+                f"+ {tuple_code(counts)}, strides={pfresh}.strides[:{lead_p}] + "
+                f"{tuple_code(steps)})")
         if p.tensor in saved_defined:
             lines.append(f"{pname} += {view}")
         else:

@@ -109,6 +109,7 @@ class Context:
     value_casts: dict[str, str] = field(default_factory=dict)   # int data read as numbers
     used: set = field(default_factory=set)          # size names the code reads
     loop_names: set = field(default_factory=set)    # Python loop variables (tap loops)
+    flat_layouts: dict = field(default_factory=dict)  # padded flat copies already made
 
     def size(self, sym) -> str:
         if isinstance(sym, int):
@@ -122,6 +123,12 @@ class Context:
 
 
 # ----------------------------------------------------------------- helpers
+
+def tuple_code(items) -> str:
+    """Python source for a tuple of the given source snippets: (), (a,), (a, b)."""
+    items = list(items)
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
 
 def align(code: str, src: tuple[str, ...], dst: tuple[str, ...]) -> str:
     """Rearrange an array over ``src`` to broadcast over ``dst`` (a superset)."""
@@ -639,23 +646,82 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
     return _lower_statement(ctx, si)
 
 
+def _strided_taps(s, windows, line: str, name: str):
+    """(axis, S, n, i, expression) when the tap loop's one line is a scatter-add
+    ``name[..., S*n + i, ...] += expression`` over a single window index i, every
+    other target axis plain; else None."""
+    if len(windows) != 1 or s.op not in ("+=", "-=") or not line.startswith(name + "["):
+        return None
+    (w,) = windows
+    found = None
+    for axis, ix in enumerate(s.target.index):
+        if not isinstance(ix, Affine):
+            return None
+        if ix.plain is not None and ix.plain != w:
+            continue
+        coefs = dict(ix.terms)
+        if found is not None or len(coefs) != 2 or coefs.get(w) != 1 or ix.const or ix.dims:
+            return None
+        (n, stride), = [(v, c) for v, c in coefs.items() if v != w]
+        if stride < 1:
+            return None
+        found = (axis, stride, n)
+    head, sep, expr = line.partition(" += ")
+    if found is None or not sep:
+        return None
+    return (*found, w, expr)
+
+
 def _lower_taps(ctx: Context, si: StmtInfo, windows) -> list[str]:
     """A convolution, one matrix product per window position (tap)."""
     s = si.stmt
     t = s.target.tensor
     lines = [f"# {s}", f"# (tap by tap over {', '.join(windows)}: one matrix product each)"]
-    if t not in ctx.defined:
-        shape = ctx.info.shapes[t]
-        lines.append(f"{local_name(t)} = np.zeros(({', '.join(ctx.size(d) for d in shape)}"
-                     f"{',' if len(shape) == 1 else ''}), dtype=dt)")
-        ctx.defined.add(t)
+    name = local_name(t)
+    shape = ctx.info.shapes[t]
+    shape_code = tuple_code(ctx.size(d) for d in shape)
+    fresh = t not in ctx.defined
+    ctx.defined.add(t)
     ctx.loop_names.update(windows)
     inner = _lower_statement(ctx, StmtInfo(fix_indices(s, windows), si.ranges))[1:]
+    # Every tap adds to the whole target: the first tap's product is the sum so
+    # far, with no zeros to add it to (unless it is a view, or broadcasts).
+    whole = fresh and len(inner) == 1 and inner[0].startswith(f"{name} += ") and \
+        not {v for ix in s.target.index for v in ix.vars} & set(windows)
+    strided = None if whole or not fresh or len(inner) != 1 else \
+        _strided_taps(s, windows, inner[0], name)
+    if strided is not None:
+        # x.grad[b, S*n + i, c] += ...: taps i = 0..S-1 reach the positions below
+        # S*N once between them, so they write and the later taps add. Only the
+        # positions past S*N start at zero (all of them if there are fewer taps).
+        axis, stride, n, w, expr = strided
+        nsize, wsize = ctx.var_size(si.ranges, n), ctx.var_size(si.ranges, w)
+        tail = ", ".join([":"] * axis + [f"{stride} * {nsize}:"])
+        lines.append(f"{name} = np.empty({shape_code}, dtype=dt) if {wsize} >= {stride} "
+                     f"else np.zeros({shape_code}, dtype=dt)")
+        lines.append(f"{name}[{tail}] = 0")
+        target = inner[0][:inner[0].index(" += ")]    # (a -= arrives as += -(...))
+        inner = [f"if {local_name(w)} < {stride}:", f"    {target} = {expr}", "else:",
+                 f"    {target} += {expr}"]
+    elif fresh and not whole:
+        lines.append(f"{name} = np.zeros({shape_code}, dtype=dt)")
+    if whole:
+        tap = local_name(f"{t}__tap")
+        lines.append(f"{name} = None")
+        inner = [f"{tap} = {inner[0][len(name) + 4:]}",
+                 f"if {name} is None:",
+                 f"    {name} = {tap} if {tap}.base is None and {tap}.dtype == dt and "
+                 f"{tap}.shape == {shape_code} else {tap} + np.zeros({shape_code}, dtype=dt)",
+                 "else:",
+                 f"    {name} += {tap}"]
     indent = ""
     for w in windows:
         lines.append(f"{indent}for {local_name(w)} in range({ctx.var_size(si.ranges, w)}):")
         indent += "    "
     lines += [indent + line for line in inner]
+    if whole:
+        lines.append(f"if {name} is None:   # no taps: an empty window")
+        lines.append(f"    {name} = np.zeros({shape_code}, dtype=dt)")
     return lines
 
 
@@ -678,8 +744,7 @@ def _lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
     shape = info.shapes[t]
 
     def shape_code():
-        return "(" + ", ".join(ctx.size(d) for d in shape) + ("," if len(shape) == 1 else "") \
-            + ")"
+        return tuple_code(ctx.size(d) for d in shape)
 
     if s.op == "max=":
         allv = tuple(tvars_order) + tuple(summed)

@@ -639,17 +639,10 @@ def compare(got: dict, want: dict, rtol: float) -> list[str]:
     return problems
 
 
-def time_ms(step, t, seeds, repeat: int, max_seconds: float) -> float:
-    """Median wall time in ms of step(t, seeds); stops early past max_seconds."""
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < repeat:
-        t0 = time.perf_counter()
-        step(t, seeds)
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - started > max_seconds:
-            break
-    return 1e3 * statistics.median(times)
+def time_once(step, t, seeds) -> float:
+    t0 = time.perf_counter()
+    step(t, seeds)
+    return time.perf_counter() - t0
 
 
 def short(exc: BaseException) -> str:
@@ -660,12 +653,18 @@ def short(exc: BaseException) -> str:
 def bench_workload(w: Workload, cols: dict, args) -> dict[str, str]:
     """Run every column on one workload; returns the table cells by column label.
     The first column is the hand-written baseline: the others are checked
-    against its result and timed relative to it."""
+    against its result and timed relative to it.
+
+    The columns are timed interleaved, one call of each per round, so that a
+    burst of load on a shared machine hits every column of that round alike; a
+    ratio is the median over the rounds of (column time / hand-written time)."""
     sizes = w.quick if args.quick else w.sizes
     t, seeds = w.make(np.random.default_rng(0), np.dtype(args.dtype), **sizes)
     rtol = 1e-6 if args.dtype == "float64" else 2e-3
     cells = {"workload": w.name, "sizes": size_label(sizes)}
-    baseline = None  # (outputs, grads, ms) of the hand-written column
+    baseline = None  # (outputs, grads) of the hand-written column
+    steps: dict[str, Callable] = {}
+    failed: set[str] = set()
     for label, factory in cols.items():
         tag = f"{w.name} [{label}]"
         try:
@@ -677,19 +676,31 @@ def bench_workload(w: Workload, cols: dict, args) -> dict[str, str]:
             print(f"ERROR {tag}: {short(exc)}")
             cells[label] = "error"
             continue
-        problems = []
         if baseline:
             problems = compare(outputs, baseline[0], rtol) + compare(grads, baseline[1], rtol)
             for p in problems:
                 print(f"FAIL {tag}: {p}")
-            if not problems:
+            if problems:
+                failed.add(label)
+            else:
                 print(f"ok   {tag}: outputs and gradients match the hand-written ones")
-        ms = time_ms(step, t, seeds, args.repeat, args.max_seconds)
-        cells[label] = f"{ms:.1f}" if ms >= 10 else f"{ms:.3g}"
-        if baseline:
-            cells[label + " ratio"] = f"{ms / baseline[2]:.2f}x" + (" FAIL" if problems else "")
         elif label == "hand-written":
-            baseline = (outputs, grads, ms)
+            baseline = (outputs, grads)
+        steps[label] = step
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    started = time.perf_counter()
+    for _ in range(args.repeat):
+        for label, step in steps.items():
+            times[label].append(time_once(step, t, seeds))
+        if time.perf_counter() - started > args.max_seconds:
+            break
+    hand = times.get("hand-written")
+    for label, ts in times.items():
+        ms = 1e3 * statistics.median(ts)
+        cells[label] = f"{ms:.1f}" if ms >= 10 else f"{ms:.3g}"
+        if hand and label != "hand-written":
+            ratio = statistics.median(a / b for a, b in zip(ts, hand))
+            cells[label + " ratio"] = f"{ratio:.2f}x" + (" FAIL" if label in failed else "")
     return cells
 
 
@@ -826,16 +837,20 @@ def softmax_backward_table(args) -> None:
     sizes = w.quick if args.quick else w.sizes
     t, seeds = w.make(np.random.default_rng(0), np.dtype(args.dtype), **sizes)
     outputs, saved = w.hand.forward(t)
-    hand = time_ms(lambda t_, s_: w.hand.backward(t_, saved, s_), t, seeds, args.repeat,
-                   args.max_seconds)
-    cells = []
+    steps = {"hand": lambda t_, s_: w.hand.backward(t_, saved, s_)}
     for label, opt in (("fused", True), ("unfused", False)):
         kernel = tcc.compile(str(w.program), optimize=opt)
         fwd = kernel.forward(**t)
-        ms = time_ms(lambda t_, s_, k=kernel, f=fwd: k.backward(s_, **t_, **f), t, seeds,
-                     args.repeat,
-                     args.max_seconds)
-        cells.append((label, ms))
+        steps[label] = lambda t_, s_, k=kernel, f=fwd: k.backward(s_, **t_, **f)
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    started = time.perf_counter()
+    for _ in range(args.repeat):              # interleaved, as in bench_workload
+        for label, step in steps.items():
+            times[label].append(time_once(step, t, seeds))
+        if time.perf_counter() - started > args.max_seconds:
+            break
+    hand = 1e3 * statistics.median(times["hand"])
+    cells = [(label, 1e3 * statistics.median(times[label])) for label in ("fused", "unfused")]
     fused, unfused = cells[0][1], cells[1][1]
     print(f"softmax backward only ({size_label(sizes)}): hand-written {hand:.2f} ms | "
           f"tcc fused {fused:.2f} ms ({fused / hand:.2f}x hand) | tcc unfused "

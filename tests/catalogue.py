@@ -372,6 +372,31 @@ CATALOGUE: list[Case] = [
         for f, ch, r, s, p, q: A[f, r, s] += W[f, ch, p, q] * X[ch, r + p, s + q]
         for f, r, s: Y[f, r, s] = relu(A[f, r, s] + c0[f])
         """, {"C": 1, "R": 3, "S": 3, "F": 2, "P": 2, "Q": 2}, ["2-D affine", "relu"]),
+    _c("conv1d_taps_fewer_than_the_stride", """
+        # stride 3, a window of 2: the taps miss every third input row, whose
+        # gradient stays zero; -= so the first taps write a negated product
+        input x[B, L, C]
+        param W[O, C, F]
+        output f
+        for b, n, o, c, i: f[b, n, o] -= x[b, 3*n + i, c] * W[o, c, i]
+        """, {"B": 2, "L": 10, "C": 2, "O": 3, "F": 2}, ["stride", "-=", "tap by tap"]),
+    _c("conv1d_taps_past_the_stride", """
+        # stride 2, a window of 5: the later taps add to rows the first two wrote
+        input x[B, L, C]
+        param W[O, C, F]
+        output f
+        for b, n, o, c, i: f[b, n, o] += x[b, 2*n + i, c] * W[o, c, i]
+        """, {"B": 2, "L": 12, "C": 2, "O": 3, "F": 5}, ["stride", "tap by tap"]),
+    _c("conv2d_flat_rows_twice", """
+        # a batched 2-D convolution on flattened rows, subtracted, then a second
+        # convolution added to the same output
+        input X[B, I, R, S]
+        param H[O, I, P, Q], G[O, I, P, Q]
+        output Y[B, O, T, U]
+        for b, o, i, r, s, p, q: Y[b, o, r, s] -= H[o, i, p, q] * X[b, i, r + p, s + q]
+        for b, o, i, r, s, p, q: Y[b, o, r, s] += G[o, i, p, q] * X[b, i, r + p, s + q] ** 2
+        """, {"B": 2, "I": 2, "R": 4, "S": 5, "O": 2, "P": 2, "Q": 3},
+       ["2-D affine", "-=", "flattened rows", "two updates"]),
     _c("gru_gate_multi_line", """
         # a gated update with a statement continued inside brackets
         param Wz[J, J]

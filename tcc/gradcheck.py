@@ -54,20 +54,31 @@ def choose_sizes(info: Info, given: dict[str, int] | None = None) -> dict[str, i
     window = {c[2] for step in info.plan if step[0] == "valid" for c in step[3]}
     window |= {step[3] for step in info.plan if step[0] == "bounds"}
     derived = [step[1] for step in info.plan if step[0] == "valid"]
-    for _ in range(8):
+
+    def short_of(candidate) -> tuple[int, int]:
+        """(ranges that are invalid or below 2, how far below 2 they are in all)."""
         try:
-            full = _rt.bind_sizes(info.plan, _fake_arrays(info, sizes))
-            if all(full[d] >= 2 for d in derived):
-                return sizes
+            full = _rt.bind_sizes(info.plan, _fake_arrays(info, candidate))
         except ValueError:
-            pass
+            return (len(derived) + 1, 0)
+        lows = [max(0, 2 - full[d]) for d in derived]
+        return (sum(1 for n in lows if n), sum(lows))
+
+    best = short_of(sizes)
+    for _ in range(8):
+        if best == (0, 0):
+            break
         # grow the dims of the windows' axes; an axis of a computed tensor has an
-        # inferred size, which grows with every dim
+        # inferred size, which grows with every dim. Stop where growing does not
+        # help (a range of 1 whatever the sizes): larger arrays only cost time.
         grow = {d for d in window if isinstance(d, str) and d in sizes}
         if any(isinstance(d, str) and d not in sizes for d in window):
             grow = set(sizes)
-        for d in sorted(grow - set(given)):
-            sizes[d] += 3
+        grown = {d: n + 3 if d in grow and d not in given else n for d, n in sizes.items()}
+        score = short_of(grown)
+        if score >= best:
+            break
+        sizes, best = grown, score
     return sizes
 
 

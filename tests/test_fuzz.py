@@ -81,7 +81,12 @@ def check_error(err: tcc.TccError, text: str):
 
 
 def front_end(text: str, compile_too: bool = True):
-    """Parse, analyze and compile: any failure must be a positioned TccError."""
+    """Parse, analyze and compile: any failure must be a positioned TccError.
+    (One line ending in ``.loop`` is a path to tcc.parse: a missing file.)"""
+    if "\n" not in text and text.endswith(".loop") and not os.path.exists(text):
+        with pytest.raises(FileNotFoundError):
+            tcc.parse(text)
+        return None
     with time_limit():
         try:
             program = tcc.parse(text)
@@ -341,3 +346,26 @@ def test_mutated_programs_through_a_real_process(text):
                                   capture_output=True, text=True, env=env, timeout=120)
             assert proc.returncode in (0, 1), proc.stderr
             assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+
+
+def test_bug_check_never_grows_sizes_that_do_not_help():
+    """The long profile's one hang: a window whose range is 1 whatever the sizes
+    (``x2[.., i + j]`` beside ``x2[.., j, j]``) made ``tcc check`` grow every dim
+    eight times, to a loop space of millions of points per finite difference:
+    ``python -m tcc check`` ran past two minutes."""
+    src = ("input x1[M]\ninput x2[M, B, B]\ndata p3[M, M]\ndata p5[J, 2]\n"
+           "e4[l] -= ((x2[p3[k, l], m, i+ j] * x1[p3[l, k]]) + x2[M - 1 - k, j, j]) / 10\n"
+           "for m, l, k, j, i: e4[i] += (B + x2[j, p5[k, l], m]) / 10\n"
+           "z6[i, j] = p3[j + 2, 0] + (x2[2, i, 1] + 1)\n"
+           "h7[i, k, j] max= x1[k + 2] + (p3[j, 2*i] + (exp(sigmoid(3)) ** 0.5))\n")
+    from tcc import api, gradcheck
+    sizes = gradcheck.choose_sizes(analyze(tcc.parse(src)), {})
+    assert max(sizes.values()) <= 10, sizes
+    with time_limit(30):
+        assert api.check(src).ok
+
+
+def test_a_one_line_path_that_does_not_exist():
+    """Text of one line ending in .loop is a path: a missing one is FileNotFoundError."""
+    with pytest.raises(FileNotFoundError):
+        tcc.compile("no_such_program.loop")

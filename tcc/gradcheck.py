@@ -56,7 +56,8 @@ def choose_sizes(info: Info, given: dict[str, int] | None = None) -> dict[str, i
     derived = [step[1] for step in info.plan if step[0] == "valid"]
 
     def short_of(candidate) -> tuple[int, int]:
-        """(ranges that are invalid or below 2, how far below 2 they are in all)."""
+        """(ranges below 2, how far below 2 they are in all); (len(derived) + 1, 0)
+        for sizes that leave some access out of bounds."""
         try:
             full = _rt.bind_sizes(info.plan, _fake_arrays(info, candidate))
         except ValueError:
@@ -76,7 +77,7 @@ def choose_sizes(info: Info, given: dict[str, int] | None = None) -> dict[str, i
             grow = set(sizes)
         grown = {d: n + 3 if d in grow and d not in given else n for d, n in sizes.items()}
         score = short_of(grown)
-        if score >= best:
+        if score >= best and best[0] <= len(derived):   # valid, and growing does not help
             break
         sizes, best = grown, score
     return sizes

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from tcc.check import StmtInfo
 from tcc.ir import Affine, Gather, Ref, map_refs, reads
 
-from .lower import tuple_code
+from .lower import matmul_operands, tuple_code
 
 
 @dataclass
@@ -109,10 +109,14 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
     lead_p = len(p.index) - k
     aname, pname = local_name(a.tensor), local_name(p.tensor)
     # the windowed tensor, flattened over its window axes
+    a_fresh = s.target is a and a.tensor not in ctx.defined
     if s.target is a:
-        if a.tensor not in ctx.defined:
-            lines.append(f"{aname} = np.zeros(({', '.join(ctx.size(d) for d in ashape)},), "
-                         "dtype=dt)")
+        if a_fresh:
+            # the first tap (offset 0) writes; the rest starts at zero after it
+            a_shape = tuple_code(ctx.size(d) for d in ashape)
+            taps = " and ".join(f"{ctx.var_size(ranges, w)} > 0" for w in plan.ws)
+            lines.append(f"{aname} = np.empty({a_shape}, dtype=dt) if {taps} else "
+                         f"np.zeros({a_shape}, dtype=dt)")
             ctx.defined.add(a.tensor)
         lines.append(f"{fresh['flat']} = {aname}.reshape({aname}.shape[:{lead_a}] + (-1,))")
     else:
@@ -174,17 +178,34 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
         info.shapes = saved_shapes
         ctx.defined = saved_defined | {s.target.tensor}
     op = "-=" if s.op == "-=" else "+="
+    part_ = fresh["part"]
+    # a tap's product is one matrix product: every tap writes it into one buffer
+    product = None
+    if len(body) == 1 and body[0].startswith(f"{part_} = "):
+        product = matmul_operands(body[0][len(part_) + 3:])
+    if product is not None:
+        lines.append(f"{part_} = None")
+        body = [f"{part_} = np.matmul({product[0]}, {product[1]}, out={part_})"]
     if s.target is a:
         cut = f"{fresh['d']}:{fresh['d']} + {fresh['n']}"
-        body.append(f"{fresh['flat']}[..., {cut}] {op} {fresh['part']}")
+        if a_fresh:
+            n_ = fresh["n"]
+            body += [f"if {fresh['d']} == 0:   # the first tap",
+                     f"    {fresh['flat']}[..., :{n_}] = {'-' if op == '-=' else ''}{part_}",
+                     f"    {fresh['flat']}[..., {n_}:] = 0",
+                     "else:",
+                     f"    {fresh['flat']}[..., {cut}] {op} {part_}"]
+        else:
+            body.append(f"{fresh['flat']}[..., {cut}] {op} {part_}")
     elif s.target is p:
         # the first tap is the sum so far (a copy only if it is a view of an
         # argument); the others add to it in place, contiguously
-        part_ = fresh["part"]
         first = f"-{part_}" if op == "-=" else \
             f"{part_} if {part_}.base is None else {part_}.copy()"
-        body += [f"if {pfresh} is None:", f"    {pfresh} = {first}", "else:",
-                 f"    {pfresh} {op} {part_}"]
+        body += [f"if {pfresh} is None:", f"    {pfresh} = {first}"]
+        if product is not None and op == "+=":
+            body.append(f"    {part_} = None   # (the sum keeps that buffer)")
+        body += ["else:", f"    {pfresh} {op} {part_}"]
     indent = ""
     for w in plan.ws:
         lines.append(f"{indent}for {local_name(w)} in range({ctx.var_size(ranges, w)}):")

@@ -18,6 +18,7 @@ the window indices; writes at gathered positions use ``np.add.at``.
 
 from __future__ import annotations
 
+import ast
 import keyword
 import math
 from dataclasses import dataclass, field
@@ -646,6 +647,23 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list[str]:
     return _lower_statement(ctx, si)
 
 
+def matmul_operands(expr: str) -> tuple[str, str] | None:
+    """The two operands' source when ``expr`` is one matrix product (``a @ b`` or
+    ``np.matmul(a, b)``), so that it can be written with ``out=``; else None."""
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+        a, b = node.left, node.right
+    elif isinstance(node, ast.Call) and ast.unparse(node.func) == "np.matmul" and \
+            len(node.args) == 2 and not node.keywords:
+        a, b = node.args
+    else:
+        return None
+    return ast.get_source_segment(expr, a), ast.get_source_segment(expr, b)
+
+
 def _strided_taps(s, windows, line: str, name: str):
     """(axis, S, n, i, expression) when the tap loop's one line is a scatter-add
     ``name[..., S*n + i, ...] += expression`` over a single window index i, every
@@ -701,19 +719,34 @@ def _lower_taps(ctx: Context, si: StmtInfo, windows) -> list[str]:
                      f"else np.zeros({shape_code}, dtype=dt)")
         lines.append(f"{name}[{tail}] = 0")
         target = inner[0][:inner[0].index(" += ")]    # (a -= arrives as += -(...))
+        later = expr
+        product = matmul_operands(expr)
+        if product is not None:          # the later taps' products share one buffer
+            tap = local_name(f"{t}__tap")
+            lines.append(f"{tap} = None")
+            later = tap
+            expr_later = [f"    {tap} = np.matmul({product[0]}, {product[1]}, out={tap})"]
         inner = [f"if {local_name(w)} < {stride}:", f"    {target} = {expr}", "else:",
-                 f"    {target} += {expr}"]
+                 *(expr_later if product is not None else []), f"    {target} += {later}"]
     elif fresh and not whole:
         lines.append(f"{name} = np.zeros({shape_code}, dtype=dt)")
     if whole:
         tap = local_name(f"{t}__tap")
-        lines.append(f"{name} = None")
-        inner = [f"{tap} = {inner[0][len(name) + 4:]}",
-                 f"if {name} is None:",
-                 f"    {name} = {tap} if {tap}.base is None and {tap}.dtype == dt and "
-                 f"{tap}.shape == {shape_code} else {tap} + np.zeros({shape_code}, dtype=dt)",
-                 "else:",
-                 f"    {name} += {tap}"]
+        expr = inner[0][len(name) + 4:]
+        product = matmul_operands(expr)
+        lines.append(f"{name} = {tap} = None")
+        if product is not None:     # one buffer for every tap's product after the first
+            inner = [f"{tap} = np.matmul({product[0]}, {product[1]}, out={tap})"]
+        else:
+            inner = [f"{tap} = {expr}"]
+        inner += [f"if {name} is None:",
+                  f"    {name} = {tap} if {tap}.base is None and {tap}.dtype == dt and "
+                  f"{tap}.shape == {shape_code} else {tap} + np.zeros({shape_code}, dtype=dt)",
+                  f"    {tap} = None" if product is not None else "    pass",
+                  "else:",
+                  f"    {name} += {tap}"]
+        if product is None:
+            inner.pop(-3)
     indent = ""
     for w in windows:
         lines.append(f"{indent}for {local_name(w)} in range({ctx.var_size(si.ranges, w)}):")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from tcc.check import StmtInfo
 from tcc.ir import Affine, Gather, Ref, map_refs, reads
 
-from .lower import matmul_operands, tuple_code
+from .lower import tap_value, tuple_code
 
 
 @dataclass
@@ -179,13 +179,12 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
         ctx.defined = saved_defined | {s.target.tensor}
     op = "-=" if s.op == "-=" else "+="
     part_ = fresh["part"]
-    # a tap's product is one matrix product: every tap writes it into one buffer
-    product = None
+    reused = False
     if len(body) == 1 and body[0].startswith(f"{part_} = "):
-        product = matmul_operands(body[0][len(part_) + 3:])
-    if product is not None:
-        lines.append(f"{part_} = None")
-        body = [f"{part_} = np.matmul({product[0]}, {product[1]}, out={part_})"]
+        line, reused = tap_value(body[0][len(part_) + 3:], part_)
+        if reused:
+            lines.append(f"{part_} = None")
+            body = [line]
     if s.target is a:
         cut = f"{fresh['d']}:{fresh['d']} + {fresh['n']}"
         if a_fresh:
@@ -203,7 +202,7 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
         first = f"-{part_}" if op == "-=" else \
             f"{part_} if {part_}.base is None else {part_}.copy()"
         body += [f"if {pfresh} is None:", f"    {pfresh} = {first}"]
-        if product is not None and op == "+=":
+        if reused and op == "+=":
             body.append(f"    {part_} = None   # (the sum keeps that buffer)")
         body += ["else:", f"    {pfresh} {op} {part_}"]
     indent = ""

@@ -664,6 +664,16 @@ def matmul_operands(expr: str) -> tuple[str, str] | None:
     return ast.get_source_segment(expr, a), ast.get_source_segment(expr, b)
 
 
+def tap_value(expr: str, buffer: str) -> tuple[str, bool]:
+    """The line that computes one tap's value into ``buffer``, and whether it
+    reuses the buffer: a matrix product is written with ``out=`` (one buffer
+    for every tap, no allocation per tap), anything else as it is."""
+    product = matmul_operands(expr)
+    if product is None:
+        return f"{buffer} = {expr}", False
+    return f"{buffer} = np.matmul({product[0]}, {product[1]}, out={buffer})", True
+
+
 def _strided_taps(s, windows, line: str, name: str):
     """(axis, S, n, i, expression) when the tap loop's one line is a scatter-add
     ``name[..., S*n + i, ...] += expression`` over a single window index i, every
@@ -708,6 +718,7 @@ def _lower_taps(ctx: Context, si: StmtInfo, windows) -> list[str]:
         not {v for ix in s.target.index for v in ix.vars} & set(windows)
     strided = None if whole or not fresh or len(inner) != 1 else \
         _strided_taps(s, windows, inner[0], name)
+    tap = local_name(f"{t}__tap")
     if strided is not None:
         # x.grad[b, S*n + i, c] += ...: taps i = 0..S-1 reach the positions below
         # S*N once between them, so they write and the later taps add. Only the
@@ -718,35 +729,20 @@ def _lower_taps(ctx: Context, si: StmtInfo, windows) -> list[str]:
         lines.append(f"{name} = np.empty({shape_code}, dtype=dt) if {wsize} >= {stride} "
                      f"else np.zeros({shape_code}, dtype=dt)")
         lines.append(f"{name}[{tail}] = 0")
+        lines.append(f"{tap} = None")
         target = inner[0][:inner[0].index(" += ")]    # (a -= arrives as += -(...))
-        later = expr
-        product = matmul_operands(expr)
-        if product is not None:          # the later taps' products share one buffer
-            tap = local_name(f"{t}__tap")
-            lines.append(f"{tap} = None")
-            later = tap
-            expr_later = [f"    {tap} = np.matmul({product[0]}, {product[1]}, out={tap})"]
         inner = [f"if {local_name(w)} < {stride}:", f"    {target} = {expr}", "else:",
-                 *(expr_later if product is not None else []), f"    {target} += {later}"]
+                 "    " + tap_value(expr, tap)[0], f"    {target} += {tap}"]
     elif fresh and not whole:
         lines.append(f"{name} = np.zeros({shape_code}, dtype=dt)")
     if whole:
-        tap = local_name(f"{t}__tap")
-        expr = inner[0][len(name) + 4:]
-        product = matmul_operands(expr)
+        line, reused = tap_value(inner[0][len(name) + 4:], tap)
         lines.append(f"{name} = {tap} = None")
-        if product is not None:     # one buffer for every tap's product after the first
-            inner = [f"{tap} = np.matmul({product[0]}, {product[1]}, out={tap})"]
-        else:
-            inner = [f"{tap} = {expr}"]
-        inner += [f"if {name} is None:",
-                  f"    {name} = {tap} if {tap}.base is None and {tap}.dtype == dt and "
-                  f"{tap}.shape == {shape_code} else {tap} + np.zeros({shape_code}, dtype=dt)",
-                  f"    {tap} = None" if product is not None else "    pass",
-                  "else:",
-                  f"    {name} += {tap}"]
-        if product is None:
-            inner.pop(-3)
+        inner = [line, f"if {name} is None:",
+                 f"    {name} = {tap} if {tap}.base is None and {tap}.dtype == dt and "
+                 f"{tap}.shape == {shape_code} else {tap} + np.zeros({shape_code}, dtype=dt)",
+                 *([f"    {tap} = None   # (the sum keeps that buffer)"] if reused else []),
+                 "else:", f"    {name} += {tap}"]
     indent = ""
     for w in windows:
         lines.append(f"{indent}for {local_name(w)} in range({ctx.var_size(si.ranges, w)}):")

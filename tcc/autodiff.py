@@ -285,7 +285,7 @@ def differentiate(program: Program | Info) -> Program:
     info = program if isinstance(program, Info) else analyze(program)
     active = active_tensors(info)
     for t in [*info.inputs, *info.computed]:
-        if t in active and t.endswith(".grad"):     # its gradient would be t.grad.grad, which is no name
+        if t in active and t.endswith(".grad"):     # its gradient would be t.grad.grad
             decl = next((d for d in info.program.decls if d.name == t), None)
             first = next((si.stmt.target for si in info.stmts if si.stmt.target.tensor == t),
                          None)

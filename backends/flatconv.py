@@ -165,10 +165,14 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
                    + (Affine(((flat_var, 1),)),))
     inner = _swap_refs(fixed, a, a_flat, p, p_flat, part, loops)
     shapes = dict(info.shapes)
+    # The flat views' last axis: n positions (a Python local, like the tap
+    # offset). The windowed tensor's whole flat axis is longer, but only ever
+    # sliced, so its length is never needed ("?" would fail loudly if it were).
     shapes[a_flat.tensor] = tuple(ashape[:lead_a]) + ("?",)
-    shapes[p_flat.tensor] = tuple(pshape[:lead_p]) + ("?",)
+    shapes[p_flat.tensor] = tuple(pshape[:lead_p]) + (n_sym,)
     if part is not None:
-        shapes[part.tensor] = tuple("?" for _ in part.index)
+        lead_shape_ = ashape[:lead_a] if s.target is a else pshape[:lead_p]
+        shapes[part.tensor] = tuple(lead_shape_) + (n_sym,)
     saved_shapes, info.shapes = info.shapes, shapes
     saved_defined = set(ctx.defined)
     ctx.defined.discard(f"{a.tensor}__part")

@@ -631,7 +631,12 @@ def _against_interpreter(src: str):
     "data y1[3]\ninput x2\noutput e9\nh7[i] = y1[i] + x2\nfor i: e9 -= h7[i]\n",
     # a scalar target of a flattened-row conv: np.zeros((,)), a SyntaxError
     "data y1[3]\ninput x2\nh8[i] += y1[j] + y1[i] * x2\nfor j, i: h9 += (h8[i + j] + y1[j]) / 10\n",
+    # a flat-row conv whose tap value broadcasts (x3[k] summed beside the window):
+    # the temporaries' placeholder size '?' reached the module, a SyntaxError
+    "input x1[B, B]\ninput x2[B]\ninput x3[B]\noutput h4[B]\nh4[i] = x1[i, i]\n"
+    "h5[i] = x1[i, 0] + x1[0, 0]\nh6[i] += (x2[i + j] + x3[k]) + h5[j]\n",
 ], ids=["flat_view_of_every_access", "backward_size_symbol_clash",
-        "intermediate_gradient_shape", "inlined_broadcast", "flat_conv_scalar_target"])
+        "intermediate_gradient_shape", "inlined_broadcast", "flat_conv_scalar_target",
+        "flat_conv_broadcast_part"])
 def test_bug_found_by_the_long_profile(src):
     _against_interpreter(src)

@@ -440,11 +440,40 @@ def simplify(info: Info, stmts: list[Stmt], log: Log | None):
             if log is not None:
                 log.add("simplify", "adds zero", [s], [])
             continue
-        t = replace(s, expr=e, op=op)
+        t = _keep_sums(info, s, replace(s, expr=e, op=op))
         if t != s and log is not None and str(t) != str(s):
             log.add("simplify", "the same value, written more simply", [s], [t])
         out.append(t)
     return out
+
+
+def _keep_sums(info: Info, before: Stmt, after: Stmt) -> Stmt:
+    """``after`` with the loop indices it no longer mentions (``W[k] * 0``
+    cancelled) turned into a factor of their range, since the sum over such an
+    index adds the same value once per position; ``before`` where a range has
+    no dim to name it."""
+    used = set(stmt_vars(after))
+    lost = [v for v in after.loops if v not in used]
+    if not lost:
+        return after
+    if before.origin is None or before.op == "max=":
+        return before
+    ranges = info.stmts[before.origin[0]].ranges
+    bindable = {e for t in info.inputs for e in info.shapes[t] if isinstance(e, str)}
+    factors: list[Expr] = []
+    for v in lost:
+        size = ranges.get(v)
+        if isinstance(size, int):
+            factors.append(Num(size))
+        elif size in bindable:
+            factors.append(DimVal(size))
+        else:
+            return before
+    expr = after.expr
+    for f in factors:
+        expr = Bin("*", f, expr)
+    return replace(after, loops=tuple(v for v in after.loops if v in used),
+                   expr=algebra.simplify(expr))
 
 
 def merge(info: Info, stmts: list[Stmt], log: Log | None):

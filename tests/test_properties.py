@@ -635,8 +635,15 @@ def _against_interpreter(src: str):
     # the temporaries' placeholder size '?' reached the module, a SyntaxError
     "input x1[B, B]\ninput x2[B]\ninput x3[B]\noutput h4[B]\nh4[i] = x1[i, i]\n"
     "h5[i] = x1[i, 0] + x1[0, 0]\nh6[i] += (x2[i + j] + x3[k]) + h5[j]\n",
+    # simplification cancelled W1[k] * 0 and with it the backward's only use of
+    # k: 'loop index k is not used'; the sum over k is now a factor of its range
+    "param W1[1]\ninput x2[B, B]\nparam W3[B]\nh4[i, j] += ((W1[k] * 0) + W1[i]) * x2[j, l]\n",
+    "input w[N], x[B, B]\noutput h\nfor i, j, k, l: h[i, j] += (w[k] * 0 + w[i]) * x[j, l]\n",
+    "input w[N], x[B, B]\noutput h\n"
+    "for i, j, k, l: h[i, j] += (w[k + l] * 0 + w[i]) * x[j, l]\n",
 ], ids=["flat_view_of_every_access", "backward_size_symbol_clash",
         "intermediate_gradient_shape", "inlined_broadcast", "flat_conv_scalar_target",
-        "flat_conv_broadcast_part"])
+        "flat_conv_broadcast_part", "cancelled_index_range_one", "cancelled_index_dim",
+        "cancelled_index_inferred_range"])
 def test_bug_found_by_the_long_profile(src):
     _against_interpreter(src)

@@ -238,7 +238,7 @@ def _range_pins(info: Info, si, fixed: list[Ref], factors: list[Expr]) -> list[E
     of that index, raised to the power 0.
     """
     s = si.stmt
-    bindable = {e for t in info.inputs for e in info.shapes[t] if isinstance(e, str)}
+    named = info.input_dims
     forward_reads = reads(s.expr)
     pins: list[Expr] = []
     done: set[str] = set()
@@ -248,7 +248,7 @@ def _range_pins(info: Info, si, fixed: list[Ref], factors: list[Expr]) -> list[E
         plain = _plain_vars(refs)
         need = [v for v in s.loops if v not in done and (
             (v in used and v not in plain) or
-            (v not in used and not (isinstance(si.ranges[v], int) or si.ranges[v] in bindable)))]
+            (v not in used and not (isinstance(si.ranges[v], int) or si.ranges[v] in named)))]
         if not need:
             return pins
         v = need[0]

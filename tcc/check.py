@@ -46,6 +46,11 @@ class Info:
         return self.roles[name]
 
     @property
+    def input_dims(self) -> set[str]:
+        """The dims some input, param or data array's shape gives a size."""
+        return {e for t in self.inputs for e in self.shapes[t] if isinstance(e, str)}
+
+    @property
     def differentiable(self) -> list[str]:
         return [t for t in self.inputs if self.roles[t] in ("input", "param")]
 

@@ -459,13 +459,12 @@ def _keep_sums(info: Info, before: Stmt, after: Stmt) -> Stmt:
     if before.origin is None or before.op == "max=":
         return before
     ranges = info.stmts[before.origin[0]].ranges
-    bindable = {e for t in info.inputs for e in info.shapes[t] if isinstance(e, str)}
     factors: list[Expr] = []
     for v in lost:
         size = ranges.get(v)
         if isinstance(size, int):
             factors.append(Num(size))
-        elif size in bindable:
+        elif size in info.input_dims:
             factors.append(DimVal(size))
         else:
             return before

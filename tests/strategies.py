@@ -695,19 +695,25 @@ class _Gen:
     def _reupdate(self, target: Tensor):
         op = self.choice(["+=", "-="])
         ctx = Ctx({}, allow_new=True, depth=self.d(st.integers(0, 2)))
-        parts, plain_vars = [], set()
-        for s in target.shape:
-            if self.flip(0.8):
-                v = self.plain(ctx, s)
-                parts.append(v)
-                plain_vars.add(v)
-            else:
-                parts.append(self.index_for_axis(ctx, s, target=True))
+        parts, plain_vars = self.target_index(ctx, target.shape, 0.8)
         self.feature("+= and -= on one tensor" if op not in target.ops else "two updates")
         rhs = self.expr(ctx, ctx.depth)
         rhs = self.cover(ctx, rhs, [v for v in ctx.vars if v not in plain_vars])
         ttext = f"{target.name}[{', '.join(parts)}]" if parts else target.name
         self.finish_stmt(ctx, target, ttext, op, rhs, plain_vars)
+
+    def target_index(self, ctx, shape, p_plain: float):
+        """A target's index entries, each plain with probability p_plain, else an
+        affine, constant or gather entry; and the plain variables used."""
+        parts, plain_vars = [], set()
+        for s in shape:
+            if self.flip(p_plain):
+                v = self.plain(ctx, s)
+                parts.append(v)
+                plain_vars.add(v)
+            else:
+                parts.append(self.index_for_axis(ctx, s, target=True))
+        return parts, plain_vars
 
     def scatter(self) -> bool:
         """A declared output with a bound shape, updated through gather, affine or
@@ -723,14 +729,7 @@ class _Gen:
         self.declare_outputs = True
         op = self.choice(["+=", "-="])
         ctx = Ctx({}, allow_new=True, depth=self.d(st.integers(0, 2)))
-        parts, plain_vars = [], set()
-        for s in shape:
-            if self.flip(0.4):
-                v = self.plain(ctx, s)
-                parts.append(v)
-                plain_vars.add(v)
-            else:
-                parts.append(self.index_for_axis(ctx, s, target=True))
+        parts, plain_vars = self.target_index(ctx, shape, 0.4)
         self.feature("scatter target")
         rhs = self.expr(ctx, ctx.depth)
         rhs = self.cover(ctx, rhs, [v for v in ctx.vars if v not in plain_vars])

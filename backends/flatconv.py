@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from tcc.check import StmtInfo
-from tcc.ir import Affine, Gather, Ref, map_refs, reads
+from tcc.ir import base_name, Affine, Gather, Ref, map_refs, reads
 
 from .lower import tap_value, tuple_code
 
@@ -91,7 +91,7 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
     s, ranges = si.stmt, si.ranges
     info = ctx.info
     a, p, k = plan.a, plan.p, plan.k
-    ashape = info.shapes[a.tensor] if a.tensor in info.shapes else info.shapes[a.tensor[:-5]]
+    ashape = info.shapes[a.tensor] if a.tensor in info.shapes else info.shapes[base_name(a.tensor)]
     lens = [ctx.size(d) for d in ashape[-k:]]                     # Lr, Lc
     counts = [ctx.var_size(ranges, u) for u in plan.us]          # R, C
     strides = [" * ".join(lens[j + 1:]) or "1" for j in range(k)]
@@ -123,7 +123,7 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
         lines.append(f"{fresh['flat']} = np.ascontiguousarray({aname}).reshape("
                      f"{aname}.shape[:{lead_a}] + (-1,))")
     # the position tensor, its rows padded to the windowed tensor's row length
-    pshape = info.shapes[p.tensor] if p.tensor in info.shapes else info.shapes[p.tensor[:-5]]
+    pshape = info.shapes[p.tensor] if p.tensor in info.shapes else info.shapes[base_name(p.tensor)]
     lead_shape = ", ".join(ctx.size(d) for d in pshape[:lead_p])
     padded = ", ".join([lead_shape] if lead_shape else [] + []) + \
         (", " if lead_shape else "") + ", ".join([counts[0]] + lens[1:])

@@ -23,15 +23,11 @@ import keyword
 import math
 from dataclasses import dataclass, field
 
+from tcc import functions
 from tcc.check import Info, StmtInfo
-from tcc.ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, map_refs, py_name
+from tcc.ir import (Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, base_name, map_refs,
+                    py_name)
 
-NP_FUNCS = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "tanh": "np.tanh",
-            "sigmoid": "_sigmoid", "abs": "np.abs", "sin": "np.sin", "cos": "np.cos",
-            "max": "np.maximum", "min": "np.minimum"}
-MATH_FUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh,
-              "sigmoid": lambda x: 1 / (1 + math.exp(-x)), "relu": lambda x: max(x, 0),
-              "abs": abs, "sin": math.sin, "cos": math.cos, "max": max, "min": min}
 # Names the generated functions use besides the program's own.
 RESERVED_LOCALS = {"np", "oe", "dt", "sizes", "tensors", "grads", "itertools", "out",
                    "saved", "seeds", "arrays", "take", "seed", "seed_names", "need_saved",
@@ -215,7 +211,7 @@ def read_operand(ctx: Context, ref: Ref, ranges, as_value: bool = True) -> Opera
         name = ctx.value_casts[ref.tensor]
     if not ref.index:
         return Operand(name, ())
-    shape = info.shapes.get(ref.tensor) or info.shapes.get(ref.tensor[:-5])
+    shape = info.shapes.get(ref.tensor) or info.shapes.get(base_name(ref.tensor))
     vars_ = index_vars(ref.index)
     plains = [ix.plain if isinstance(ix, Affine) else None for ix in ref.index]
     if all(plains) and len(set(plains)) == len(plains):
@@ -287,10 +283,7 @@ def _fold(e: Expr):
         args = [_fold(a) for a in e.args]
         if any(a is None for a in args):
             return None
-        try:
-            return MATH_FUNCS[e.fn](*args)
-        except (OverflowError, ValueError):
-            return None
+        return functions.fold(e.fn, args)
     return None
 
 
@@ -341,11 +334,9 @@ def elementwise(ctx: Context, e: Expr, order: tuple[str, ...], ranges) -> tuple[
         return f"{a} {e.op} {b}", p
     if isinstance(e, Call):
         args = [elementwise(ctx, a, order, ranges)[0] for a in e.args]
-        if e.fn == "relu":
-            return f"np.maximum({args[0]}, 0)", 9
-        if e.fn == "sigmoid":
-            ctx.helpers.add("_sigmoid")
-        return f"{NP_FUNCS[e.fn]}({', '.join(args)})", 9
+        row = functions.lookup(e.fn, e.pos)
+        ctx.helpers.update(row.helpers)
+        return row.code.format(*args), 9
     raise AssertionError(e)
 
 

@@ -8,7 +8,7 @@ from . import _rt, gradcheck, interp
 from .autodiff import differentiate as _differentiate
 from .check import Info, analyze
 from .errors import TccError
-from .ir import Decl, Program, grad_name, reads
+from .ir import base_name, is_grad, Decl, Program, grad_name, reads
 from .parse import parse as _parse_text
 from .parse import read_source
 
@@ -41,7 +41,7 @@ def optimize(program: Program) -> Program:
 
 def grad_text(text_or_path, optimize: bool = True) -> str:
     """What ``tcc grad`` prints: the backward as a complete, runnable program."""
-    from .compiler import Pipeline
+    from .pipeline import Pipeline
     text, filename = read_source(text_or_path)
     return str(Pipeline(text, filename, optimize, forward_rewrites=False).backward)
 
@@ -66,7 +66,7 @@ def complete_backward(forward: Info, text: str, filename: str | None) -> Program
         for t in names:
             if t in declared or t in computed or t in seen:
                 continue
-            base = t[:-5] if t.endswith(".grad") else t
+            base = base_name(t)
             if base in forward.roles and (t == base or base in forward.outputs):
                 shape = forward.shapes.get(base, ())
                 decls.append(Decl("data", t, tuple(shape) or None))
@@ -95,8 +95,8 @@ class InterpEngine:
     def backward(self, seeds: dict, tensors: dict, saved: dict) -> dict:
         data = {}
         for t in self.binfo.inputs:
-            if t.endswith(".grad") and t[:-5] in seeds:
-                data[t] = seeds[t[:-5]]
+            if is_grad(t) and base_name(t) in seeds:
+                data[t] = seeds[base_name(t)]
             elif t in tensors:
                 data[t] = tensors[t]
             elif t in saved:
@@ -148,8 +148,8 @@ def check(text_or_path, sizes: dict | None = None, seed: int = 0,
             raise err.attach(bname, btext) from None
         data = {}
         for t in binfo.inputs:
-            if t.endswith(".grad") and t[:-5] in seeds:
-                data[t] = seeds[t[:-5]]
+            if is_grad(t) and base_name(t) in seeds:
+                data[t] = seeds[base_name(t)]
             else:
                 data[t] = inputs[t] if t in inputs else saved[t]
         if engine == "compiled":
@@ -176,7 +176,8 @@ def check(text_or_path, sizes: dict | None = None, seed: int = 0,
 
 def generate_plain(program: Program) -> str:
     """Module source for an already-parsed program (no optimization)."""
-    from .compiler import Pipeline, generate
+    from .compiler import generate
+    from .pipeline import Pipeline
     return generate(Pipeline(str(program), None, optimize=False), "numpy")
 
 

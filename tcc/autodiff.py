@@ -7,16 +7,17 @@ order, and each read of a tensor that needs a gradient, emit
 
 with ``-=`` flipping the sign, ``1/B`` in front for params, and gather or
 affine indices on the left becoming scatter-adds. The derivative of each
-function is one row of ``CALL_RULES``; a read's derivative is the product
+function is its row in ``tcc.functions``; a read's derivative is the product
 of the local derivatives along the path from the root to it (the chain rule).
 """
 
 from __future__ import annotations
 
+from . import functions
 from .check import Info, analyze
 from .errors import TccError
 from .ir import (COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
-                 Stmt, dim_uses, grad_name, index_vars, reads, stmt_vars)
+                 Stmt, base_name, dim_uses, grad_name, index_vars, is_grad, reads, stmt_vars)
 
 # ------------------------------------------------------------------ building
 
@@ -44,26 +45,7 @@ def cmp(op: str, a: Expr, b: Expr) -> Expr:
 
 
 # ------------------------------------------------------- derivative rules
-# d f(u)/du for each one-argument function, given u and the call f = f(u).
-CALL_RULES = {
-    "exp":     lambda u, f: f,                                    # d exp(u) = exp(u) du
-    "log":     lambda u, f: div(ONE, u),                          # d log(u) = du / u
-    "sqrt":    lambda u, f: div(Num(0.5), f),                     # d sqrt(u) = du / (2 sqrt(u))
-    "tanh":    lambda u, f: sub(ONE, Bin("**", f, Num(2))),       # d tanh(u) = (1 - tanh(u)**2) du
-    "sigmoid": lambda u, f: mul(f, sub(ONE, f)),                  # d s(u) = s(u) (1 - s(u)) du
-    "relu":    lambda u, f: cmp(">", u, Num(0)),                  # d relu(u) = (u > 0) du
-    "abs":     lambda u, f: sub(cmp(">", u, Num(0)), cmp("<", u, Num(0))),  # sign(u) du
-    "sin":     lambda u, f: call("cos", u),                       # d sin(u) = cos(u) du
-    "cos":     lambda u, f: Neg(call("sin", u)),                  # d cos(u) = -sin(u) du
-}
-# d f(a, b)/da and d f(a, b)/db for the two-argument functions: a tie goes to b.
-CALL2_RULES = {
-    ("max", 0): lambda a, b: cmp(">", a, b),
-    ("max", 1): lambda a, b: cmp("<=", a, b),
-    ("min", 0): lambda a, b: cmp("<", a, b),
-    ("min", 1): lambda a, b: cmp(">=", a, b),
-}
-
+# The functions' rules are their rows in tcc.functions; the operators' are here.
 
 def _is_constant(e: Expr) -> bool:
     return not reads(e)
@@ -124,9 +106,7 @@ def local_partial(e: Expr, k: int) -> Expr | None:
             return None
         return BIN_RULES[e.op][k](e.lhs, e.rhs, e)
     if isinstance(e, Call):
-        if len(e.args) == 1:
-            return CALL_RULES[e.fn](e.args[0], e)
-        return CALL2_RULES[(e.fn, k)](*e.args)
+        return functions.lookup(e.fn, e.pos).partial(k, e)
     raise KeyError(f"no derivative rule for {type(e).__name__} {e}")
 
 
@@ -223,7 +203,7 @@ def _plain_vars(refs: list[Ref]) -> set[str]:
 
 def _access(r: Ref) -> tuple:
     """What a read constrains: a tensor's axes (``X.grad`` has the shape of X)."""
-    return (r.tensor[:-5] if r.tensor.endswith(".grad") else r.tensor, r.index)
+    return (base_name(r.tensor), r.index)
 
 
 def _range_pins(info: Info, si, fixed: list[Ref], factors: list[Expr]) -> list[Expr]:
@@ -285,7 +265,7 @@ def differentiate(program: Program | Info) -> Program:
     info = program if isinstance(program, Info) else analyze(program)
     active = active_tensors(info)
     for t in [*info.inputs, *info.computed]:
-        if t in active and t.endswith(".grad"):     # its gradient would be t.grad.grad
+        if t in active and is_grad(t):     # its gradient would be t.grad.grad
             decl = next((d for d in info.program.decls if d.name == t), None)
             first = next((si.stmt.target for si in info.stmts if si.stmt.target.tensor == t),
                          None)
@@ -366,7 +346,7 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
     # shape from its forward tensor, which must then be declared too.
     for s in stmts:
         t = s.target.tensor
-        base = t[:-5]
+        base = base_name(t)
         if any(not (isinstance(ix, Affine) and ix.plain) for ix in s.target.index) and \
                 info.roles.get(base) not in ("input", "param") and base not in read:
             read.append(base)
@@ -374,7 +354,7 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
     # A gradient's dims must be bound by some array the backward takes: where
     # nothing else binds them, take the forward tensor itself as data.
     def shape_of(name: str):
-        base = name[:-5] if name.endswith(".grad") and name not in info.shapes else name
+        base = base_name(name) if is_grad(name) and name not in info.shapes else name
         shape = info.shapes.get(base, ())
         return tuple(shape) if shape else None
 
@@ -412,8 +392,8 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
             for v in s.loops:
                 if not any(r.tensor in known and v in _plain_vars([r]) for r in accesses) \
                         and v in index_vars(s.target.index):
-                    base = s.target.tensor[:-5]
-                    if s.target.tensor.endswith(".grad") and base in info.shapes and \
+                    base = base_name(s.target.tensor)
+                    if is_grad(s.target.tensor) and base in info.shapes and \
                             base not in read:
                         read.append(base)
                         changed = True
@@ -432,4 +412,4 @@ def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
     return Program(tuple(decls), tuple(stmts))
 
 
-__all__ = ["differentiate", "CALL_RULES", "CALL2_RULES", "BIN_RULES", "active_tensors"]
+__all__ = ["differentiate", "BIN_RULES", "active_tensors"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .errors import TccError
-from .ir import Affine, Gather, Program, Ref, Stmt, dim_uses, reads, stmt_vars
+from .ir import base_name, is_grad, Affine, Gather, Program, Ref, Stmt, dim_uses, reads, stmt_vars
 
 Size = Union[str, int]
 
@@ -134,9 +134,9 @@ class _Analyzer:
             if other != name:
                 raise _err(f"'{name}' clashes with '{other}': Python spells both '{p}'; "
                            "rename one", pos)
-            base = name[:-5] if name.endswith("_grad") else name
+            base = name[:-len("_grad")] if name.endswith("_grad") else name
             twin = name + "_grad" if base == name else base
-            if twin in seen.values() and not name.endswith(".grad"):
+            if twin in seen.values() and not is_grad(name):
                 g, plain_ = (name, twin) if name.endswith("_grad") else (twin, name)
                 raise _err(f"'{g}' beside '{plain_}' clashes with '{plain_}.grad', which "
                            f"Python spells '{g}': rename it", pos)
@@ -209,7 +209,7 @@ class _Analyzer:
             if t in outputs:
                 self.roles[t] = "output"
         for t in self.roles:
-            base = t[:-5] if t.endswith(".grad") else None
+            base = base_name(t) if is_grad(t) else None
             if base in self.roles and self.roles[base] != "data":
                 pos = self.decl_pos.get(t) or stmts[updates[t][0]].target.pos
                 raise _err(f"'{t}' is the name of the gradient of {self.roles[base]} "
@@ -244,8 +244,8 @@ class _Analyzer:
     def known_shape(self, t: str):
         if t in self.shapes:
             return self.shapes[t]
-        if t.endswith(".grad") and t[:-5] in self.shapes:
-            return self.shapes[t[:-5]]
+        if is_grad(t) and base_name(t) in self.shapes:
+            return self.shapes[base_name(t)]
         decl = self.declared.get(t)
         if decl is not None and self.roles.get(t) == "output":
             if all(isinstance(e, int) or e in self.bound for e in decl):

@@ -15,12 +15,10 @@ import pprint
 from importlib import resources
 
 from . import __version__
-from .autodiff import differentiate
-from .check import Info, analyze, size_symbols
-from .errors import TccError
-from .ir import grad_name, py_name, reads
-from .parse import parse as _parse_text
+from .check import Info
+from .ir import base_name, is_grad, grad_name, py_name, reads
 from .parse import read_source
+from .pipeline import Pipeline
 
 BACKENDS = ("numpy", "opt_einsum")
 
@@ -59,44 +57,6 @@ def _plan_py(plan):
         else:
             out.append(step)
     return out
-
-
-class Pipeline:
-    """The stages for one program: forward and backward, optimized or not."""
-
-    def __init__(self, text: str, filename: str | None, optimize: bool,
-                 forward_rewrites: bool = True):
-        """forward_rewrites=False keeps the forward as written (contraction order
-        and stable forms off): the backward then reads only the user's tensors."""
-        from .optimize import Log
-        program = _parse_text(text, filename)
-        self.log = Log()
-        try:
-            info = analyze(program)
-            self.original = info
-            from .optimize import optimize_backward, optimize_forward, stabilize
-            if optimize and forward_rewrites:
-                info = analyze(optimize_forward(info, self.log))
-            self.unstable = info
-            backward = differentiate(info)
-            self.raw_backward = backward
-            if optimize:
-                backward = optimize_backward(info, backward, self.log,
-                                             compiled=forward_rewrites)
-                if forward_rewrites:
-                    forward, backward = stabilize(info, backward, self.log)
-                    info = analyze(forward)
-            self.info = info
-            self.backward = backward
-            self.binfo = analyze(backward, reserved=size_symbols(info))
-        except TccError as err:
-            raise err.attach(filename, text) from None
-        self.text, self.filename, self.optimize = text, filename, optimize
-
-    @property
-    def saved(self) -> list[str]:
-        """Forward-computed tensors the backward reads."""
-        return [t for t in self.binfo.inputs if t in self.info.computed]
 
 
 def _header(p: Pipeline, backend: str) -> str:
@@ -207,7 +167,7 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
 
     # ---- backward
     bbody, bhelpers, bctx = _function_body(p, binfo, backend)
-    seeds = [t for t in binfo.inputs if t.endswith(".grad") and t[:-5] in info.outputs]
+    seeds = [t for t in binfo.inputs if is_grad(t) and base_name(t) in info.outputs]
     saved = [t for t in binfo.inputs if t not in seeds and t not in info.inputs]
     bkinds = dict(kinds)
     for t in info.computed:
@@ -227,7 +187,7 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
         bwd.append(f"    need_saved({', '.join(repr(py_name(t)) for t in saved)}, arrays=arrays)")
     bwd.append("    seed_names(grads, _OUTPUTS)")
     for t in seeds:
-        o = t[:-5]
+        o = base_name(t)
         shape = "(" + ", ".join(f'sizes["{d}"]' if isinstance(d, str) else str(d)
                                 for d in info.shapes[o]) + \
             ("," if len(info.shapes[o]) == 1 else "") + ")"

@@ -15,9 +15,9 @@ import numpy as np
 from . import _rt, interp
 from .autodiff import differentiate
 from .check import Info, analyze
-from .compiler import Pipeline
+from .pipeline import Pipeline
 from .gradcheck import choose_sizes, random_inputs, random_seeds
-from .ir import Affine, Bin, Call, Neg, Ref, reads
+from .ir import base_name, is_grad, Affine, Bin, Call, Neg, Ref, reads
 from .optimize import Rewrite
 from .parse import read_source
 
@@ -167,8 +167,8 @@ def verify(p: Pipeline, rw: Rewrite, seed: int = 0) -> float:
             binfo = analyze(prog)
             data = {}
             for t in binfo.inputs:
-                if t.endswith(".grad") and t[:-5] in seeds:
-                    data[t] = seeds[t[:-5]]
+                if is_grad(t) and base_name(t) in seeds:
+                    data[t] = seeds[base_name(t)]
                 else:
                     data[t] = inputs[t] if t in inputs else saved[t]
             outs.append((binfo, interp.run(binfo, data)))

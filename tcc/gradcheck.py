@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _rt
+from . import _rt, functions
 from .check import Info
 from .ir import Call, Bin, Program, grad_name, py_name, walk
 
@@ -27,7 +27,7 @@ def _positive_only(program: Program) -> bool:
     """Whether inputs should be kept positive (log, sqrt, fractional powers)."""
     for s in program.stmts:
         for e in walk(s.expr):
-            if isinstance(e, Call) and e.fn in ("log", "sqrt"):
+            if isinstance(e, Call) and functions.lookup(e.fn, e.pos).domain == "positive":
                 return True
             if isinstance(e, Bin) and e.op == "**" and not (
                     hasattr(e.rhs, "value") and float(e.rhs.value).is_integer()):

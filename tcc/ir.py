@@ -327,5 +327,19 @@ def py_name(tensor: str) -> str:
     return tensor.replace(".grad", "_grad")
 
 
+GRAD = ".grad"
+
+
 def grad_name(tensor: str) -> str:
-    return tensor + ".grad"
+    """The gradient's name: ``X`` -> ``X.grad``."""
+    return tensor + GRAD
+
+
+def is_grad(tensor: str) -> bool:
+    """Whether a name is a gradient's (``X.grad``)."""
+    return tensor.endswith(GRAD)
+
+
+def base_name(tensor: str) -> str:
+    """The tensor a gradient belongs to (``X.grad`` -> ``X``); other names unchanged."""
+    return tensor[:-len(GRAD)] if tensor.endswith(GRAD) else tensor

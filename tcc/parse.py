@@ -19,13 +19,14 @@ import lark
 from lark import Lark, Token, Transformer
 
 from .errors import TccError
-from .ir import (COMPARISONS, FUNCTIONS, Affine, Bin, Call, Decl, DimVal, Expr, Gather,
+from . import functions
+from .ir import (base_name, COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Gather,
                  Neg, Num, Pos, Program, Ref, Stmt, index_vars, map_refs)
 
 MAX_DEPTH = 100
 MAX_HEIGHT = 250
 KEYWORDS = {"for", "dim", "input", "param", "data", "output", "batch"}
-RESERVED = KEYWORDS | set(FUNCTIONS) | set(keyword.kwlist) | {"grad"}
+_RESERVED = KEYWORDS | set(keyword.kwlist) | {"grad"}   # and the function names
 
 _TOKEN_TEXT = {
     "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "ROLE": "a declaration",
@@ -193,11 +194,11 @@ class _ToIR(Transformer):
     def call(self, items):
         name, _lpar, args = items
         fn = str(name)
-        if fn not in FUNCTIONS:
-            known = ", ".join(sorted(FUNCTIONS))
+        if fn not in functions.TABLE:
+            known = ", ".join(sorted(functions.TABLE))
             raise TccError(f"unknown function '{fn}' (the functions are {known})", _pos(name))
-        if len(args) != FUNCTIONS[fn]:
-            n = FUNCTIONS[fn]
+        n = functions.TABLE[fn].arity
+        if len(args) != n:
             raise TccError(f"{fn}() takes {n} argument{'s' if n > 1 else ''}, "
                            f"not {len(args)}", _pos(name))
         return self._node(Call(fn, tuple(args), _pos(name)), *args)
@@ -388,8 +389,8 @@ def read_source(text_or_path) -> tuple[str, str | None]:
 # ---------------------------------------------------------- name resolution
 
 def _check_name(name: str, pos, what: str):
-    base = name[:-5] if name.endswith(".grad") else name
-    if base in RESERVED:
+    base = base_name(name)
+    if base in _RESERVED or base in functions.TABLE:
         raise TccError(f"'{base}' is reserved and cannot name a {what}", pos)
 
 

@@ -49,7 +49,7 @@ from tcc import api, gradcheck, interp  # noqa: E402
 from tcc.autodiff import differentiate  # noqa: E402
 from tcc.check import analyze  # noqa: E402
 from tcc.cli import main  # noqa: E402
-from tcc.compiler import Pipeline  # noqa: E402
+from tcc.pipeline import Pipeline  # noqa: E402
 from tcc.explain import cost, explain, nominal_sizes, verify  # noqa: E402
 from tcc.ir import Bin, Call, DimVal, py_name, reads, walk  # noqa: E402
 

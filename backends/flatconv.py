@@ -15,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from tcc.check import StmtInfo
-from tcc.ir import base_name, Affine, Gather, Ref, map_refs, reads
+from tcc.ir import Affine, Gather, Ref, map_refs, reads
 
-from .lower import tap_value, tuple_code
+from .lower import fix_indices, lower_update, tap_value
+from .operands import Context, ap, mul, shape_tuple
+from .target import ALL, Assign, Attr, Comment, For, If, Index, Lit, Name, Op, Slice, Tup, Update
 
 
 @dataclass
@@ -85,66 +87,84 @@ def flat_plan(s) -> FlatPlan | None:
     return FlatPlan(a, p, tuple(us), tuple(ws), k)
 
 
-def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
-               local_name) -> list[str]:
-    """The lines for a convolution statement lowered on flattened rows."""
+def _shape_head(x: Name, lead: int, attr: str = "shape"):
+    """``x.shape[:lead]`` (or ``.strides``)."""
+    return Index(Attr(x, attr), (Slice(None, Lit(lead)),))
+
+
+def _sum(nodes):
+    out = None
+    for n in nodes:
+        out = n if out is None else Op("+", (out, n))
+    return out
+
+
+def lower_flat(ctx: Context, si: StmtInfo, plan: FlatPlan) -> list:
+    """The statements for a convolution lowered on flattened rows."""
     s, ranges = si.stmt, si.ranges
-    info = ctx.info
     a, p, k = plan.a, plan.p, plan.k
-    ashape = info.shapes[a.tensor] if a.tensor in info.shapes else info.shapes[base_name(a.tensor)]
+    ashape = ctx.shape_of(a.tensor)
     lens = [ctx.size(d) for d in ashape[-k:]]                     # Lr, Lc
     counts = [ctx.var_size(ranges, u) for u in plan.us]          # R, C
-    strides = [" * ".join(lens[j + 1:]) or "1" for j in range(k)]
-    fresh = {n: local_name(f"{a.tensor}__{n}") for n in ("flat", "n", "d", "part")}
-    pfresh = local_name(f"{p.tensor}__flat")
+    strides = []
+    for j in range(k):
+        st = None
+        for n_ in lens[j + 1:]:
+            st = n_ if st is None else mul(st, n_)
+        strides.append(st)                                       # None: 1
+    fresh = {n: ctx.local(f"{a.tensor}__{n}") for n in ("flat", "n", "d", "part")}
+    pfresh = ctx.local(f"{p.tensor}__flat")
     ctx.loop_names.update([f"{a.tensor}__n", f"{a.tensor}__d", *plan.ws])
-    lines = [f"# {s}",
-             f"# (tap by tap over {', '.join(plan.ws)}, on {a.tensor}'s rows flattened over "
-             f"{', '.join(plan.us)}: one matrix product per tap, on views; positions past "
-             "a row's end are computed and dropped)"]
-    n_expr = " + ".join(f"({c} - 1) * {st}" if st != "1" else f"({c} - 1)"
-                        for c, st in zip(counts, strides)) + " + 1"
-    lines.append(f"{fresh['n']} = {n_expr}")
+    out: list = [Comment(str(s)),
+                 Comment(f"(tap by tap over {', '.join(plan.ws)}, on {a.tensor}'s rows flattened "
+                         f"over {', '.join(plan.us)}: one matrix product per tap, on views; "
+                         "positions past a row's end are computed and dropped)")]
+    n = fresh["n"]
+    out.append(Assign(n, Op("+", (_sum(mul(Op("-", (c, Lit(1))), st) if st is not None
+                                       else Op("-", (c, Lit(1)))
+                                       for c, st in zip(counts, strides)), Lit(1)))))
     lead_a = len(a.index) - k
     lead_p = len(p.index) - k
-    aname, pname = local_name(a.tensor), local_name(p.tensor)
+    aname, pname = ctx.local(a.tensor), ctx.local(p.tensor)
+    flat = fresh["flat"]
     # the windowed tensor, flattened over its window axes
     a_fresh = s.target is a and a.tensor not in ctx.defined
+    row_shape = Op("+", (_shape_head(aname, lead_a), Tup((Lit(-1),))))
     if s.target is a:
         if a_fresh:
             # the first tap (offset 0) writes; the rest starts at zero after it
-            a_shape = tuple_code(ctx.size(d) for d in ashape)
-            taps = " and ".join(f"{ctx.var_size(ranges, w)} > 0" for w in plan.ws)
-            lines.append(f"{aname} = np.empty({a_shape}, dtype=dt) if {taps} else "
-                         f"np.zeros({a_shape}, dtype=dt)")
+            a_shape = shape_tuple(ctx, ashape)
+            taps = None
+            for w in plan.ws:
+                test = Op(">", (ctx.var_size(ranges, w), Lit(0)))
+                taps = test if taps is None else Op("and", (taps, test))
+            out.append(If(taps, (Assign(aname, ap("empty", a_shape)),),
+                          (Assign(aname, ap("zeros", a_shape)),)))
             ctx.defined.add(a.tensor)
-        lines.append(f"{fresh['flat']} = {aname}.reshape({aname}.shape[:{lead_a}] + (-1,))")
+        out.append(Assign(flat, ap("reshape", aname, row_shape)))
     else:
-        lines.append(f"{fresh['flat']} = np.ascontiguousarray({aname}).reshape("
-                     f"{aname}.shape[:{lead_a}] + (-1,))")
+        out.append(Assign(flat, ap("reshape", ap("contiguous", aname), row_shape)))
     # the position tensor, its rows padded to the windowed tensor's row length
-    pshape = info.shapes[p.tensor] if p.tensor in info.shapes else info.shapes[base_name(p.tensor)]
-    lead_shape = ", ".join(ctx.size(d) for d in pshape[:lead_p])
-    padded = ", ".join([lead_shape] if lead_shape else [] + []) + \
-        (", " if lead_shape else "") + ", ".join([counts[0]] + lens[1:])
+    pshape = ctx.shape_of(p.tensor)
+    padded = Tup(tuple(ctx.size(d) for d in pshape[:lead_p]) + (counts[0], *lens[1:]))
     # a padded copy of a tensor nothing writes serves every statement that reads it so
     layout = (p.tensor, tuple(counts), tuple(lens), lead_p)
     if s.target is p:
-        lines.append(f"{pfresh} = None   # the sum of the taps, over flat positions")
+        out.append(Comment("the sum of the taps, over flat positions"))
+        out.append(Assign(pfresh, Lit(None)))
     elif k == 1:
-        lines.append(f"{pfresh} = {pname}")
-    elif ctx.flat_layouts.get(pfresh) != layout:
-        lines.append(f"{pfresh} = np.zeros(({padded},), dtype=dt)")
-        cut = ", ".join([":"] * (lead_p + 1) + [f":{c}" for c in counts[1:]])
-        lines.append(f"{pfresh}[{cut}] = {pname}")
-        lines.append(f"{pfresh} = {pfresh}.reshape({pfresh}.shape[:{lead_p}] + (-1,))"
-                     f"[..., :{fresh['n']}]")
-        if p.tensor in info.inputs:
-            ctx.flat_layouts[pfresh] = layout
+        out.append(Assign(pfresh, pname))
+    elif ctx.flat_layouts.get(pfresh.name) != layout:
+        out.append(Assign(pfresh, ap("zeros", padded)))
+        cut = (Slice(),) * (lead_p + 1) + tuple(Slice(None, c) for c in counts[1:])
+        out.append(Assign(Index(pfresh, cut), pname))
+        out.append(Assign(pfresh, Index(ap("reshape", pfresh, Op("+", (
+            _shape_head(pfresh, lead_p), Tup((Lit(-1),))))), (ALL, Slice(None, n)))))
+        if p.tensor in ctx.info.inputs:
+            ctx.flat_layouts[pfresh.name] = layout
     if s.target is not a and s.target is not p and s.target.tensor not in ctx.defined:
-        tshape = info.shapes[s.target.tensor]
-        lines.append(f"{local_name(s.target.tensor)} = np.zeros("
-                     f"{tuple_code(ctx.size(d) for d in tshape)}, dtype=dt)")
+        out.append(Assign(ctx.local(s.target.tensor),
+                          ap("zeros", shape_tuple(ctx, ctx.shape_of(s.target.tensor)))))
         ctx.defined.add(s.target.tensor)
 
     # the statement over one flat position index, windows held fixed
@@ -152,10 +172,9 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
     n_sym = f"{a.tensor}__n"
     d_sym = f"{a.tensor}__d"
     fixed = fix_indices(s, plan.ws)
-    a_flat = Ref(f"{a.tensor}__flat", tuple(fixed_ix for fixed_ix in _lead(fixed, a, lead_a))
+    a_flat = Ref(f"{a.tensor}__flat", tuple(_lead(fixed, a, lead_a))
                  + (Affine(((flat_var, 1),), 0, ((d_sym, 1),)),))
     p_flat = Ref(f"{p.tensor}__flat", tuple(p.index[:lead_p]) + (Affine(((flat_var, 1),)),))
-    local_name(f"{p.tensor}__flat")
     ranges2 = dict(ranges)
     ranges2[flat_var] = n_sym
     loops = tuple(v for v in fixed.loops if v not in plan.us) + (flat_var,)
@@ -164,75 +183,71 @@ def lower_flat(ctx, si: StmtInfo, plan: FlatPlan, lower_statement, fix_indices,
         part = Ref(f"{a.tensor}__part", (a_flat if s.target is a else p_flat).index[:-1]
                    + (Affine(((flat_var, 1),)),))
     inner = _swap_refs(fixed, a, a_flat, p, p_flat, part, loops)
-    shapes = dict(info.shapes)
     # The flat views' last axis: n positions (a Python local, like the tap
     # offset). The windowed tensor's whole flat axis is longer, but only ever
     # sliced, so its length is never needed ("?" would fail loudly if it were).
-    shapes[a_flat.tensor] = tuple(ashape[:lead_a]) + ("?",)
-    shapes[p_flat.tensor] = tuple(pshape[:lead_p]) + (n_sym,)
+    views = {a_flat.tensor: tuple(ashape[:lead_a]) + ("?",),
+             p_flat.tensor: tuple(pshape[:lead_p]) + (n_sym,)}
     if part is not None:
         lead_shape_ = ashape[:lead_a] if s.target is a else pshape[:lead_p]
-        shapes[part.tensor] = tuple(lead_shape_) + (n_sym,)
-    saved_shapes, info.shapes = info.shapes, shapes
-    saved_defined = set(ctx.defined)
+        views[part.tensor] = tuple(lead_shape_) + (n_sym,)
+    saved_views, saved_defined = dict(ctx.extra_shapes), set(ctx.defined)
+    ctx.extra_shapes.update(views)
     ctx.defined.discard(f"{a.tensor}__part")
     try:
-        body = lower_statement(ctx, StmtInfo(inner, ranges2))[1:]
+        body = lower_update(ctx, StmtInfo(inner, ranges2))[1:]
     finally:
-        info.shapes = saved_shapes
+        ctx.extra_shapes = saved_views
         ctx.defined = saved_defined | {s.target.tensor}
     op = "-=" if s.op == "-=" else "+="
     part_ = fresh["part"]
     reused = False
-    if len(body) == 1 and body[0].startswith(f"{part_} = "):
-        line, reused = tap_value(body[0][len(part_) + 3:], part_)
+    if len(body) == 1 and isinstance(body[0], Assign) and body[0].target == part_:
+        stmt, reused = tap_value(body[0].value, part_)
         if reused:
-            lines.append(f"{part_} = None")
-            body = [line]
+            out.append(Assign(part_, Lit(None)))
+            body = [stmt]
+    d = fresh["d"]
     if s.target is a:
-        cut = f"{fresh['d']}:{fresh['d']} + {fresh['n']}"
+        cut = Index(flat, (ALL, Slice(d, Op("+", (d, n)))))
         if a_fresh:
-            n_ = fresh["n"]
-            body += [f"if {fresh['d']} == 0:   # the first tap",
-                     f"    {fresh['flat']}[..., :{n_}] = {'-' if op == '-=' else ''}{part_}",
-                     f"    {fresh['flat']}[..., {n_}:] = 0",
-                     "else:",
-                     f"    {fresh['flat']}[..., {cut}] {op} {part_}"]
+            body.append(If(Op("==", (d, Lit(0))),
+                           (Comment("the first tap"),
+                            Assign(Index(flat, (ALL, Slice(None, n))),
+                                   Op("neg", (part_,)) if op == "-=" else part_),
+                            Assign(Index(flat, (ALL, Slice(n))), Lit(0))),
+                           (Update(cut, op, part_),)))
         else:
-            body.append(f"{fresh['flat']}[..., {cut}] {op} {part_}")
+            body.append(Update(cut, op, part_))
     elif s.target is p:
         # the first tap is the sum so far (a copy only if it is a view of an
         # argument); the others add to it in place, contiguously
-        first = f"-{part_}" if op == "-=" else \
-            f"{part_} if {part_}.base is None else {part_}.copy()"
-        body += [f"if {pfresh} is None:", f"    {pfresh} = {first}"]
+        first = Op("neg", (part_,)) if op == "-=" else ap("own", part_)
+        keep = (Assign(pfresh, first),)
         if reused and op == "+=":
-            body.append(f"    {part_} = None   # (the sum keeps that buffer)")
-        body += ["else:", f"    {pfresh} {op} {part_}"]
-    indent = ""
-    for w in plan.ws:
-        lines.append(f"{indent}for {local_name(w)} in range({ctx.var_size(ranges, w)}):")
-        indent += "    "
-    d_expr = " + ".join(f"{local_name(w)} * {st}" if st != "1" else local_name(w)
-                        for w, st in zip(plan.ws, strides))
-    lines.append(f"{indent}{fresh['d']} = {d_expr}")
-    lines += [indent + line for line in body]
+            keep += (Comment("(the sum keeps that buffer)"), Assign(part_, Lit(None)))
+        body.append(If(Op("is", (pfresh, Lit(None))), keep, (Update(pfresh, op, part_),)))
+    d_expr = _sum(mul(ctx.local(w), st) if st is not None else ctx.local(w)
+                  for w, st in zip(plan.ws, strides))
+    loop_body: list = [Assign(d, d_expr), *body]
+    for w in reversed(plan.ws):
+        loop_body = [For(ctx.names(w), ctx.var_size(ranges, w), tuple(loop_body))]
+    out += loop_body
     if s.target is p:
-        empty = tuple_code([*(ctx.size(d) for d in pshape[:lead_p]), f"max({fresh['n']}, 0)"])
-        lines.append(f"if {pfresh} is None:   # no taps: an empty window")
-        lines.append(f"    {pfresh} = np.zeros({empty}, dtype=dt)")
+        empty = Tup(tuple(ctx.size(d_) for d_ in pshape[:lead_p]) + (ap("imax", n, Lit(0)),))
+        out.append(If(Op("is", (pfresh, Lit(None))), (Comment("no taps: an empty window"),
+                                                      Assign(pfresh, ap("zeros", empty)))))
         # position (u0, u1, ...) of the result is flat position u0 * L1 * ... + u1 * ...
-        steps = [f"{st} * {pfresh}.itemsize" if st != "1" else f"{pfresh}.itemsize"
-                 for st in strides]
-        view = (f"np.lib.stride_tricks.as_strided({pfresh}, shape={pfresh}.shape[:{lead_p}] "
-                f"+ {tuple_code(counts)}, strides={pfresh}.strides[:{lead_p}] + "
-                f"{tuple_code(steps)})")
+        item = Attr(pfresh, "itemsize")
+        steps = Tup(tuple(mul(st, item) if st is not None else item for st in strides))
+        view = ap("as_strided", pfresh,
+                  shape=Op("+", (_shape_head(pfresh, lead_p), Tup(tuple(counts)))),
+                  strides=Op("+", (_shape_head(pfresh, lead_p, "strides"), steps)))
         if p.tensor in saved_defined:
-            lines.append(f"{pname} += {view}")
+            out.append(Update(pname, "+=", view))
         else:
-            lines.append(f"{pname} = {view}")
-    return lines
-
+            out.append(Assign(pname, view))
+    return out
 
 def _fresh_var(s, base):
     taken = set(s.loops)

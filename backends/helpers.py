@@ -54,28 +54,17 @@ def _add_affine(dst, val, offsets, coefs):
         dst[tuple(index)] += block.transpose(perm)
 
 
-_PATHS = {}
-
-
-def _einsum(spec, *operands):
-    # np.einsum with its contraction path chosen once per shape signature, then reused
-    key = (spec,) + tuple(op.shape for op in operands)
-    path = _PATHS.get(key)
-    if path is None:
-        path = _PATHS[key] = np.einsum_path(spec, *operands, optimize="optimal")[0]
-    return np.einsum(spec, *operands, optimize=path)
-
-
 _EXPRESSIONS = {}
 
 
-def _contract(spec, *operands):
-    # an opt_einsum contract_expression built once per shape signature, then reused
+def _contract(spec, path, *operands):
+    # an opt_einsum contract_expression along the path chosen at generation time
+    # (None: opt_einsum's choice), built once per shape signature, then reused
     key = (spec,) + tuple(op.shape for op in operands)
     expr = _EXPRESSIONS.get(key)
     if expr is None:
         expr = _EXPRESSIONS[key] = oe.contract_expression(
-            spec, *(op.shape for op in operands), optimize="auto-hq")
+            spec, *(op.shape for op in operands), optimize=path or "auto-hq")
     return expr(*operands)
 
 

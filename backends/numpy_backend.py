@@ -1,20 +1,6 @@
-"""The ``numpy`` backend: matrix products, tensordot, and np.einsum with a
-contraction path chosen once per shape signature."""
+"""The ``numpy`` backend: matrix products on views, tensordot, and np.einsum
+along the contraction path chosen at generation time."""
 
-from .lower import Operand, einsum_spec
+from .base import NUMPY_CODE, NUMPY_HELPERS, Backend
 
-NAME = "numpy"
-IMPORTS = ["import numpy as np"]
-
-
-def contract_batched(ctx, ops, res):
-    """Two operands sharing a kept (batch) index: one einsum loop, no BLAS."""
-    return Operand(f"np.einsum('{einsum_spec(ops, res)}', "
-                   f"{', '.join(o.code for o in ops)})", tuple(res), True)
-
-
-def contract_many(ctx, ops, res):
-    """Three or more operands: pairwise BLAS contractions along a cached path."""
-    ctx.helpers.add("_einsum")
-    return Operand(f"_einsum('{einsum_spec(ops, res)}', {', '.join(o.code for o in ops)})",
-                   tuple(res), True)
+BACKEND = Backend("numpy", ["import numpy as np"], dict(NUMPY_CODE), "np", dict(NUMPY_HELPERS))

@@ -1,20 +1,17 @@
 """The ``opt_einsum`` backend: contractions of shared indices and of three or
-more operands go through ``oe.contract_expression``, built once per shape
-signature; two-operand matrix products stay direct BLAS calls."""
+more operands go through opt_einsum's ``contract_expression`` (built once
+per shape signature, along the path chosen at generation time); matrix
+products stay direct BLAS calls, as in the numpy backend."""
 
-from .lower import Operand, einsum_spec
-
-NAME = "opt_einsum"
-IMPORTS = ["import numpy as np", "import opt_einsum as oe"]
-
-
-def contract_batched(ctx, ops, res):
-    ctx.helpers.add("_contract")
-    return Operand(f"_contract('{einsum_spec(ops, res)}', "
-                   f"{', '.join(o.code for o in ops)})", tuple(res), True)
+from .base import literal
+from .numpy_backend import BACKEND as NUMPY
 
 
-def contract_many(ctx, ops, res):
-    ctx.helpers.add("_contract")
-    return Operand(f"_contract('{einsum_spec(ops, res)}', {', '.join(o.code for o in ops)})",
-                   tuple(res), True)
+def _contract(p, spec, *args, path=None):
+    return (f"_contract({p.expr(spec)}, {literal(path)}, "
+            f"{', '.join(p.expr(a) for a in args)})")
+
+
+BACKEND = NUMPY.extend("opt_einsum", imports=["import numpy as np", "import opt_einsum as oe"],
+                       code={"einsum": (_contract, 9)}, helpers={"einsum": ("_contract",)},
+                       requires="NumPy and opt_einsum")

@@ -7,6 +7,7 @@ import os
 import sys
 
 from . import __version__
+from .backends import REGISTRY
 from .errors import TccError
 
 EPILOG = """examples:
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="write a standalone Python module")
     p.add_argument("file", metavar="FILE.loop")
     p.add_argument("-o", "--output", metavar="OUT.py", help="write here (default: stdout)")
-    p.add_argument("--backend", choices=("numpy", "opt_einsum"), default="numpy")
+    p.add_argument("--backend", choices=tuple(REGISTRY), default="numpy")
     p.add_argument("--no-optimize", action="store_true")
 
     p = sub.add_parser("check", help="check gradients against finite differences")

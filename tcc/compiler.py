@@ -20,17 +20,9 @@ from .ir import base_name, is_grad, grad_name, py_name, reads
 from .parse import read_source
 from .pipeline import Pipeline
 
-BACKENDS = ("numpy", "opt_einsum")
-
-
 def _backend(name: str):
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name == "numpy":
-        from .backends import numpy_backend as b
-    else:
-        from .backends import opt_einsum_backend as b
-    return b
+    from .backends import get
+    return get(name)
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,7 +51,7 @@ def _plan_py(plan):
     return out
 
 
-def _header(p: Pipeline, backend: str) -> str:
+def _header(p: Pipeline, backend) -> str:
     src = os.path.basename(p.filename) if p.filename else "a .loop program"
     fwd = "\n".join("    " + line for line in str(p.info.program).splitlines())
     bwd = "\n".join("    " + line for line in str(p.backward).splitlines()
@@ -67,10 +59,10 @@ def _header(p: Pipeline, backend: str) -> str:
     inputs = ", ".join(f"{py_name(t)}={py_name(t)}" for t in p.info.inputs)
     seeds = ", ".join(f'"{o}": d{py_name(o)}' for o in p.info.outputs)
     opt = "optimized" if p.optimize else "not optimized"
-    return f'''"""Compiled by tcc {__version__} from {src} (backend: {backend}, {opt}).
+    return f'''"""Compiled by tcc {__version__} from {src} (backend: {backend.name}, {opt}).
 
 Generated code: regenerate it with `tcc compile` rather than editing it.
-It needs NumPy{" and opt_einsum" if backend == "opt_einsum" else ""} only, never tcc.
+It needs {backend.requires} only, never tcc.
 
 The program:
 {fwd}
@@ -90,60 +82,58 @@ gradients against finite differences on random inputs.
 
 def _helper_source(names: set[str]) -> str:
     from .backends import helpers
-    order = ["_sigmoid", "_ix", "_view", "_add_affine", "_einsum", "_contract"]
+    order = ["_sigmoid", "_ix", "_view", "_add_affine", "_contract"]
     parts = []
     for name in order:
         if name in names:
-            if name == "_einsum":
-                parts.append("_PATHS = {}\n")
             if name == "_contract":
                 parts.append("_EXPRESSIONS = {}\n")
             parts.append(inspect.getsource(getattr(helpers, name)))
     return "\n\n".join(parts)
 
 
-def _function_body(p: Pipeline, info: Info, backend, ctx_defined=()) -> tuple[list[str], set,
-                                                                          set]:
-    from .backends.lower import Context, lower_statement
-    ctx = Context(info, backend)
+def _function_body(info: Info, names, printer) -> tuple[list[str], object]:
+    """The lowered statements of one generated function, printed."""
+    from .backends.lower import lower_program
+    from .backends.operands import Context
+    from .backends.target import Name, walk
+    ctx = Context(info, names)
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
     for t in sorted(info.gather_data & value_reads):
-        from .backends.lower import local_name
-        ctx.value_casts[t] = local_name(t + "__value")
-    lines = []
-    for si in info.stmts:
-        lines += lower_statement(ctx, si)
-    return lines, ctx.helpers, ctx
+        ctx.value_casts[t] = names(t + "__value")
+    stmts = lower_program(ctx)
+    # the sizes the statements read (a size asked for but not printed is not bound)
+    seen = {n.name for s in stmts for n in walk(s) if isinstance(n, Name)}
+    ctx.used = {sym for sym in ctx.used if names(sym) in seen}
+    return printer.lines(stmts), ctx
 
 
-def _size_lines(ctx) -> list[str]:
-    from .backends.lower import local_name
+def _size_lines(ctx, names) -> list[str]:
     used = sorted(ctx.used, key=str)
     if not used:
         return []
-    names = ", ".join(local_name(d) for d in used)
-    vals = ", ".join(f'sizes["{d}"]' for d in used)
-    return [f"{names} = {vals}"]
+    return [f"{', '.join(names(d) for d in used)} = "
+            + ", ".join(f'sizes["{d}"]' for d in used)]
 
 
-def _unpack(names, info, source="arrays") -> list[str]:
-    from .backends.lower import local_name
-    return [f'{local_name(t)} = {source}["{py_name(t)}"]' for t in names]
+def _unpack(tensors, names, source="arrays") -> list[str]:
+    return [f'{names(t)} = {source}["{py_name(t)}"]' for t in tensors]
 
 
 def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     backend = _backend(backend_name)
-    from .backends.lower import local_name, reset_names
+    from .backends.operands import Names
     info, binfo = p.info, p.binfo
     ranges = [v for i in (info, binfo) for si in i.stmts for v in si.ranges.values()
               if isinstance(v, str)]
-    names = list(dict.fromkeys([*info.roles, *binfo.roles, *info.dims, *binfo.dims, *ranges]))
-    reset_names(names)
+    names = Names(dict.fromkeys([*info.roles, *binfo.roles, *info.dims, *binfo.dims, *ranges]))
+    printer = backend.printer()
+    local_name = names
     gradcheck_positive = _positive(p.original)
 
     # ---- forward
-    fbody, fhelpers, fctx = _function_body(p, info, backend)
+    fbody, fctx = _function_body(info, names, printer)
     kinds = {py_name(t): ("gather" if t in info.gather_data else "float") for t in info.inputs}
     returned = list(info.outputs) + [t for t in p.saved if t not in info.outputs]
     if not p.optimize:
@@ -157,16 +147,16 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     fwd.append('    """')
     fwd.append('    arrays, dt = take(tensors, _FORWARD_KINDS, "forward")')
     fwd.append("    sizes = bind_sizes(_FORWARD_PLAN, arrays)")
-    pre = _unpack(info.inputs, info)
+    pre = _unpack(info.inputs, names)
     for t, name in fctx.value_casts.items():
         pre.append(f"{name} = {local_name(t)}.astype(dt)")
-    pre += _size_lines(fctx)
+    pre += _size_lines(fctx, names)
     fwd += ["    " + line for line in pre + fbody]
     fwd.append("    return {" + ", ".join(f'"{py_name(t)}": {local_name(t)}'
                                          for t in returned) + "}")
 
     # ---- backward
-    bbody, bhelpers, bctx = _function_body(p, binfo, backend)
+    bbody, bctx = _function_body(binfo, names, printer)
     seeds = [t for t in binfo.inputs if is_grad(t) and base_name(t) in info.outputs]
     saved = [t for t in binfo.inputs if t not in seeds and t not in info.inputs]
     bkinds = dict(kinds)
@@ -192,10 +182,10 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
                                 for d in info.shapes[o]) + \
             ("," if len(info.shapes[o]) == 1 else "") + ")"
         bwd.append(f'    arrays["{py_name(t)}"] = seed(grads, "{o}", {shape}, dt)')
-    bpre = _unpack([t for t in binfo.inputs], binfo)
+    bpre = _unpack(binfo.inputs, names)
     for t, name in bctx.value_casts.items():
         bpre.append(f"{name} = {local_name(t)}.astype(dt)")
-    size_lines = _size_lines(bctx)
+    size_lines = _size_lines(bctx, names)
     bwd.append(("    sizes = " if size_lines else "    ") +
                "bind_sizes(_BACKWARD_PLAN, arrays, sizes)")
     bpre += size_lines
@@ -212,7 +202,7 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
             ret.append(f'"{t}": np.zeros({shape}, dtype=dt)')
     bwd.append("    return {" + ", ".join(ret) + "}")
 
-    helpers = fhelpers | bhelpers
+    helpers = backend.helpers_for(printer.used)
     from .gradcheck import choose_sizes
     try:
         defaults = choose_sizes(p.original)
@@ -243,8 +233,8 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
         "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(binfo.plan), width=96, compact=True),
     ]
     parts = [
-        _header(p, backend_name),
-        "\n".join(backend.IMPORTS + (["import itertools"] if "_add_affine" in helpers else [])),
+        _header(p, backend),
+        "\n".join(backend.imports + (["import itertools"] if "_add_affine" in helpers else [])),
         "# ---- run-time checks, shared with tcc's reference interpreter",
         _runtime_source(),
         _module_runtime(),

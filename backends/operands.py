@@ -1,0 +1,510 @@
+"""The lowering's values: each read, factor and contraction of a statement as
+a target IR value over its loop indices (``Operand``).
+
+Right-hand sides are sums of products. A factor that is not a plain read is
+computed once, elementwise, over only its own indices; factors whose indices
+are a subset of another's are multiplied into it. What remains is one
+contraction per product, which goes to BLAS: a matrix product or
+``tensordot`` for two operands, ``einsum`` along the path chosen once
+(``tcc.contraction``) for three or more. Reads with affine indices are
+strided views (basic slices, or one ``strided_view``: the im2col of a
+convolution); gathers are advanced indexing.
+"""
+
+from __future__ import annotations
+
+import keyword
+from dataclasses import dataclass, field
+
+from tcc import contraction, functions
+from tcc.check import Info
+from tcc.ir import (Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, base_name, py_name,
+                    reads)
+
+from .target import ALL, NEW, Apply, Index, Lit, Name, Op, Slice, Tup, walk
+
+
+def ap(op: str, *args, **kw) -> Apply:
+    """An ``Apply`` node: ``ap("sum", x, axis=0)``."""
+    return Apply(op, tuple(args), tuple(kw.items()))
+
+
+# Names the generated functions use besides the program's own.
+RESERVED_LOCALS = {"np", "oe", "torch", "dt", "sizes", "tensors", "grads", "itertools", "out",
+                   "saved", "seeds", "arrays", "take", "seed", "seed_names", "need_saved",
+                   "bind_sizes", "computation_dtype", "fd_check", "forward", "backward",
+                   "random_inputs", "math", "sys"}
+
+
+class Names:
+    """One generated module's Python names for tensors, dims and buffers:
+    unique, never a reserved or private name. The program's own names claim
+    themselves first."""
+
+    def __init__(self, names=()):
+        self.table: dict[str, str] = {}
+        plain = [n for n in names if py_name(n) not in RESERVED_LOCALS and
+                 not keyword.iskeyword(py_name(n)) and not py_name(n).startswith("_")]
+        for n in plain:
+            self.table[n] = py_name(n)
+        for n in names:
+            self(n)
+
+    def __call__(self, name: str) -> str:
+        """The Python local for a tensor or dim name (``X.grad`` is ``X_grad``)."""
+        if name in self.table:
+            return self.table[name]
+        p = py_name(name)
+        taken = set(self.table.values())
+        if p in RESERVED_LOCALS or keyword.iskeyword(p) or p.startswith("_") or p in taken:
+            p = p + "_"
+            while p in taken or p in RESERVED_LOCALS or py_name(p) in self.table:
+                p = p + "_"
+        self.table[name] = p
+        return p
+
+
+@dataclass
+class Context:
+    """What one generated function knows: names, sizes, tensors defined so far."""
+    info: Info
+    names: Names
+    defined: set[str] = field(default_factory=set)   # tensors assigned so far
+    value_casts: dict[str, str] = field(default_factory=dict)   # int data read as numbers
+    used: set = field(default_factory=set)          # size names the code reads
+    loop_names: set = field(default_factory=set)    # Python loop variables (tap loops)
+    flat_layouts: dict = field(default_factory=dict)  # padded flat copies already made
+    extra_shapes: dict = field(default_factory=dict)  # shapes of the lowering's own views
+
+    def shape_of(self, tensor: str):
+        if tensor in self.extra_shapes:
+            return self.extra_shapes[tensor]
+        shapes = self.info.shapes
+        return shapes[tensor] if tensor in shapes else shapes[base_name(tensor)]
+
+    def size(self, sym):
+        """A size as a value: a literal, or the local that holds it."""
+        if isinstance(sym, int):
+            return Lit(sym)
+        if sym not in self.loop_names:
+            self.used.add(sym)
+        return Name(self.names(sym))
+
+    def var_size(self, ranges, v):
+        return self.size(ranges[v])
+
+    def local(self, name: str) -> Name:
+        return Name(self.names(name))
+
+
+@dataclass
+class Operand:
+    """A value over loop indices ``vars`` (its axes, in order)."""
+    node: object
+    vars: tuple[str, ...]
+    fresh: bool = False       # a new array, not a view of a named tensor
+
+    def aligned(self, res) -> "Operand":
+        if self.vars == tuple(res):
+            return self
+        return Operand(align(self.node, self.vars, tuple(res)), tuple(res), self.fresh)
+
+
+# ----------------------------------------------------------------- helpers
+
+def add(a, b):
+    return b if a is None else Op("+", (a, b))
+
+
+def mul(a, b):
+    return Op("*", (a, b))
+
+
+def shape_tuple(ctx: Context, shape) -> Tup:
+    return Tup(tuple(ctx.size(d) for d in shape))
+
+
+def has_index(node) -> bool:
+    """Whether a value indexes an array (a slice, a window, a gather)."""
+    return any(isinstance(n, Index) or (isinstance(n, Apply) and n.op == "strided_view")
+               for n in walk(node))
+
+
+def align(node, src: tuple[str, ...], dst: tuple[str, ...]):
+    """Rearrange an array over ``src`` to broadcast over ``dst`` (a superset)."""
+    present = [v for v in dst if v in src]
+    if list(src) != present:
+        perm = tuple(src.index(v) for v in present)
+        node = ap("transpose", node, perm=None if len(src) == 2 else perm)
+    if not present:
+        return node
+    first = dst.index(present[0])
+    parts = [Slice() if v in src else NEW for v in dst[first:]]
+    while parts and parts[-1] == Slice():
+        parts.pop()
+    if not parts:
+        return node
+    return Index(node, tuple(parts))
+
+
+def const_value(ctx: Context, a: Affine):
+    """The constant part of an index (its literal and dims) as a size value."""
+    out = Lit(a.const) if a.const or not a.dims else None
+    for d, c in a.dims:
+        term = ctx.size(d) if c == 1 else mul(Lit(c), ctx.size(d))
+        out = term if out is None else Op("+", (out, term))
+    return out
+
+
+def simple_axes(index) -> bool:
+    """Each axis a constant, or one index with a positive coefficient used nowhere else."""
+    seen = []
+    for ix in index:
+        if not isinstance(ix, Affine) or len(ix.terms) > 1:
+            return False
+        if ix.terms:
+            v, c = ix.terms[0]
+            if c <= 0 or v in seen:
+                return False
+            seen.append(v)
+    return True
+
+
+def slice_part(ctx: Context, ix: Affine, ranges, axis_size):
+    """A basic slice for an axis: a constant, or ``start : stop : step``."""
+    if not ix.terms:
+        return const_value(ctx, ix)
+    v, c = ix.terms[0]
+    n = ctx.var_size(ranges, v)
+    start = const_value(ctx, ix) if (ix.const or ix.dims) else None
+    if c == 1 and start is None and ranges[v] == axis_size:
+        return Slice()
+    if c == 1:
+        return Slice(start, add(start, n))
+    return Slice(start, add(start, Op("+", (mul(Lit(c), Op("-", (n, Lit(1)))), Lit(1)))),
+                 Lit(c))
+
+
+def index_vars(index) -> tuple[str, ...]:
+    out = []
+    for ix in index:
+        for v in ix.vars:
+            if v not in out:
+                out.append(v)
+    return tuple(out)
+
+
+def read_operand(ctx: Context, ref: Ref, ranges, as_value: bool = True) -> Operand:
+    """An array over the read's indices (in order of appearance)."""
+    name = ctx.local(ref.tensor)
+    if as_value and ref.tensor in ctx.value_casts:
+        name = Name(ctx.value_casts[ref.tensor])
+    if not ref.index:
+        return Operand(name, ())
+    vars_ = index_vars(ref.index)
+    plains = [ix.plain if isinstance(ix, Affine) else None for ix in ref.index]
+    if all(plains) and len(set(plains)) == len(plains):
+        return Operand(name, tuple(plains))
+    if any(isinstance(ix, Gather) for ix in ref.index):
+        return Operand(Index(name, advanced_index(ctx, ref.index, vars_, ranges)), vars_, True)
+    if simple_axes(ref.index):
+        shape = ctx.shape_of(ref.tensor)
+        parts = [slice_part(ctx, ix, ranges, shape[k]) for k, ix in enumerate(ref.index)]
+        while parts and parts[-1] == Slice():
+            parts.pop()
+        order = tuple(ix.terms[0][0] for ix in ref.index if ix.terms)
+        return Operand(Index(name, tuple(parts)) if parts else name, order)
+    offsets = Tup(tuple(const_value(ctx, ix) for ix in ref.index))
+    coefs = Tup(tuple(tuple(dict(ix.terms).get(v, 0) for ix in ref.index) for v in vars_))
+    sizes = Tup(tuple(ctx.var_size(ranges, v) for v in vars_))
+    return Operand(ap("strided_view", name, offsets, sizes, coefs), vars_)
+
+
+def advanced_index(ctx: Context, index, vars_: tuple[str, ...], ranges) -> tuple:
+    """All-advanced index parts whose broadcast shape is ``vars_``."""
+    n = len(vars_)
+    parts = []
+    for ix in index:
+        if isinstance(ix, Gather):
+            inner = read_operand(ctx, Ref(ix.tensor, ix.index), ranges, as_value=False)
+            parts.append(align(inner.node, inner.vars, vars_) if inner.vars else inner.node)
+        elif not ix.terms:
+            parts.append(const_value(ctx, ix))
+        else:
+            node = None
+            for v, c in ix.terms:
+                ar = ap("arange_axis", ctx.var_size(ranges, v), vars_.index(v), n)
+                node = add(node, ar if c == 1 else mul(Lit(c), ar))
+            if ix.const or ix.dims:
+                node = add(node, const_value(ctx, ix))
+            parts.append(node)
+    return tuple(parts)
+
+
+# ------------------------------------------------------------- expressions
+
+def fold(e: Expr):
+    """The value of an expression of numbers only, or None."""
+    if isinstance(e, Num):
+        return e.value
+    if isinstance(e, Neg):
+        v = fold(e.arg)
+        return None if v is None else -v
+    if isinstance(e, Bin):
+        a, b = fold(e.lhs), fold(e.rhs)
+        if a is None or b is None:
+            return None
+        try:
+            return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                    "/": lambda: a / b, "**": lambda: a ** b,
+                    "<": lambda: float(a < b), ">": lambda: float(a > b),
+                    "<=": lambda: float(a <= b), ">=": lambda: float(a >= b),
+                    "==": lambda: float(a == b), "!=": lambda: float(a != b)}[e.op]()
+        except (ZeroDivisionError, OverflowError, ValueError):
+            return None
+    if isinstance(e, Call):
+        args = [fold(a) for a in e.args]
+        if any(a is None for a in args):
+            return None
+        return functions.fold(e.fn, args)
+    return None
+
+
+def elementwise(ctx: Context, e: Expr, order: tuple[str, ...], ranges):
+    """e computed over ``order`` by broadcasting, as a value."""
+    v = fold(e)
+    if v is not None:
+        if isinstance(v, complex):
+            raise ValueError(v)
+        return Lit(v)
+    if isinstance(e, DimVal):
+        # a size read as a number, in the computation's dtype: 1/B for B = 0 is
+        # inf (a mean over nothing is nan), as NumPy and the interpreter have it
+        return ap("scalar", ctx.size(e.name))
+    if isinstance(e, Ref):
+        op = read_operand(ctx, e, ranges)
+        return align(op.node, op.vars, order) if op.vars else op.node
+    if isinstance(e, Neg):
+        return Op("neg", (elementwise(ctx, e.arg, order, ranges),))
+    if isinstance(e, Bin):
+        a = elementwise(ctx, e.lhs, order, ranges)
+        b = elementwise(ctx, e.rhs, order, ranges)
+        if e.op in ("<", ">", "<=", ">=", "==", "!="):
+            return ap("as_float", Op(e.op, (a, b)))
+        return Op(e.op, (a, b))
+    if isinstance(e, Call):
+        functions.lookup(e.fn, e.pos)
+        return Apply("fn:" + e.fn, tuple(elementwise(ctx, a, order, ranges) for a in e.args))
+    raise AssertionError(e)
+
+
+def expr_vars(e: Expr) -> set[str]:
+    out = set()
+    for r in reads(e):
+        out.update(index_vars(r.index))
+    return out
+
+
+# ------------------------------------------------------- sums of products
+
+def split_terms(e: Expr, sign: int = 1) -> list[tuple[int, Expr]]:
+    """The top-level terms of a sum, with their signs."""
+    if isinstance(e, Bin) and e.op in ("+", "-"):
+        return split_terms(e.lhs, sign) + split_terms(e.rhs, sign if e.op == "+" else -sign)
+    if isinstance(e, Neg):
+        return split_terms(e.arg, -sign)
+    return [(sign, e)]
+
+
+def split_factors(e: Expr, up: bool = True) -> list[tuple[bool, Expr]]:
+    """The factors of a product: (True, f) multiplies, (False, f) divides."""
+    if isinstance(e, Bin) and e.op == "*":
+        return split_factors(e.lhs, up) + split_factors(e.rhs, up)
+    if isinstance(e, Bin) and e.op == "/":
+        return split_factors(e.lhs, up) + split_factors(e.rhs, not up)
+    return [(up, e)]
+
+
+def ordered(vs, loops) -> tuple[str, ...]:
+    return tuple(v for v in loops if v in vs)
+
+
+def factor_value(ctx, factors: list[tuple[bool, Expr]], order, ranges):
+    """Multiply and divide factors elementwise over ``order``."""
+    node = None
+    for up, f in factors:
+        if up:
+            val = elementwise(ctx, f, order, ranges)
+            node = val if node is None else mul(node, val)
+    if node is None:
+        node = Lit(1.0)
+    for up, f in factors:
+        if not up:
+            node = Op("/", (node, elementwise(ctx, f, order, ranges)))
+    return node
+
+
+def _is_plain_read(fs) -> bool:
+    return len(fs) == 1 and fs[0][0] and isinstance(fs[0][1], Ref)
+
+
+def product_operands(ctx, factors, loops, ranges) -> tuple[object, list[Operand]]:
+    """(scalar value or None, operands) for one product's factors."""
+    scalars, groups = [], []       # groups: [vars, factors]
+    for up, f in factors:
+        vs = expr_vars(f)
+        if not vs:
+            scalars.append((up, f))
+            continue
+        groups.append([ordered(vs, loops), [(up, f)]])
+    # Fold each factor into another whose indices contain its own.
+    merged = True
+    while merged:
+        merged = False
+        for i, (vi, fi) in enumerate(groups):
+            hosts = [j for j, (vj, _) in enumerate(groups) if j != i and set(vi) <= set(vj)]
+            if not hosts:
+                continue
+            # prefer a host that is already computed (not a bare read), then the smallest
+            hosts.sort(key=lambda j: (_is_plain_read(groups[j][1]), len(groups[j][0])))
+            j = hosts[0]
+            # two plain reads stay separate operands: a contraction (BLAS or
+            # einsum) multiplies and sums them without building their product
+            if not (_is_plain_read(fi) and _is_plain_read(groups[j][1])):
+                groups[j][1] = groups[j][1] + fi
+                groups.pop(i)
+                merged = True
+                break
+    operands = []
+    for vs, fs in groups:
+        if _is_plain_read(fs):
+            operands.append(read_operand(ctx, fs[0][1], ranges))
+        else:
+            operands.append(Operand(factor_value(ctx, fs, vs, ranges), vs, True))
+    scalar = factor_value(ctx, scalars, (), ranges) if scalars else None
+    return scalar, operands
+
+
+# ------------------------------------------------------------ contractions
+
+def _sum_axes(op: Operand, lone) -> Operand:
+    axes = tuple(op.vars.index(v) for v in lone)
+    rest = tuple(v for v in op.vars if v not in lone)
+    return Operand(ap("sum", op.node, axis=axes[0] if len(axes) == 1 else axes), rest, True)
+
+
+def contract(ctx, operands: list[Operand], out: tuple[str, ...], ranges) -> Operand:
+    """Contract operands, summing every index not in ``out``; result over out∩vars."""
+    keep_all = set(out)
+    ops = []
+    for k, op in enumerate(operands):   # sum indices only one operand has inside it
+        others = set().union(*(o.vars for j, o in enumerate(operands) if j != k)) \
+            if len(operands) > 1 else set()
+        lone = [v for v in op.vars if v not in keep_all and v not in others]
+        ops.append(_sum_axes(op, lone) if lone and len(operands) > 1 else op)
+    present = set().union(*(o.vars for o in ops)) if ops else set()
+    res = tuple(v for v in out if v in present)
+    if len(ops) == 1:
+        op = ops[0]
+        lone = [v for v in op.vars if v not in keep_all]
+        if lone:
+            op = _sum_axes(op, lone)
+        return Operand(align(op.node, op.vars, res) if op.vars != res else op.node, res,
+                       op.fresh)
+    if len(ops) == 2:
+        return _contract2(ops[0], ops[1], res)
+    path = contraction.path([o.vars for o in ops], res, ranges)
+    return Operand(ap("einsum", Lit(contraction.spec([o.vars for o in ops], res)),
+                      *(o.node for o in ops), path=path), res, True)
+
+
+def _t(node):
+    return ap("transpose", node, perm=None)
+
+
+def _contract2(a: Operand, b: Operand, res) -> Operand:
+    shared = [v for v in a.vars if v in b.vars]
+    summed = [v for v in shared if v not in res]
+    batch = [v for v in shared if v in res]
+    if not summed:
+        prod = mul(align(a.node, a.vars, res), align(b.node, b.vars, res))
+        return Operand(prod, res, True)
+    if batch:       # a kept (batch) index shared: one einsum loop, no BLAS
+        return Operand(ap("einsum", Lit(contraction.spec([a.vars, b.vars], res)), a.node,
+                          b.node, path=None), tuple(res), True)
+    af = tuple(v for v in a.vars if v not in summed)
+    bf = tuple(v for v in b.vars if v not in summed)
+    if len(summed) == 1 and len(a.vars) <= 2 and len(b.vars) <= 2:
+        c = summed[0]
+        # A as (free, c), B as (c, free): the result is over af + bf.
+        if res == bf + af and af and bf:
+            a, b, af, bf = b, a, bf, af
+        left = a.node if a.vars[-1] == c else _t(a.node)
+        right = b.node if b.vars[0] == c else _t(b.node)
+        return Operand(ap("matmul", left, right), af + bf, True).aligned(res)
+    # tensordot's result is over af + bf: put first the operand that keeps the
+    # result's innermost index innermost, so what follows reads memory in order.
+    if res and res[-1] in af and af and bf:
+        a, b, af, bf = b, a, bf, af
+    mm = _matmul_forms(a, b, summed, res)
+    if mm is not None:
+        return mm
+    ia = tuple(a.vars.index(v) for v in summed)
+    ib = tuple(b.vars.index(v) for v in summed)
+    return Operand(ap("tensordot", a.node, b.node, axes=(ia, ib)), af + bf, True).aligned(res)
+
+
+def _matmul_forms(a: Operand, b: Operand, summed, res) -> Operand | None:
+    """Contractions that matmul does on strided views without copying them
+    (tensordot would reshape, and copy, a view that does not flatten):
+    - a stack of matrices times one matrix: (..., n, c) @ (c, o);
+    - a batch summed afterwards: (b, o, n) @ (b, n, c), then summed over b."""
+    if len(summed) == 1:
+        c = summed[0]
+        for x, y in ((a, b), (b, a)):
+            if len(x.vars) >= 3 and len(y.vars) == 2 and x.vars[-2] == c and \
+                    x.vars[-1] not in y.vars:
+                o = tuple(v for v in y.vars if v != c)
+                left = y.node if y.vars[-1] == c else _t(y.node)
+                if has_index(y.node):   # a strided slice: BLAS wants the small matrix contiguous
+                    left = ap("contiguous", left)
+                res_vars = x.vars[:-2] + o + (x.vars[-1],)
+                return Operand(ap("matmul", left, x.node), res_vars, True).aligned(res)
+            if x.vars[-1] == c and len(x.vars) >= 3 and len(y.vars) in (1, 2):
+                o = tuple(v for v in y.vars if v != c)
+                right = y.node if (y.vars[0] == c) else _t(y.node)
+                if has_index(y.node):
+                    right = ap("contiguous", right)
+                return Operand(ap("matmul", x.node, right), x.vars[:-1] + o,
+                               True).aligned(res)
+    if len(summed) == 2 and a.vars[0] == b.vars[0] and a.vars[0] in summed:
+        bt = a.vars[0]
+        c = next(v for v in summed if v != bt)
+        ar, br = a.vars[1:], b.vars[1:]
+        if c in ar and c in br and len(ar) <= 2 and len(br) <= 2:
+            af = tuple(v for v in ar if v != c)
+            bf = tuple(v for v in br if v != c)
+            left = a.node if ar[-1] == c else _swap_last(a.node, len(a.vars))
+            right = b.node if br[0] == c else _swap_last(b.node, len(b.vars))
+            if not af:
+                left = Index(left, (Slice(), NEW, Slice()))
+            if not bf:
+                right = Index(right, (Slice(), Slice(), NEW))
+            node = ap("sum", ap("matmul", left, right), axis=0)
+            if not af and not bf:
+                node = Index(node, (Lit(0), Lit(0)))
+            elif not af:
+                node = Index(node, (Lit(0),))
+            elif not bf:
+                node = Index(node, (Slice(), Lit(0)))
+            return Operand(node, af + bf, True).aligned(res)
+    return None
+
+
+def _swap_last(node, ndim: int):
+    """Swap the last two axes (a view)."""
+    return ap("transpose", node, perm=tuple(range(ndim - 2)) + (ndim - 1, ndim - 2))
+
+
+__all__ = ["ALL", "Context", "Names", "Operand", "ap", "align", "read_operand", "elementwise",
+           "contract", "split_terms", "split_factors", "product_operands"]

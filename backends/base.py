@@ -48,6 +48,14 @@ class Backend:
     module: str = "np"                          # how the module names its array library
     helpers: dict[str, tuple[str, ...]] = field(default_factory=dict)   # op -> helpers used
     requires: str = "NumPy"                     # what the module needs, for its docstring
+    op_imports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # op -> imports
+
+    def imports_for(self, used: set[str]) -> list[str]:
+        """The module's imports: the backend's own, and those of the operations it printed."""
+        out = list(self.imports)
+        for op in sorted(used):
+            out += [i for i in self.op_imports.get(op, ()) if i not in out]
+        return out
 
     def printer(self) -> Printer:
         return Printer(self.code, self.module, self.name)
@@ -62,11 +70,12 @@ class Backend:
         return out
 
     def extend(self, name: str, imports=None, code=None, helpers=None, requires=None,
-               module=None) -> "Backend":
+               module=None, op_imports=None) -> "Backend":
         """A backend that overrides some of this one's entries."""
         return Backend(name, list(imports if imports is not None else self.imports),
                        {**self.code, **(code or {})}, module or self.module,
-                       {**self.helpers, **(helpers or {})}, requires or self.requires)
+                       {**self.helpers, **(helpers or {})}, requires or self.requires,
+                       {**self.op_imports, **(op_imports or {})})
 
 
 def _axis(p: Printer, x, axis) -> str:

@@ -20,8 +20,8 @@ def _view(a, offsets, shape, coefs):
     # the im2col of a convolution without a copy. Bounds were checked before.
     base = a[tuple(slice(o, None) for o in offsets)]
     # (an axis of length 1 takes stride 0: its coefficient, however large, never moves)
-    strides = tuple(0 if n <= 1 else sum(c * s for c, s in zip(cs, a.strides))
-                    for cs, n in zip(coefs, shape))
+    strides = tuple(0 if n <= 1 else sum(c * s for c, s in zip(cs, a.strides, strict=True))
+                    for cs, n in zip(coefs, shape, strict=True))
     return np.lib.stride_tricks.as_strided(base, shape=shape, strides=strides,
                                            writeable=False)
 
@@ -40,7 +40,7 @@ def _add_affine(dst, val, offsets, coefs):
     kept = [k for k in range(nvar) if k in sliced.values()]
     perm = [kept.index(sliced[a]) for a in sorted(sliced)]
     for point in itertools.product(*(range(val.shape[k]) for k in looped)):
-        at = dict(zip(looped, point))
+        at = dict(zip(looped, point, strict=True))
         index = []
         for a in range(ndim):
             start = offsets[a] + sum(coefs[k][a] * i for k, i in at.items())

@@ -12,6 +12,7 @@ def _contract(p, spec, *args, path=None):
             f"{', '.join(p.expr(a) for a in args)})")
 
 
-BACKEND = NUMPY.extend("opt_einsum", imports=["import numpy as np", "import opt_einsum as oe"],
-                       code={"einsum": (_contract, 9)}, helpers={"einsum": ("_contract",)},
+BACKEND = NUMPY.extend("opt_einsum", code={"einsum": (_contract, 9)},
+                       helpers={"einsum": ("_contract",)},
+                       op_imports={"einsum": ("import opt_einsum as oe",)},
                        requires="NumPy and opt_einsum")

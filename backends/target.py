@@ -268,6 +268,8 @@ class Printer:
             return n.name, ATOM
         if isinstance(n, Lit):
             text = num_code(n.value, self.module)
+            if self.module + "." in text:
+                self.used.add("literal")
             return text, (UNARY if text.startswith("-") else ATOM)
         if isinstance(n, (int, float)) and not isinstance(n, bool):
             return self.value(Lit(n))
@@ -308,6 +310,7 @@ class Printer:
         from tcc import functions
         row = functions.lookup(n.op[3:])
         self.used.update(row.helpers)
+        self.used.add(n.op)
         return row.code.format(*(self.expr(a) for a in n.args)), ATOM
 
     def expr(self, n) -> str:

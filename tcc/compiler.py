@@ -113,8 +113,10 @@ def _size_lines(ctx, names) -> list[str]:
     used = sorted(ctx.used, key=str)
     if not used:
         return []
-    return [f"{', '.join(names(d) for d in used)} = "
-            + ", ".join(f'sizes["{d}"]' for d in used)]
+    line = f"{', '.join(names(d) for d in used)} = " + ", ".join(f'sizes["{d}"]' for d in used)
+    if len(line) <= 92:
+        return [line]
+    return [f'{names(d)} = sizes["{d}"]' for d in used]
 
 
 def _unpack(tensors, names, source="arrays") -> list[str]:
@@ -146,11 +148,12 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
                + (f" and the values the backward reads ({', '.join(kept)})." if kept else "."))
     fwd.append('    """')
     fwd.append('    arrays, dt = take(tensors, _FORWARD_KINDS, "forward")')
-    fwd.append("    sizes = bind_sizes(_FORWARD_PLAN, arrays)")
+    fsizes = _size_lines(fctx, names)
+    fwd.append(("    sizes = " if fsizes else "    ") + "bind_sizes(_FORWARD_PLAN, arrays)")
     pre = _unpack(info.inputs, names)
     for t, name in fctx.value_casts.items():
         pre.append(f"{name} = {local_name(t)}.astype(dt)")
-    pre += _size_lines(fctx, names)
+    pre += fsizes
     fwd += ["    " + line for line in pre + fbody]
     fwd.append("    return {" + ", ".join(f'"{py_name(t)}": {local_name(t)}'
                                          for t in returned) + "}")
@@ -234,7 +237,9 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     ]
     parts = [
         _header(p, backend),
-        "\n".join(backend.imports + (["import itertools"] if "_add_affine" in helpers else [])),
+        "# ruff: noqa: E501  (each statement is one line, quoted above the code for it)",
+        "\n".join(backend.imports_for(printer.used) +
+                  (["import itertools"] if "_add_affine" in helpers else [])),
         "# ---- run-time checks, shared with tcc's reference interpreter",
         _runtime_source(),
         _module_runtime(),
@@ -274,8 +279,8 @@ def _module_runtime() -> str:
 def seed(grads, name, shape, dt):
     g = grads.get(name)
     if g is None:
-        return _np_rt.zeros(shape, dtype=dt)
-    g = _np_rt.asarray(g)
+        return np.zeros(shape, dtype=dt)
+    g = np.asarray(g)
     if g.dtype.kind == "c":
         raise ValueError(f"the seed for '{name}' is complex ({g.dtype})")
     if g.shape != tuple(shape):
@@ -299,12 +304,12 @@ _TAIL = '''def random_inputs(seed=0, **sizes):
         raise ValueError(f"unknown size {', '.join(unknown)}; the sizes are "
                          f"{', '.join(_DEFAULT_SIZES) or 'none'}")
     dims = {**_DEFAULT_SIZES, **sizes}
-    rng = _np_rt.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     out = {}
     for name, (entries, kind) in _RANDOM.items():
         shape = tuple(e if isinstance(e, int) else dims[e] for e in entries)
         if kind == "gather":
-            out[name] = _np_rt.zeros(shape, dtype=_np_rt.int64)
+            out[name] = np.zeros(shape, dtype=np.int64)
         elif kind == "positive":
             out[name] = rng.uniform(0.5, 1.5, size=shape)
         else:
@@ -320,14 +325,14 @@ def _self_check(seed=0):
     """Check backward() against central finite differences of forward()."""
     inputs = random_inputs(seed)
     fwd = forward(**inputs)
-    rng = _np_rt.random.default_rng(seed + 1)
-    seeds = {o: rng.standard_normal(_np_rt.shape(fwd[o.replace(".grad", "_grad")]))
+    rng = np.random.default_rng(seed + 1)
+    seeds = {o: rng.standard_normal(np.shape(fwd[o.replace(".grad", "_grad")]))
              for o in _OUTPUTS}
     grads = backward(seeds, **inputs, **fwd)
 
     def loss(tensors):
         out = forward(**tensors)
-        return sum(float(_np_rt.sum(seeds[o] * out[o.replace(".grad", "_grad")]))
+        return sum(float(np.sum(seeds[o] * out[o.replace(".grad", "_grad")]))
                    for o in _OUTPUTS)
 
     sizes = bind_sizes(_FORWARD_PLAN, inputs)
@@ -335,7 +340,7 @@ def _self_check(seed=0):
              if role == "param" and _BATCH}
     rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale)
     print(f"{'gradient':<16} {'shape':<16} {'worst rel. error':>16}  status")
-    for name, shape, err, skipped, ok, note in rows:
+    for name, shape, err, _skipped, ok, note in rows:
         print(f"{name + '.grad':<16} {str(list(shape)):<16} {err:>16.2e}  "
               f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
     return all(row[4] for row in rows)

@@ -43,6 +43,8 @@ Run `python ugrnn_cell.py --check` to check the
 gradients against finite differences on random inputs.
 """
 
+# ruff: noqa: E501  (each statement is one line, quoted above the code for it)
+
 import numpy as np
 
 # ---- run-time checks, shared with tcc's reference interpreter
@@ -263,8 +265,8 @@ def seed_names(grads, outputs):
 def seed(grads, name, shape, dt):
     g = grads.get(name)
     if g is None:
-        return _np_rt.zeros(shape, dtype=dt)
-    g = _np_rt.asarray(g)
+        return np.zeros(shape, dtype=dt)
+    g = np.asarray(g)
     if g.dtype.kind == "c":
         raise ValueError(f"the seed for '{name}' is complex ({g.dtype})")
     if g.shape != tuple(shape):
@@ -312,7 +314,7 @@ def forward(**tensors):
     Returns the outputs (hn) and the values the backward reads (R, G).
     """
     arrays, dt = take(tensors, _FORWARD_KINDS, "forward")
-    sizes = bind_sizes(_FORWARD_PLAN, arrays)
+    bind_sizes(_FORWARD_PLAN, arrays)
     WhR = arrays["WhR"]
     WxR = arrays["WxR"]
     BR = arrays["BR"]
@@ -390,12 +392,12 @@ def random_inputs(seed=0, **sizes):
         raise ValueError(f"unknown size {', '.join(unknown)}; the sizes are "
                          f"{', '.join(_DEFAULT_SIZES) or 'none'}")
     dims = {**_DEFAULT_SIZES, **sizes}
-    rng = _np_rt.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     out = {}
     for name, (entries, kind) in _RANDOM.items():
         shape = tuple(e if isinstance(e, int) else dims[e] for e in entries)
         if kind == "gather":
-            out[name] = _np_rt.zeros(shape, dtype=_np_rt.int64)
+            out[name] = np.zeros(shape, dtype=np.int64)
         elif kind == "positive":
             out[name] = rng.uniform(0.5, 1.5, size=shape)
         else:
@@ -411,14 +413,14 @@ def _self_check(seed=0):
     """Check backward() against central finite differences of forward()."""
     inputs = random_inputs(seed)
     fwd = forward(**inputs)
-    rng = _np_rt.random.default_rng(seed + 1)
-    seeds = {o: rng.standard_normal(_np_rt.shape(fwd[o.replace(".grad", "_grad")]))
+    rng = np.random.default_rng(seed + 1)
+    seeds = {o: rng.standard_normal(np.shape(fwd[o.replace(".grad", "_grad")]))
              for o in _OUTPUTS}
     grads = backward(seeds, **inputs, **fwd)
 
     def loss(tensors):
         out = forward(**tensors)
-        return sum(float(_np_rt.sum(seeds[o] * out[o.replace(".grad", "_grad")]))
+        return sum(float(np.sum(seeds[o] * out[o.replace(".grad", "_grad")]))
                    for o in _OUTPUTS)
 
     sizes = bind_sizes(_FORWARD_PLAN, inputs)
@@ -426,7 +428,7 @@ def _self_check(seed=0):
              if role == "param" and _BATCH}
     rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale)
     print(f"{'gradient':<16} {'shape':<16} {'worst rel. error':>16}  status")
-    for name, shape, err, skipped, ok, note in rows:
+    for name, shape, err, _skipped, ok, note in rows:
         print(f"{name + '.grad':<16} {str(list(shape)):<16} {err:>16.2e}  "
               f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
     return all(row[4] for row in rows)

@@ -338,16 +338,21 @@ class Blame:
     want: float
     seed: int
     also: tuple = ()        # other lines that update the same tensor
+    missing: bool = False   # each update adds a right term, but a term is missing
 
     def format(self) -> str:
         where = f"{self.filename or '<backward>'}:{self.line}:{self.col}"
+        what = "first wrong statement" if not self.missing else "first wrong gradient"
         pos = shape_text(self.first) if self.first else "scalar"
         pos = "" if not self.first else f" at {pos}"
-        lines = [f"{where}: first wrong statement: it computes {self.tensor}",
+        lines = [f"{where}: {what}: it computes {self.tensor}",
                  f"    {self.text}", "    " + " " * (self.col - 1) + "^",
                  f"{self.tensor}{pos}: your backward gives {_num(self.got)}, "
                  f"the derivative is {_num(self.want)} (seed {self.seed})"]
-        if self.also:
+        if self.missing:
+            lines.append(f"each statement that updates {self.tensor} adds a right term, but "
+                         "a term is missing")
+        elif self.also:
             lines.append(f"({self.tensor} is also updated on line"
                          f"{'s' if len(self.also) > 1 else ''} "
                          f"{', '.join(map(str, self.also))})")

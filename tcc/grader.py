@@ -127,6 +127,32 @@ class _Backward:
             else None
 
     def run(self, seeds: dict, inputs: dict, saved: dict) -> dict:
+        data = self.data(seeds, inputs, saved)
+        if self.kernel is None:
+            return interp.run(self.info, data)
+        out = self.kernel.forward(**{py_name(t): a for t, a in data.items()})
+        return {t: out[py_name(t)] for t in self.info.computed if py_name(t) in out}
+
+    def contributions(self, t: str, seeds: dict, inputs: dict, saved: dict) -> list:
+        """[(statement, what it adds to t)] for each statement that updates t, by
+        the reference interpreter, one statement at a time."""
+        arrays, sizes, dtype = interp.prepare(self.info, self.data(seeds, inputs, saved))
+        env = dict(arrays)
+        for c in self.info.computed:
+            shape = tuple(interp._size(sizes, e) for e in self.info.shapes[c])
+            env[c] = np.full(shape, -np.inf if any(
+                si.stmt.op == "max=" and si.stmt.target.tensor == c for si in self.info.stmts)
+                else 0, dtype=dtype)
+        out = []
+        with np.errstate(all="ignore"):
+            for si in self.info.stmts:
+                before = np.array(env[t], copy=True) if t in env else None
+                interp._run_stmt(si.stmt, si.ranges, env, sizes, dtype)
+                if si.stmt.target.tensor == t:
+                    out.append((si.stmt, env[t] - (before if before is not None else 0)))
+        return out
+
+    def data(self, seeds: dict, inputs: dict, saved: dict) -> dict:
         data = {}
         for t in self.info.inputs:
             if is_grad(t) and base_name(t) in seeds:
@@ -138,10 +164,7 @@ class _Backward:
             else:
                 raise ValueError(f"the backward reads '{t}', which is neither an input nor a "
                                  "value the forward computes")
-        if self.kernel is None:
-            return interp.run(self.info, data)
-        out = self.kernel.forward(**{py_name(t): a for t, a in data.items()})
-        return {t: out[py_name(t)] for t in self.info.computed if py_name(t) in out}
+        return data
 
 
 # ------------------------------------------------------------------ check
@@ -301,9 +324,15 @@ class _Grader:
         wrong = [s for s in stmts if status.get(s.target.tensor) == "wrong"]
         if not wrong:
             return None
-        pick = next((s for s in wrong
-                     if not any(status.get(r.tensor) == "wrong" and r.tensor != s.target.tensor
-                                for r in reads(s.expr))), wrong[0])
+
+        def reads_wrong(t):
+            """Whether some update of t reads another wrong tensor (t inherits it)."""
+            return any(status.get(r.tensor) == "wrong" and r.tensor != t
+                       for s in stmts if s.target.tensor == t for r in reads(s.expr))
+        pick = next((s for s in wrong if not reads_wrong(s.target.tensor)), wrong[0])
+        missing = False
+        if self.reference.info.computed.count(pick.target.tensor):
+            pick, missing = self.wrong_term(pick.target.tensor, seeds, inputs, saved, noise)
         t = pick.target.tensor
         first = wrong_at.get(t) or ()
         got = np.asarray(computed[t])[first] if first else float(np.asarray(computed[t]))
@@ -316,7 +345,25 @@ class _Grader:
         also = tuple(s.pos.line for s in stmts
                      if s is not pick and s.target.tensor == t and s.pos)
         return Blame(t, text, self.mine.filename, line, col, first, float(got), float(want),
-                     seed, also)
+                     seed, also, missing)
+
+    def wrong_term(self, t, seeds, inputs, saved, noise):
+        """(statement, whether a term seems missing) among the several that update t:
+        the first whose contribution is no sum of the derived backward's terms."""
+        from itertools import combinations
+        mine = self.mine.contributions(t, seeds, inputs, saved)
+        theirs = [c for _s, c in self.reference.contributions(t, seeds, inputs, saved)]
+        sums = [sum(group) for n in range(1, min(len(theirs), 4) + 1)
+                for group in combinations(theirs, n)]
+
+        def right(c):
+            everywhere = np.ones(np.shape(c), dtype=bool)
+            return any(np.shape(d) == np.shape(c) and gradcheck.compare(
+                c, d, everywhere, noise).error <= gradcheck.TOLERANCE for d in sums)
+        for stmt, c in mine:
+            if not right(c):
+                return stmt, False
+        return mine[0][0], True
 
     # ------------------------------------------------------- data hints
 

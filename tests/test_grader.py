@@ -225,3 +225,18 @@ def test_graph_renders_svg(tmp_path):
     svg = tmp_path / "g.svg"
     assert main(["graph", _forward("ttic_softmax"), "--backward", "-o", str(svg)]) == 0
     assert "<svg" in svg.read_text()
+
+
+def test_readme_shows_the_wrong_intermediate_report():
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = next(b for b in re.findall(r"```\n(.*?)```", readme, re.S)
+                 if b.startswith("$ tcc check ugrnn_cell.loop --backward wrong_gate.loop"))
+    shown = [ln for ln in block.splitlines()[1:] if ln != "..."]
+    path = os.path.relpath(_answer("ugrnn_cell__gate_grad"), ROOT)
+    out = subprocess.run([sys.executable, "-m", "tcc", "check", _forward("ugrnn_cell"),
+                          "--backward", path], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1
+    printed = out.stdout.replace(path, "wrong_gate.loop").splitlines()
+    for line in shown:
+        assert line in printed, (line, printed)

@@ -146,6 +146,7 @@ def run(args) -> int:
     if args.command == "check":
         if args.backward:
             _exists(args.backward)
+        _differentiable(api, args.file)
         data = {k: v for d in args.data for k, v in d.items()}
         report = api.check(args.file, sizes=args.sizes, seed=args.seed, seeds=args.seeds,
                            backward=args.backward, data=data, strict=args.strict)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _rt, gradcheck, interp
+from . import _rt, interp
 from .autodiff import differentiate as _differentiate
 from .check import Info, analyze
 from .errors import TccError
-from .ir import base_name, is_grad, Decl, Program, grad_name, reads
+from .ir import base_name, is_grad, Program, grad_name
 from .parse import parse as _parse_text
 from .parse import read_source
 
@@ -46,39 +46,6 @@ def grad_text(text_or_path, optimize: bool = True) -> str:
     return str(Pipeline(text, filename, optimize, forward_rewrites=False).backward)
 
 
-# ----------------------------------------------------------- hand-written
-
-def complete_backward(forward: Info, text: str, filename: str | None) -> Program:
-    """A hand-written backward whose declarations may be omitted: resolve its
-    names against the forward program (forward tensors and seeds as data, the
-    inputs' and params' gradients as outputs)."""
-    user = _parse_text(text, filename, known_dims=forward.dims)
-    declared = {d.name for d in user.decls}
-    computed = {s.target.tensor for s in user.stmts}
-    decls = list(user.decls)
-    if not any(d.role == "dim" for d in decls):
-        decls = [Decl("dim", d) for d in forward.dims] + decls
-    seen = set()
-    for s in user.stmts:
-        names = [r.tensor for r in reads(s.expr)]
-        names += [ix.tensor for r in [s.target, *reads(s.expr)] for ix in r.index
-                  if hasattr(ix, "tensor")]
-        for t in names:
-            if t in declared or t in computed or t in seen:
-                continue
-            base = base_name(t)
-            if base in forward.roles and (t == base or base in forward.outputs):
-                shape = forward.shapes.get(base, ())
-                decls.append(Decl("data", t, tuple(shape) or None))
-                seen.add(t)
-    for t in forward.differentiable:
-        g = grad_name(t)
-        if g in computed and g not in declared:
-            shape = forward.shapes.get(t, ())
-            decls.append(Decl("output", g, tuple(shape) or None))
-    return Program(tuple(decls), user.stmts)
-
-
 # ------------------------------------------------------------- engines
 
 class InterpEngine:
@@ -112,68 +79,6 @@ class InterpEngine:
                 for t in self.info.differentiable}
 
 
-def check(text_or_path, sizes: dict | None = None, seed: int = 0,
-          backward: str | None = None, engine: str = "compiled") -> gradcheck.Report:
-    """``tcc check``: the backward's gradients against finite differences.
-
-    The gradients come from the compiled (optimized) module, or from a
-    hand-written ``backward`` program; the finite differences from the
-    forward as written (compiled without optimization; ``engine="interp"``
-    uses the reference interpreter for both).
-    """
-    from .compiler import Kernel, compile as compile_kernel
-    from .ir import py_name
-
-    prog, text, filename = load(text_or_path)
-    info = _checked(prog, text, filename)
-    chosen = gradcheck.choose_sizes(info, sizes)
-    inputs = gradcheck.random_inputs(info, chosen, seed)
-    kw = {py_name(t): a for t, a in inputs.items()}
-    plain = compile_kernel(text, optimize=False) if engine == "compiled" else None
-
-    def forward_all(tensors):
-        if plain is None:
-            return interp.run(info, tensors)
-        out = plain.forward(**{py_name(t): a for t, a in tensors.items()})
-        return {t: out[py_name(t)] for t in info.computed}
-
-    saved = forward_all(inputs)
-    seeds = gradcheck.random_seeds(info, saved, seed)
-    if backward is not None:
-        btext, bname = read_source(backward)
-        bprog = complete_backward(info, btext, bname)
-        try:
-            binfo = analyze(bprog)
-        except TccError as err:
-            raise err.attach(bname, btext) from None
-        data = {}
-        for t in binfo.inputs:
-            if is_grad(t) and base_name(t) in seeds:
-                data[t] = seeds[base_name(t)]
-            else:
-                data[t] = inputs[t] if t in inputs else saved[t]
-        if engine == "compiled":
-            bk = Kernel(generate_plain(bprog), "backward")
-            out = bk.forward(**{py_name(t): a for t, a in data.items()})
-            grads = {t: out.get(py_name(grad_name(t))) for t in info.differentiable}
-        else:
-            out = interp.run(binfo, data)
-            grads = {t: out.get(grad_name(t)) for t in info.differentiable}
-    elif engine == "compiled":
-        k = compile_kernel(text, optimize=True)
-        fwd = k.forward(**kw)
-        grads = k.backward(seeds, **kw, **fwd)
-    else:
-        grads = InterpEngine(info, _differentiate(info)).backward(seeds, inputs, saved)
-
-    def forward_outputs(tensors):
-        out = forward_all(tensors)
-        return {o: out[o] for o in info.outputs}
-
-    return gradcheck.finite_difference_check(info, forward_outputs, grads, inputs, seeds,
-                                             chosen)
-
-
 def generate_plain(program: Program) -> str:
     """Module source for an already-parsed program (no optimization)."""
     from .compiler import generate
@@ -181,4 +86,6 @@ def generate_plain(program: Program) -> str:
     return generate(Pipeline(str(program), None, optimize=False), "numpy")
 
 
-__all__ = ["differentiate", "optimize", "grad_text", "check", "load", "np"]
+from .grader import check, complete_backward  # noqa: E402
+
+__all__ = ["differentiate", "optimize", "grad_text", "check", "load", "complete_backward", "np"]

@@ -9,6 +9,7 @@ import sys
 from . import __version__
 from .backends import REGISTRY
 from .errors import TccError
+from .grader import DEFAULT_SEEDS
 
 EPILOG = """examples:
   tcc parse softmax.loop            how tcc read the program, with inferred shapes
@@ -16,6 +17,8 @@ EPILOG = """examples:
   tcc compile softmax.loop -o softmax.py
   tcc check softmax.loop --sizes B=3,J=5
   tcc check ugrnn.loop --backward my_answer.loop
+  tcc check xent.loop --backward mine.loop --data P=onehot
+  tcc graph ugrnn.loop --backward -o ugrnn.svg
 """
 
 
@@ -33,6 +36,30 @@ def _sizes(text: str) -> dict[str, int]:
         if n < 1:
             raise argparse.ArgumentTypeError(f"size of {name.strip()} must be positive")
         out[name.strip()] = n
+    return out
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+def _data(text: str) -> dict[str, str]:
+    from .gradcheck import parse_data_kind
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, kind = part.partition("=")
+        if not eq or not name.strip().isidentifier():
+            raise argparse.ArgumentTypeError(f"expected NAME=KIND, got {part!r}")
+        try:
+            out[name.strip()] = parse_data_kind(name.strip(), kind)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
     return out
 
 
@@ -61,9 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.loop")
     p.add_argument("--sizes", type=_sizes, default={}, metavar="B=3,J=5",
                    help="dim sizes for the random inputs (default: small ones)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="first random seed (default 0)")
+    p.add_argument("--seeds", type=_positive, default=DEFAULT_SEEDS, metavar="N",
+                   help=f"independent random draws; passes only if all do "
+                   f"(default {DEFAULT_SEEDS})")
     p.add_argument("--backward", metavar="MINE.loop",
                    help="check this hand-written backward program instead of tcc's")
+    p.add_argument("--data", type=_data, action="append", default=[], metavar="P=onehot",
+                   help="how a data tensor is drawn: onehot, probabilities, positive or "
+                   "int:K (repeat, or separate by commas)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when a gradient is all zero at every draw (not exercised)")
+
+    p = sub.add_parser("graph", help="draw the computation graph (svg, png or dot)")
+    p.add_argument("file", metavar="FILE.loop")
+    p.add_argument("-o", "--output", metavar="OUT.svg",
+                   help="write here: .svg, .png, .pdf or .dot (default: dot text to stdout)")
+    p.add_argument("--backward", action="store_true",
+                   help="draw the backward beside the forward")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="with --backward: the raw backward, before optimization")
 
     p = sub.add_parser("explain", help="show the optimizations that fire and their cost")
     p.add_argument("file", metavar="FILE.loop")
@@ -79,6 +123,15 @@ def _exists(path: str):
         raise IsADirectoryError(path)
 
 
+def _differentiable(api, path: str):
+    """Stop with one line when the program has nothing to differentiate."""
+    from .grader import NothingToDifferentiate, nothing_to_differentiate
+    prog, text, filename = api.load(path)
+    why = nothing_to_differentiate(api._checked(prog, text, filename), filename)
+    if why:
+        raise NothingToDifferentiate(why)
+
+
 def run(args) -> int:
     from . import api
     _exists(args.file)
@@ -88,15 +141,25 @@ def run(args) -> int:
         sys.stdout.write(describe(api._checked(prog, text, filename)))
         return 0
     if args.command == "grad":
+        _differentiable(api, args.file)
         sys.stdout.write(api.grad_text(args.file, optimize=not args.no_optimize))
         return 0
     if args.command == "check":
         if args.backward:
             _exists(args.backward)
-        report = api.check(args.file, sizes=args.sizes, seed=args.seed,
-                           backward=args.backward)
+        _differentiable(api, args.file)
+        data = {k: v for d in args.data for k, v in d.items()}
+        report = api.check(args.file, sizes=args.sizes, seed=args.seed, seeds=args.seeds,
+                           backward=args.backward, data=data, strict=args.strict)
         print(report.format())
         return 0 if report.ok else 1
+    if args.command == "graph":
+        from .graph import draw
+        note = draw(args.file, args.output, backward=args.backward,
+                    optimize=not args.no_optimize)
+        if note:
+            print(note, file=sys.stderr)
+        return 0
     if args.command == "compile":
         from .compiler import compile_source
         source = compile_source(args.file, backend=args.backend,
@@ -119,7 +182,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 4000))
     try:
-        return run(args)
+        status = run(args)
+        sys.stdout.flush()      # a closed pipe shows here, not at exit
+        return status
     except TccError as err:
         print(err.format(), file=sys.stderr)
         return 1
@@ -136,7 +201,17 @@ def main(argv=None) -> int:
         print(f"tcc: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("tcc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (tcc check ... | head -1): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _rt, functions
 from .check import Info
-from .ir import Call, Bin, Program, grad_name, py_name, walk
+from .ir import Bin, Call, Program, grad_name, py_name, walk
 
 SIZE_POOL = (3, 4, 5, 2, 6, 7, 3, 4, 5, 6)
 H = 1e-6
@@ -102,27 +102,209 @@ def _fake_arrays(info, sizes):
             for t in info.inputs}
 
 
-def random_inputs(info: Info, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random float64 arrays for the program's inputs; valid positions for gather data."""
+# ------------------------------------------------------------------ data
+
+# How ``--data NAME=KIND`` draws a data tensor; the last axis is the row.
+DATA_KINDS = {
+    "onehot": "each row (along the last axis) all 0 but for a single 1",
+    "probabilities": "positive rows (along the last axis) that sum to 1",
+    "positive": "uniform in [0.5, 1.5]",
+    "int:K": "integers 0 .. K-1",
+}
+
+
+def parse_data_kind(name: str, kind: str) -> str:
+    """Check one ``--data`` kind; return it normalized."""
+    kind = kind.strip()
+    if kind in ("onehot", "one-hot"):
+        return "onehot"
+    if kind in ("probabilities", "positive"):
+        return kind
+    if kind.startswith("int:"):
+        try:
+            k = int(kind[4:])
+        except ValueError:
+            k = 0
+        if k >= 1:
+            return f"int:{k}"
+    raise ValueError(f"--data {name}={kind}: unknown kind; the kinds are "
+                     f"{', '.join(DATA_KINDS)}")
+
+
+def check_data_kinds(info: Info, kinds: dict[str, str]) -> dict[str, str]:
+    """The ``--data`` kinds, each naming a data tensor of the program."""
+    data = [t for t in info.inputs if info.roles[t] == "data"]
+    out = {}
+    for name, kind in kinds.items():
+        if name not in data:
+            raise ValueError(f"--data names '{name}', which is not a data tensor of the "
+                             f"program (its data tensors: {', '.join(data) or 'none'})")
+        kind = parse_data_kind(name, kind)
+        if name in info.gather_data and not kind.startswith("int:"):
+            raise ValueError(f"--data {name}={kind}: '{name}' holds gather positions; only "
+                             f"int:K applies to it")
+        out[name] = kind
+    return out
+
+
+def _draw(rng, kind: str, shape: tuple, integer: bool):
+    if kind == "onehot":
+        out = np.zeros(shape)
+        if not shape:
+            return np.ones(())
+        hot = rng.integers(0, shape[-1], size=shape[:-1])
+        np.put_along_axis(out, hot[..., None], 1.0, axis=-1)
+        return out
+    if kind == "probabilities":
+        raw = rng.uniform(0.1, 1.0, size=shape)
+        return raw / raw.sum(axis=-1, keepdims=True) if shape else np.ones(())
+    if kind == "positive":
+        return rng.uniform(0.5, 1.5, size=shape)
+    k = int(kind[4:])
+    values = rng.integers(0, k, size=shape)
+    return values if integer else values.astype(np.float64)
+
+
+def random_inputs(info: Info, sizes: dict[str, int], seed: int = 0,
+                  data: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Random float64 arrays for the program's inputs; valid positions for gather
+    data; ``data`` ({name: kind}) says how some data tensors are drawn instead."""
     rng = np.random.default_rng(seed)
+    data = data or {}
     positive = _positive_only(info.program)
     limits: dict[str, int] = {}
     full = _rt.bind_sizes(info.plan, _fake_arrays(info, sizes), dict(sizes))
     for step in info.plan:
         if step[0] == "gather":
-            _, data, _tensor, _axis, size = step
+            _, name, _tensor, _axis, size = step
             n = size if isinstance(size, int) else full[size]
-            limits[data] = min(limits.get(data, n), n)
+            limits[name] = min(limits.get(name, n), n)
     out = {}
     for t in info.inputs:
         shape = tuple(e if isinstance(e, int) else full[e] for e in info.shapes[t])
-        if t in info.gather_data:
+        if t in data:
+            out[t] = _draw(rng, data[t], shape, t in info.gather_data)
+        elif t in info.gather_data:
             out[t] = rng.integers(0, max(limits.get(t, 1), 1), size=shape)
         elif positive:
             out[t] = rng.uniform(0.5, 1.5, size=shape)
         else:
             out[t] = rng.standard_normal(shape)
     return out
+
+
+def random_seeds(info: Info, outputs: dict, seed: int) -> dict:
+    rng = np.random.default_rng(seed + 1)
+    return {o: rng.standard_normal(np.shape(outputs[o])) for o in info.outputs}
+
+
+# ------------------------------------------------------- finite differences
+
+# Rounding in a central difference is about eps * |loss terms| / h; a
+# difference below NOISE * (the loss's size) is not evidence either way.
+NOISE = 3e-8
+
+
+def loss_scale(outputs: dict, seeds: dict) -> float:
+    """The size of the checked scalar's terms: sum |seed * output|."""
+    with np.errstate(all="ignore"):
+        total = sum(float(np.sum(np.abs(seeds[o] * outputs[o]))) for o in seeds)
+    return total if np.isfinite(total) else 0.0
+
+
+def finite_differences(loss, inputs: dict, t: str, scale: float = 1.0):
+    """(fd, kink): central differences of ``loss`` in every position of ``t``;
+    kink marks positions where the one-sided differences disagree."""
+    x = np.asarray(inputs[t], dtype=np.float64)
+    base = loss(inputs)
+    fd = np.zeros(x.shape)
+    kink = np.zeros(x.shape, dtype=bool)
+    for pos in np.ndindex(*x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[pos] += H
+        minus[pos] -= H
+        lp, lm = loss({**inputs, t: plus}), loss({**inputs, t: minus})
+        fd[pos] = (lp - lm) / (2 * H) * scale
+        right, left = (lp - base) / H, (base - lm) / H
+        if abs(right - left) > 1e-3 * max(1.0, abs(right), abs(left)):
+            kink[pos] = True
+    return fd, kink
+
+
+@dataclass
+class Compared:
+    """One gradient against its reference at one draw."""
+    error: float            # worst |got - want| / max(largest |want|, floor)
+    first: tuple | None     # the first position beyond the tolerance
+    live: bool              # the reference is not all (nearly) zero
+
+
+def compare(got, want, keep, noise: float, tol: float = TOLERANCE) -> Compared:
+    """Relative error of ``got`` against ``want`` on the positions ``keep``,
+    scaled to ``want``'s own size; a difference below ``noise`` (absolute)
+    passes whatever the size."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    keep = np.asarray(keep, dtype=bool)
+    size = float(np.max(np.abs(want[keep]), initial=0.0))
+    denom = max(size, noise / tol, 1e-300)
+    diff = np.where(keep, np.abs(got - want), 0.0) / denom
+    finite = np.all(np.isfinite(got[keep])) and np.all(np.isfinite(want[keep]))
+    err = float(np.max(diff, initial=0.0)) if finite else float("nan")
+    first = None
+    if not err <= tol:
+        bad = np.argwhere(~(diff <= tol) & keep)
+        if len(bad):
+            first = tuple(int(i) for i in bad[0])
+    return Compared(err, first, size > 10 * noise)
+
+
+def check_gradients(info: Info, forward, grads: dict, inputs: dict, seeds: dict) -> dict:
+    """Each gradient against finite differences at one draw.
+
+    forward(tensors) -> {output: array}; grads: {input or param: array or None}.
+    Returns {name: (Compared or None, positions skipped at kinks, note)}.
+    """
+    def loss(tensors):
+        outs = forward(tensors)
+        return sum(float(np.sum(seeds[o] * outs[o])) for o in seeds)
+
+    with np.errstate(all="ignore"):
+        noise = NOISE * loss_scale(forward(inputs), seeds)
+    full = _rt.bind_sizes(info.plan, inputs, {})
+    results = {}
+    with np.errstate(all="ignore"):
+        for t in info.differentiable:
+            g, x = grads.get(t), inputs[t]
+            if g is None:
+                results[t] = (None, 0, "not computed")
+                continue
+            if np.shape(g) != np.shape(x):
+                results[t] = (None, 0, f"has shape {tuple(np.shape(g))}, expected "
+                                       f"{tuple(np.shape(x))}")
+                continue
+            b = info.batch
+            scale = 1.0 / full[b] if info.roles[t] == "param" and b is not None else 1.0
+            fd, kink = finite_differences(loss, inputs, t, scale)
+            c = compare(g, fd, ~kink, noise * scale)
+            note = ""
+            if c.first is not None:
+                p = c.first
+                note = (f"first at {list(p)}: backward gives {np.asarray(g)[p]:.6g}, "
+                        f"finite differences {fd[p]:.6g}")
+            results[t] = (c, int(kink.sum()), note)
+    return results
+
+
+# ----------------------------------------------------------------- report
+
+def shape_text(shape: tuple) -> str:
+    """One spelling for shapes: ``[3, 4]``, and ``scalar`` for 0-d."""
+    return "[" + ", ".join(map(str, shape)) + "]" if shape else "scalar"
+
+
+def _num(v) -> str:
+    return f"{v:.6g}"
 
 
 @dataclass
@@ -133,58 +315,110 @@ class Row:
     skipped: int
     ok: bool
     note: str = ""
+    live: int = 0           # draws at which the gradient was not all zero
+    seed: int | None = None  # the draw of the first failure
+
+    @property
+    def status(self) -> str:
+        if not self.ok:
+            return "FAIL"
+        return "ok" if self.live else "not exercised"
+
+
+@dataclass
+class Blame:
+    """The first statement of a hand-written backward whose result is wrong."""
+    tensor: str
+    text: str               # the statement's line(s), as written
+    filename: str | None
+    line: int
+    col: int
+    first: tuple
+    got: float
+    want: float
+    seed: int
+    also: tuple = ()        # other lines that update the same tensor
+    missing: bool = False   # each update adds a right term, but a term is missing
+
+    def format(self) -> str:
+        where = f"{self.filename or '<backward>'}:{self.line}:{self.col}"
+        what = "first wrong statement" if not self.missing else "first wrong gradient"
+        pos = shape_text(self.first) if self.first else "scalar"
+        pos = "" if not self.first else f" at {pos}"
+        lines = [f"{where}: {what}: it computes {self.tensor}",
+                 f"    {self.text}", "    " + " " * (self.col - 1) + "^",
+                 f"{self.tensor}{pos}: your backward gives {_num(self.got)}, "
+                 f"the derivative is {_num(self.want)} (seed {self.seed})"]
+        if self.missing:
+            lines.append(f"each statement that updates {self.tensor} adds a right term, but "
+                         "a term is missing")
+        elif self.also:
+            lines.append(f"({self.tensor} is also updated on line"
+                         f"{'s' if len(self.also) > 1 else ''} "
+                         f"{', '.join(map(str, self.also))})")
+        return "\n".join(lines)
 
 
 @dataclass
 class Report:
     rows: list[Row] = field(default_factory=list)
     sizes: dict = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    strict: bool = False
+    blame: Blame | None = None
+    hints: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
+        if self.blame is not None:
+            return False
+        return all(r.ok and (r.live or not self.strict) for r in self.rows)
+
+    @property
+    def unexercised(self) -> list[Row]:
+        return [r for r in self.rows if r.ok and not r.live]
 
     def format(self) -> str:
-        lines = [f"{'gradient':<16} {'shape':<16} {'worst rel. error':>16}  {'skipped':>7}  status"]
+        lines = [f"{'gradient':<16} {'shape':<16} {'rel. error':>10}  {'skipped':>7}  status"]
         for r in self.rows:
-            shape = "[" + ", ".join(map(str, r.shape)) + "]" if r.shape else "scalar"
             err = f"{r.error:.2e}" if r.error == r.error else "nan"
-            lines.append(f"{r.tensor:<16} {shape:<16} {err:>16}  {r.skipped:>7}  "
-                         f"{'ok' if r.ok else 'FAIL'}{'  ' + r.note if r.note else ''}")
+            lines.append(f"{r.tensor:<16} {shape_text(r.shape):<16} {err:>10}  {r.skipped:>7}  "
+                         f"{r.status}{'  ' + r.note if r.note else ''}")
+        if self.blame is not None:
+            lines.append(self.blame.format())
+        for r in self.unexercised:
+            lines.append(f"warning: {r.tensor} was all zero at every draw (a branch no draw "
+                         "took?): its answer is not tested"
+                         f"{'' if self.strict else ' (--strict makes this a failure)'}")
+        lines += self.hints
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())
         verdict = "all gradients agree" if self.ok else "some gradients disagree"
-        lines.append(f"{verdict} with central finite differences (h={H:g}, float64"
+        n = len(self.seeds)
+        draws = (f"{n} draw{'s' if n != 1 else ''}, seed{'s' if n != 1 else ''} "
+                 + (f"{self.seeds[0]}-{self.seeds[-1]}" if n > 1 else f"{self.seeds[0]}")
+                 if n else "no draws")
+        lines.append(f"{verdict} with central finite differences ({draws}; h={H:g}, float64"
                      f"{', ' + sizes if sizes else ''})")
+        lines.append("rel. error: the worst |backward - finite difference| over the largest "
+                     "|finite difference| of that gradient")
         return "\n".join(lines)
 
 
 def finite_difference_check(info: Info, forward, grads: dict, inputs: dict, seeds: dict,
-                            sizes: dict) -> Report:
-    """Compare ``grads`` ({input or param: array or None}) with finite differences.
-
-    forward(tensors) -> {output: array}.
-    """
-    def loss(tensors):
-        outs = forward(tensors)
-        return sum(float(np.sum(seeds[o] * outs[o])) for o in seeds)
-
-    full = _rt.bind_sizes(info.plan, inputs, {})
-    scale = {}
-    for t in info.differentiable:
-        b = info.batch
-        scale[t] = 1.0 / full[b] if info.roles[t] == "param" and b is not None else 1.0
-    rows = _rt.fd_check(loss, inputs, {t: grads.get(t) for t in info.differentiable}, scale,
-                        h=H, tol=TOLERANCE)
-    report = Report(sizes=dict(sizes))
-    for name, shape, err, skipped, ok, note in rows:
-        report.rows.append(Row(grad_name(name), shape, err, skipped, ok, note))
+                            sizes: dict, seed: int = 0) -> Report:
+    """One draw's report: ``grads`` ({input or param: array or None}) against
+    finite differences of forward(tensors) -> {output: array}."""
+    report = Report(sizes=dict(sizes), seeds=[seed])
+    for t, (c, skipped, note) in check_gradients(info, forward, grads, inputs, seeds).items():
+        shape = tuple(np.shape(inputs[t]))
+        if c is None:
+            report.rows.append(Row(grad_name(t), shape, float("nan"), 0, False, note))
+        else:
+            report.rows.append(Row(grad_name(t), shape, c.error, skipped,
+                                   c.error <= TOLERANCE, note, int(c.live)))
     return report
 
 
-def random_seeds(info: Info, outputs: dict, seed: int) -> dict:
-    rng = np.random.default_rng(seed + 1)
-    return {o: rng.standard_normal(np.shape(outputs[o])) for o in info.outputs}
-
-
-__all__ = ["choose_sizes", "random_inputs", "finite_difference_check", "random_seeds",
-           "py_name"]
+__all__ = ["choose_sizes", "check_gradients", "finite_difference_check", "random_inputs",
+           "random_seeds", "finite_differences", "compare",
+           "Report", "Row", "Blame", "DATA_KINDS", "py_name", "grad_name"]

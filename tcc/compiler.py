@@ -338,10 +338,13 @@ def _self_check(seed=0):
     sizes = bind_sizes(_FORWARD_PLAN, inputs)
     scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
              if role == "param" and _BATCH}
-    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale)
-    print(f"{'gradient':<16} {'shape':<16} {'worst rel. error':>16}  status")
+    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".grad", "_grad")] for o in _OUTPUTS},
+                                  seeds)
+    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
+    print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")
     for name, shape, err, _skipped, ok, note in rows:
-        print(f"{name + '.grad':<16} {str(list(shape)):<16} {err:>16.2e}  "
+        shown = str(list(shape)) if shape else "scalar"
+        print(f"{name + '.grad':<16} {shown:<16} {err:>16.2e}  "
               f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
     return all(row[4] for row in rows)
 

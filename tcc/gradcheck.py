@@ -200,63 +200,21 @@ def random_seeds(info: Info, outputs: dict, seed: int) -> dict:
 
 # ------------------------------------------------------- finite differences
 
-# Rounding in a central difference is about eps * |loss terms| / h; a
-# difference below NOISE * (the loss's size) is not evidence either way.
-NOISE = 3e-8
-
-
-def loss_scale(outputs: dict, seeds: dict) -> float:
-    """The size of the checked scalar's terms: sum |seed * output|."""
-    with np.errstate(all="ignore"):
-        total = sum(float(np.sum(np.abs(seeds[o] * outputs[o]))) for o in seeds)
-    return total if np.isfinite(total) else 0.0
+# The finite differences and the comparison live in _rt.py, which every
+# generated module copies for its own --check: one definition for both.
+NOISE = _rt.FD_NOISE
+loss_scale = _rt.loss_scale
+Compared = _rt.Compared
 
 
 def finite_differences(loss, inputs: dict, t: str, scale: float = 1.0):
-    """(fd, kink): central differences of ``loss`` in every position of ``t``;
-    kink marks positions where the one-sided differences disagree."""
-    x = np.asarray(inputs[t], dtype=np.float64)
-    base = loss(inputs)
-    fd = np.zeros(x.shape)
-    kink = np.zeros(x.shape, dtype=bool)
-    for pos in np.ndindex(*x.shape):
-        plus, minus = x.copy(), x.copy()
-        plus[pos] += H
-        minus[pos] -= H
-        lp, lm = loss({**inputs, t: plus}), loss({**inputs, t: minus})
-        fd[pos] = (lp - lm) / (2 * H) * scale
-        right, left = (lp - base) / H, (base - lm) / H
-        if abs(right - left) > 1e-3 * max(1.0, abs(right), abs(left)):
-            kink[pos] = True
-    return fd, kink
-
-
-@dataclass
-class Compared:
-    """One gradient against its reference at one draw."""
-    error: float            # worst |got - want| / max(largest |want|, floor)
-    first: tuple | None     # the first position beyond the tolerance
-    live: bool              # the reference is not all (nearly) zero
+    """(fd, kink): central differences of ``loss`` in every position of ``t``."""
+    return _rt.finite_differences(loss, inputs, t, scale, H)
 
 
 def compare(got, want, keep, noise: float, tol: float = TOLERANCE) -> Compared:
-    """Relative error of ``got`` against ``want`` on the positions ``keep``,
-    scaled to ``want``'s own size; a difference below ``noise`` (absolute)
-    passes whatever the size."""
-    got = np.asarray(got, dtype=np.float64)
-    want = np.asarray(want, dtype=np.float64)
-    keep = np.asarray(keep, dtype=bool)
-    size = float(np.max(np.abs(want[keep]), initial=0.0))
-    denom = max(size, noise / tol, 1e-300)
-    diff = np.where(keep, np.abs(got - want), 0.0) / denom
-    finite = np.all(np.isfinite(got[keep])) and np.all(np.isfinite(want[keep]))
-    err = float(np.max(diff, initial=0.0)) if finite else float("nan")
-    first = None
-    if not err <= tol:
-        bad = np.argwhere(~(diff <= tol) & keep)
-        if len(bad):
-            first = tuple(int(i) for i in bad[0])
-    return Compared(err, first, size > 10 * noise)
+    """Relative error of ``got`` against ``want``, scaled to ``want``'s own size."""
+    return _rt.compare(got, want, keep, noise, tol)
 
 
 def check_gradients(info: Info, forward, grads: dict, inputs: dict, seeds: dict) -> dict:

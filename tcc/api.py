@@ -35,15 +35,16 @@ def differentiate(program: Program | str) -> Program:
 
 def optimize(program: Program) -> Program:
     """The optimized forward program: what the compiled forward computes."""
-    from . import optimize as _opt
-    return _opt.optimize(program)
+    from .optimize import optimize as optimize_forward_program
+    return optimize_forward_program(program)
 
 
 def grad_text(text_or_path, optimize: bool = True) -> str:
-    """What ``tcc grad`` prints: the backward as a complete, runnable program."""
+    """What ``tcc grad`` prints: the backward as a complete, runnable program,
+    the one the compiled module runs (it reads what ``forward()`` returns)."""
     from .pipeline import Pipeline
     text, filename = read_source(text_or_path)
-    return str(Pipeline(text, filename, optimize, forward_rewrites=False).backward)
+    return str(Pipeline(text, filename, optimize).backward)
 
 
 # ----------------------------------------------------------- hand-written

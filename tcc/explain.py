@@ -18,7 +18,7 @@ from .check import Info, analyze
 from .pipeline import Pipeline
 from .gradcheck import choose_sizes, random_inputs, random_seeds
 from .ir import base_name, is_grad, Affine, Bin, Call, Neg, Ref, reads
-from .optimize import Rewrite
+from .passes import Rewrite
 from .parse import read_source
 
 NOMINAL = 64
@@ -206,6 +206,8 @@ def explain(text_or_path, verify_rewrites: bool = False, sizes: dict | None = No
     for n, rw in enumerate(opt.log.rewrites, 1):
         lines.append("")
         lines.append(f"{n:>3}. [{rw.name}, {rw.stage}] {rw.why}")
+        if not rw.before and not rw.after:
+            continue            # a note on the run (a fixed point's cap), not a rewrite
         for s in rw.before:
             lines.append(f"       before: {s}")
         for s in rw.after:

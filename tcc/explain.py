@@ -17,7 +17,7 @@ from .autodiff import differentiate
 from .check import Info, analyze
 from .pipeline import Pipeline
 from .gradcheck import choose_sizes, random_inputs, random_seeds
-from .ir import base_name, is_grad, Affine, Bin, Call, Neg, Ref, reads
+from .ir import base_name, children, is_grad, Affine, Ref, reads, walk
 from .passes import Rewrite
 from .parse import read_source
 
@@ -49,12 +49,8 @@ def nominal_sizes(info: Info, given: dict | None = None) -> dict[str, int]:
 
 
 def _ops(e) -> int:
-    if isinstance(e, (Bin, Call)):
-        kids = (e.lhs, e.rhs) if isinstance(e, Bin) else e.args
-        return 1 + sum(_ops(k) for k in kids)
-    if isinstance(e, Neg):
-        return 1 + _ops(e.arg)
-    return 0
+    """Operations in an expression: one per operator or call node."""
+    return sum(1 for n in walk(e) if children(n))
 
 
 def _vars(e) -> set[str]:

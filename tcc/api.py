@@ -82,6 +82,21 @@ def complete_backward(forward: Info, text: str, filename: str | None) -> Program
 
 # ------------------------------------------------------------- engines
 
+def backward_data(binfo: Info, seeds: dict, tensors: dict, saved: dict) -> dict:
+    """What a backward program takes: each ``X.grad`` of an output X from the
+    seeds, every other input from the forward's ``tensors`` or, failing that,
+    from the values it computed (``saved``)."""
+    def value(t):
+        if is_grad(t) and base_name(t) in seeds:
+            return seeds[base_name(t)]
+        for source in (tensors, saved):
+            if t in source:
+                return source[t]
+        raise ValueError(f"the backward reads '{t}', which is neither an input nor a "
+                         "value the forward computes")
+    return {t: value(t) for t in binfo.inputs}
+
+
 class InterpEngine:
     """Forward and backward by the reference interpreter."""
 
@@ -94,18 +109,7 @@ class InterpEngine:
         return interp.run(self.info, tensors)
 
     def backward(self, seeds: dict, tensors: dict, saved: dict) -> dict:
-        data = {}
-        for t in self.binfo.inputs:
-            if is_grad(t) and base_name(t) in seeds:
-                data[t] = seeds[base_name(t)]
-            elif t in tensors:
-                data[t] = tensors[t]
-            elif t in saved:
-                data[t] = saved[t]
-            else:
-                raise ValueError(f"the backward reads '{t}', which is neither an input nor a "
-                                 "value the forward computes")
-        out = interp.run(self.binfo, data)
+        out = interp.run(self.binfo, backward_data(self.binfo, seeds, tensors, saved))
         dtype = _rt.computation_dtype({t: np.asarray(tensors[t]) for t in self.info.differentiable})
         # zeros where no output depends on a tensor, as the compiled backward gives
         return {t: out[grad_name(t)] if grad_name(t) in out

@@ -13,11 +13,12 @@ import math
 import numpy as np
 
 from . import _rt, interp
+from .api import backward_data
 from .autodiff import differentiate
 from .check import Info, analyze
 from .pipeline import Pipeline
 from .gradcheck import choose_sizes, random_inputs, random_seeds
-from .ir import base_name, children, is_grad, Affine, Ref, reads, walk
+from .ir import children, Affine, Ref, reads, walk
 from .passes import Rewrite
 from .parse import read_source
 
@@ -161,13 +162,7 @@ def verify(p: Pipeline, rw: Rewrite, seed: int = 0) -> float:
         outs = []
         for prog in (rw.program_before, rw.program_after):
             binfo = analyze(prog)
-            data = {}
-            for t in binfo.inputs:
-                if is_grad(t) and base_name(t) in seeds:
-                    data[t] = seeds[base_name(t)]
-                else:
-                    data[t] = inputs[t] if t in inputs else saved[t]
-            outs.append((binfo, interp.run(binfo, data)))
+            outs.append((binfo, interp.run(binfo, backward_data(binfo, seeds, inputs, saved))))
         (ia, a), (ib, b) = outs
         names = sorted(set(ia.outputs) | set(ib.outputs))
     worst = 0.0

@@ -22,6 +22,12 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "grammar")) and 
 
 __version__ = "0.1.0"
 
+# Importing a submodule for the first time binds it as an attribute of the
+# package: ``tcc/parse.py`` and ``tcc/optimize.py`` would then shadow the
+# functions ``tcc.parse`` and ``tcc.optimize`` below. Load them here, before
+# those functions are defined, so no later import rebinds the names.
+from . import optimize as _optimize_module  # noqa: E402,F401
+from . import parse as _parse_module  # noqa: E402,F401
 from .errors import TccError  # noqa: E402
 from .ir import Program  # noqa: E402
 from .parse import parse as _parse_text  # noqa: E402

@@ -1,17 +1,28 @@
 """Products as (coefficient, factors with integer powers), matching with index
-substitution, and algebraic simplification: the machinery of the optimizer."""
+substitution, and algebraic simplification: the machinery of the optimizer.
+
+Also the one constant fold (``fold``) and the one product flattening
+(``flatten``; ``split_product`` is its form without powers) that the
+differentiator and the lowering share.
+"""
 
 from __future__ import annotations
 
-from .ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, reads
+from dataclasses import dataclass
+
+from . import functions
+from .ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, children, reads, rebuild \
+    as rebuild_node
 
 Factors = list[tuple[Expr, int]]
 
 
 # ------------------------------------------------------------- products
 
-def flatten(e: Expr) -> tuple[float, Factors]:
-    """e as coef * prod(f ** k); numbers fold into coef."""
+def flatten(e: Expr, powers: bool = True) -> tuple[float, Factors]:
+    """e as coef * prod(f ** k); numbers fold into coef. With ``powers``, equal
+    factors merge and ``f ** n`` (n a positive integer) counts as n factors f;
+    without, every factor is kept as written, with power 1 or -1."""
     coef = 1
     out: Factors = []
 
@@ -30,14 +41,24 @@ def flatten(e: Expr) -> tuple[float, Factors]:
         elif isinstance(f, Bin) and f.op == "/":
             visit(f.lhs, k)
             visit(f.rhs, -k)
-        elif isinstance(f, Bin) and f.op == "**" and isinstance(f.rhs, Num) and \
+        elif powers and isinstance(f, Bin) and f.op == "**" and isinstance(f.rhs, Num) and \
                 isinstance(f.rhs.value, int) and f.rhs.value > 0:
             visit(f.lhs, k * f.rhs.value)
         else:
             out.append((f, k))
 
     visit(e, 1)
-    return _int(coef), merge(out)
+    return _int(coef), merge(out) if powers else out
+
+
+def split_product(factors: list[Expr]) -> tuple[float, list[Expr], list[Expr]]:
+    """A product of ``factors`` as (coefficient, numerators, denominators),
+    each factor kept as written (no powers merged)."""
+    e = factors[0] if factors else Num(1)
+    for f in factors[1:]:
+        e = Bin("*", e, f)
+    coef, fs = flatten(e, powers=False)
+    return coef, [f for f, k in fs if k > 0], [f for f, k in fs if k < 0]
 
 
 def _int(c):
@@ -91,6 +112,35 @@ def _power(f: Expr, k: int) -> Expr:
     return f if k == 1 else Bin("**", f, Num(k))
 
 
+# ------------------------------------------------------------ constants
+
+_BIN_VALUES = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+               "/": lambda a, b: a / b, "**": lambda a, b: a ** b,
+               "<": lambda a, b: float(a < b), ">": lambda a, b: float(a > b),
+               "<=": lambda a, b: float(a <= b), ">=": lambda a, b: float(a >= b),
+               "==": lambda a, b: float(a == b), "!=": lambda a, b: float(a != b)}
+
+
+def fold(e: Expr):
+    """The value of an expression of numbers only (no reads, no dims), or None
+    (also where Python cannot compute it: 1 / 0, an overflow)."""
+    if isinstance(e, Num):
+        return e.value
+    if isinstance(e, (Ref, DimVal)):
+        return None
+    args = [fold(c) for c in children(e)]
+    if any(a is None for a in args):
+        return None
+    try:
+        if isinstance(e, Neg):
+            return -args[0]
+        if isinstance(e, Bin):
+            return _BIN_VALUES[e.op](*args)
+        return functions.fold(e.fn, args)
+    except (ZeroDivisionError, OverflowError, ValueError):
+        return None
+
+
 # ------------------------------------------------------------ substitution
 
 def subst_affine(a: Affine, sigma: dict) -> Affine | Gather | None:
@@ -131,33 +181,42 @@ def subst(e: Expr, sigma: dict) -> Expr | None:
                     return None
                 index.append(r)
         return Ref(e.tensor, tuple(index), e.pos)
-    if isinstance(e, Neg):
-        a = subst(e.arg, sigma)
-        return None if a is None else Neg(a, e.pos)
-    if isinstance(e, Bin):
-        a, b = subst(e.lhs, sigma), subst(e.rhs, sigma)
-        return None if a is None or b is None else Bin(e.op, a, b, e.pos)
-    if isinstance(e, Call):
-        args = [subst(a, sigma) for a in e.args]
-        return None if any(a is None for a in args) else Call(e.fn, tuple(args), e.pos)
-    return e
+    kids = [subst(c, sigma) for c in children(e)]
+    return None if any(k is None for k in kids) else rebuild_node(e, kids)
 
 
 # ------------------------------------------------------------- matching
 
+@dataclass(frozen=True)
+class Hole:
+    """A pattern variable of a rewrite rule: it matches any expression, or
+    with ``ref=True`` only a tensor read, and binds it under ``?name``."""
+    name: str
+    ref: bool = False
+
+    @property
+    def key(self) -> str:
+        return "?" + self.name
+
+    def __str__(self) -> str:
+        return self.key
+
+
 def match(pattern: Expr, e: Expr, vars_: frozenset, sigma: dict) -> dict | None:
-    """Bind the pattern's loop variables (plain uses only) so it equals e."""
+    """Bind the pattern's loop variables (plain uses only) and holes so it
+    equals e."""
+    if isinstance(pattern, Hole):
+        if pattern.ref and not isinstance(e, Ref):
+            return None
+        if pattern.key in sigma:
+            return sigma if sigma[pattern.key] == e else None
+        return {**sigma, pattern.key: e}
     if type(pattern) is not type(e):
         return None
     if isinstance(pattern, Ref):
         if pattern.tensor != e.tensor or len(pattern.index) != len(e.index):
             return None
-        s = dict(sigma)
-        for pi, ei in zip(pattern.index, e.index):
-            s = _match_index(pi, ei, vars_, s)
-            if s is None:
-                return None
-        return s
+        return _match_all(_match_index, pattern.index, e.index, vars_, dict(sigma))
     if isinstance(pattern, Num):
         return sigma if pattern.value == e.value else None
     if isinstance(pattern, DimVal):
@@ -172,13 +231,17 @@ def match(pattern: Expr, e: Expr, vars_: frozenset, sigma: dict) -> dict | None:
     if isinstance(pattern, Call):
         if pattern.fn != e.fn or len(pattern.args) != len(e.args):
             return None
-        s = sigma
-        for a, b in zip(pattern.args, e.args):
-            s = match(a, b, vars_, s)
-            if s is None:
-                return None
-        return s
+        return _match_all(match, pattern.args, e.args, vars_, sigma)
     return None
+
+
+def _match_all(fn, patterns, targets, vars_, sigma):
+    """``fn`` on each pair in turn, each binding extending the last; None if one fails."""
+    for a, b in zip(patterns, targets):
+        sigma = fn(a, b, vars_, sigma)
+        if sigma is None:
+            return None
+    return sigma
 
 
 def _match_index(p, x, vars_, sigma):
@@ -193,31 +256,42 @@ def _match_index(p, x, vars_, sigma):
             return None            # only plain uses of pattern variables bind
         return sigma if isinstance(x, Affine) and x == p else None
     if isinstance(p, Gather) and isinstance(x, Gather) and p.tensor == x.tensor:
-        s = sigma
-        for a, b in zip(p.index, x.index):
-            s = _match_index(a, b, vars_, s)
-            if s is None:
-                return None
-        return s
+        return _match_all(_match_index, p.index, x.index, vars_, sigma)
     return None
 
 
 def match_factors(pattern: Factors, target: Factors, vars_: frozenset,
-                  sigma: dict | None = None):
-    """A binding under which every pattern factor's power fits inside target's."""
+                  sigma: dict | None = None, exact: bool = False):
+    """A binding under which every pattern factor's power fits inside target's
+    (``exact``: equals it, each pattern factor a different target factor)."""
     sigma = {} if sigma is None else sigma
     if not pattern:
         return sigma
     (pf, pk), rest = pattern[0], pattern[1:]
-    for tf, tk in target:
-        if (pk > 0 and tk < pk) or (pk < 0 and tk > pk):
+    for n, (tf, tk) in enumerate(target):
+        if (exact and tk != pk) or (pk > 0 and tk < pk) or (pk < 0 and tk > pk):
             continue
         s = match(pf, tf, vars_, sigma)
         if s is not None:
-            r = match_factors(rest, target, vars_, s)
+            r = match_factors(rest, target[:n] + target[n + 1:] if exact else target, vars_, s,
+                              exact)
             if r is not None:
                 return r
     return None
+
+
+def match_whole(pattern: Expr, e: Expr, vars_: frozenset = frozenset(),
+                sigma: dict | None = None) -> dict | None:
+    """``match``, with products compared as products: ``exp(E) / Z`` matches
+    ``1 / Z * exp(s[b, j])``, the same factors in any order and grouping."""
+    sigma = {} if sigma is None else sigma
+    if not is_product(pattern):
+        return match(pattern, e, vars_, sigma)
+    pcoef, pfs = flatten(pattern)
+    coef, fs = flatten(e)
+    if coef != pcoef or len(fs) != len(pfs):
+        return None
+    return match_factors(pfs, fs, vars_, sigma, exact=True)
 
 
 # ------------------------------------------------------------ simplification
@@ -227,7 +301,7 @@ def simplify(e: Expr) -> Expr:
     if isinstance(e, (Num, Ref, DimVal)):
         return e
     if isinstance(e, Call):
-        return Call(e.fn, tuple(simplify(a) for a in e.args), e.pos)
+        return rebuild_node(e, [simplify(a) for a in e.args])
     if isinstance(e, Bin) and e.op in ("+", "-"):
         a, b = simplify(e.lhs), simplify(e.rhs)
         if _is_zero(b):

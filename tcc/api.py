@@ -35,18 +35,34 @@ def differentiate(program: Program | str) -> Program:
 
 def optimize(program: Program) -> Program:
     """The optimized forward program: what the compiled forward computes."""
-    from . import optimize as _opt
-    return _opt.optimize(program)
+    from .optimize import optimize as optimize_forward_program
+    return optimize_forward_program(program)
 
 
 def grad_text(text_or_path, optimize: bool = True) -> str:
-    """What ``tcc grad`` prints: the backward as a complete, runnable program."""
+    """What ``tcc grad`` prints: the backward as a complete, runnable program,
+    the one the compiled module runs (it reads what ``forward()`` returns)."""
     from .pipeline import Pipeline
     text, filename = read_source(text_or_path)
-    return str(Pipeline(text, filename, optimize, forward_rewrites=False).backward)
+    return str(Pipeline(text, filename, optimize).backward)
 
 
 # ------------------------------------------------------------- engines
+
+def backward_data(binfo: Info, seeds: dict, tensors: dict, saved: dict) -> dict:
+    """What a backward program takes: each ``X.grad`` of an output X from the
+    seeds, every other input from the forward's ``tensors`` or, failing that,
+    from the values it computed (``saved``)."""
+    def value(t):
+        if is_grad(t) and base_name(t) in seeds:
+            return seeds[base_name(t)]
+        for source in (tensors, saved):
+            if t in source:
+                return source[t]
+        raise ValueError(f"the backward reads '{t}', which is neither an input nor a "
+                         "value the forward computes")
+    return {t: value(t) for t in binfo.inputs}
+
 
 class InterpEngine:
     """Forward and backward by the reference interpreter."""
@@ -60,18 +76,7 @@ class InterpEngine:
         return interp.run(self.info, tensors)
 
     def backward(self, seeds: dict, tensors: dict, saved: dict) -> dict:
-        data = {}
-        for t in self.binfo.inputs:
-            if is_grad(t) and base_name(t) in seeds:
-                data[t] = seeds[base_name(t)]
-            elif t in tensors:
-                data[t] = tensors[t]
-            elif t in saved:
-                data[t] = saved[t]
-            else:
-                raise ValueError(f"the backward reads '{t}', which is neither an input nor a "
-                                 "value the forward computes")
-        out = interp.run(self.binfo, data)
+        out = interp.run(self.binfo, backward_data(self.binfo, seeds, tensors, saved))
         dtype = _rt.computation_dtype({t: np.asarray(tensors[t]) for t in self.info.differentiable})
         # zeros where no output depends on a tensor, as the compiled backward gives
         return {t: out[grad_name(t)] if grad_name(t) in out

@@ -16,6 +16,7 @@ from __future__ import annotations
 from . import functions
 from .check import Info, analyze
 from .errors import TccError
+from .names import fresh
 from .ir import (COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
                  Stmt, base_name, dim_uses, grad_name, index_vars, is_grad, reads, stmt_vars)
 
@@ -251,15 +252,6 @@ def active_tensors(info: Info) -> set[str]:
     return active
 
 
-def _fresh(base: str, taken: set[str]) -> str:
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}{n}"
-    taken.add(name)
-    return name
-
-
 def differentiate(program: Program | Info) -> Program:
     """The backward program of ``program``: declarations, then the += loops."""
     info = program if isinstance(program, Info) else analyze(program)
@@ -288,7 +280,7 @@ def differentiate(program: Program | Info) -> Program:
         dens: list[Expr] = []
         if s.op == "max=":
             # Split m.grad evenly among the positions that tie for the maximum.
-            count = _fresh(f"{y}_count", taken)
+            count = fresh(f"{y}_count", taken)
             hit = cmp("==", s.expr, Ref(y, s.target.index))
             targets_read = [r for _, r in read_paths(s.expr) if r.tensor in active]
             if targets_read:
@@ -325,10 +317,10 @@ def differentiate(program: Program | Info) -> Program:
             expr = build_product(lead, coef, nums, dens + more_dens)
             out.append(Stmt(loops, target, op, expr, s.pos, origin=(k, n)))
             has_grad.add(x)
-    return _with_declarations(info, out)
+    return with_declarations(info, out)
 
 
-def _with_declarations(info: Info, stmts: list[Stmt]) -> Program:
+def with_declarations(info: Info, stmts: list[Stmt]) -> Program:
     """Declare what the backward reads (as data) and produces (as outputs)."""
     computed = {s.target.tensor for s in stmts}
     read: list[str] = []

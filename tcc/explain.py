@@ -13,12 +13,13 @@ import math
 import numpy as np
 
 from . import _rt, interp
+from .api import backward_data
 from .autodiff import differentiate
 from .check import Info, analyze
 from .pipeline import Pipeline
 from .gradcheck import choose_sizes, random_inputs, random_seeds
-from .ir import base_name, is_grad, Affine, Bin, Call, Neg, Ref, reads
-from .optimize import Rewrite
+from .ir import children, Affine, Ref, reads, walk
+from .passes import Rewrite
 from .parse import read_source
 
 NOMINAL = 64
@@ -49,12 +50,8 @@ def nominal_sizes(info: Info, given: dict | None = None) -> dict[str, int]:
 
 
 def _ops(e) -> int:
-    if isinstance(e, (Bin, Call)):
-        kids = (e.lhs, e.rhs) if isinstance(e, Bin) else e.args
-        return 1 + sum(_ops(k) for k in kids)
-    if isinstance(e, Neg):
-        return 1 + _ops(e.arg)
-    return 0
+    """Operations in an expression: one per operator or call node."""
+    return sum(1 for n in walk(e) if children(n))
 
 
 def _vars(e) -> set[str]:
@@ -165,13 +162,7 @@ def verify(p: Pipeline, rw: Rewrite, seed: int = 0) -> float:
         outs = []
         for prog in (rw.program_before, rw.program_after):
             binfo = analyze(prog)
-            data = {}
-            for t in binfo.inputs:
-                if is_grad(t) and base_name(t) in seeds:
-                    data[t] = seeds[base_name(t)]
-                else:
-                    data[t] = inputs[t] if t in inputs else saved[t]
-            outs.append((binfo, interp.run(binfo, data)))
+            outs.append((binfo, interp.run(binfo, backward_data(binfo, seeds, inputs, saved))))
         (ia, a), (ib, b) = outs
         names = sorted(set(ia.outputs) | set(ib.outputs))
     worst = 0.0
@@ -206,6 +197,8 @@ def explain(text_or_path, verify_rewrites: bool = False, sizes: dict | None = No
     for n, rw in enumerate(opt.log.rewrites, 1):
         lines.append("")
         lines.append(f"{n:>3}. [{rw.name}, {rw.stage}] {rw.why}")
+        if not rw.before and not rw.after:
+            continue            # a note on the run (a fixed point's cap), not a rewrite
         for s in rw.before:
             lines.append(f"       before: {s}")
         for s in rw.after:

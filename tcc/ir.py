@@ -257,30 +257,42 @@ class Program:
 
 # ------------------------------------------------------------- traversal
 
+def children(e: Expr) -> tuple[Expr, ...]:
+    """The subexpressions of a node, in order: Neg's argument, Bin's two sides,
+    Call's arguments; none for a leaf (Num, Ref, DimVal)."""
+    if isinstance(e, Neg):
+        return (e.arg,)
+    if isinstance(e, Bin):
+        return (e.lhs, e.rhs)
+    if isinstance(e, Call):
+        return e.args
+    return ()
+
+
+def rebuild(e: Expr, kids) -> Expr:
+    """The node ``e`` with its subexpressions replaced by ``kids`` (as
+    ``children`` orders them), its operator and position kept."""
+    if isinstance(e, Neg):
+        return Neg(kids[0], e.pos)
+    if isinstance(e, Bin):
+        return Bin(e.op, kids[0], kids[1], e.pos)
+    if isinstance(e, Call):
+        return Call(e.fn, tuple(kids), e.pos)
+    return e
+
+
 def walk(e: Expr):
     """Every node of an expression, parents before children."""
     yield e
-    if isinstance(e, Neg):
-        yield from walk(e.arg)
-    elif isinstance(e, Bin):
-        yield from walk(e.lhs)
-        yield from walk(e.rhs)
-    elif isinstance(e, Call):
-        for a in e.args:
-            yield from walk(a)
+    for c in children(e):
+        yield from walk(c)
 
 
 def map_refs(e: Expr, fn) -> Expr:
     """e rebuilt with every tensor read r replaced by fn(r) (an expression)."""
     if isinstance(e, Ref):
         return fn(e)
-    if isinstance(e, Neg):
-        return Neg(map_refs(e.arg, fn), e.pos)
-    if isinstance(e, Bin):
-        return Bin(e.op, map_refs(e.lhs, fn), map_refs(e.rhs, fn), e.pos)
-    if isinstance(e, Call):
-        return Call(e.fn, tuple(map_refs(a, fn) for a in e.args), e.pos)
-    return e
+    return rebuild(e, [map_refs(c, fn) for c in children(e)])
 
 
 def reads(e: Expr) -> list[Ref]:

@@ -1,6 +1,7 @@
 """The stages for one program, in order: parse, check, optimize the forward,
 differentiate, optimize the backward, stabilize; what the compiler, ``tcc
-grad`` and ``tcc explain`` share."""
+grad`` and ``tcc explain`` share. ``tcc grad`` prints ``backward``, the very
+program the compiled module's backward runs, on what its forward returns."""
 
 from __future__ import annotations
 
@@ -13,28 +14,22 @@ from .parse import parse as _parse_text
 class Pipeline:
     """The stages for one program: forward and backward, optimized or not."""
 
-    def __init__(self, text: str, filename: str | None, optimize: bool,
-                 forward_rewrites: bool = True):
-        """forward_rewrites=False keeps the forward as written (contraction order
-        and stable forms off): the backward then reads only the user's tensors."""
-        from .optimize import Log
+    def __init__(self, text: str, filename: str | None, optimize: bool):
+        from .optimize import Log, optimize_backward, optimize_forward, stable_forms
         program = _parse_text(text, filename)
         self.log = Log()
         try:
             info = analyze(program)
             self.original = info
-            from .optimize import optimize_backward, optimize_forward, stabilize
-            if optimize and forward_rewrites:
+            if optimize:
                 info = analyze(optimize_forward(info, self.log))
             self.unstable = info
             backward = differentiate(info)
             self.raw_backward = backward
             if optimize:
-                backward = optimize_backward(info, backward, self.log,
-                                             compiled=forward_rewrites)
-                if forward_rewrites:
-                    forward, backward = stabilize(info, backward, self.log)
-                    info = analyze(forward)
+                backward = optimize_backward(info, backward, self.log)
+                forward, backward = stable_forms(info, backward, self.log)
+                info = analyze(forward)
             self.info = info
             self.backward = backward
             self.binfo = analyze(backward, reserved=size_symbols(info))

@@ -234,6 +234,7 @@ for k, b: s.grad[k, b] += L.grad[b] * (ys[b] * p[k, b] - Y[k, b])
 """),
 ]
 
+# (printed as the module runs it: with the maximum subtracted)
 LSE_VARIANTS = [
     ("renamed", """\
 input v[N, C]
@@ -241,7 +242,7 @@ output out[N]
 for n, c: acc[n] += exp(v[n, c])
 for n: out[n] = log(acc[n])
 """, """\
-for n, c: v.grad[n, c] += out.grad[n] * exp(v[n, c]) / acc[n]
+for n, c: v.grad[n, c] += out.grad[n] * exp(v[n, c] - acc_max[n]) / acc_shifted[n]
 """),
     ("two_batch_axes", """\
 input s[B, T, K]
@@ -249,7 +250,7 @@ output L[B, T]
 for b, t, k: Z[b, t] += exp(s[b, t, k])
 for b, t: L[b, t] = log(Z[b, t])
 """, """\
-for b, t, k: s.grad[b, t, k] += L.grad[b, t] * exp(s[b, t, k]) / Z[b, t]
+for b, t, k: s.grad[b, t, k] += L.grad[b, t] * exp(s[b, t, k] - Z_max[b, t]) / Z_shifted[b, t]
 """),
     ("axis_first", """\
 input s[K, B]
@@ -257,7 +258,7 @@ output L[B]
 for k, b: Z[b] += exp(s[k, b])
 for b: L[b] = log(Z[b])
 """, """\
-for k, b: s.grad[k, b] += L.grad[b] * exp(s[k, b]) / Z[b]
+for k, b: s.grad[k, b] += L.grad[b] * exp(s[k, b] - Z_max[b]) / Z_shifted[b]
 """),
 ]
 
@@ -383,10 +384,11 @@ def test_optimized_unoptimized_and_the_interpreter_agree(item, engine):
     elif kind == "interp":                  # the optimized stages, interpreted
         p = Pipeline(text, None, True)
         outs, grads = _interp_run(p.info, p.backward, inputs, seeds)
-    else:                                   # what `tcc grad` prints, interpreted
+    else:               # what `tcc grad` prints, interpreted on the optimized forward's values
         printed = api.grad_text(text, optimize=True)
         outs = {o: ref_fwd[o] for o in info.outputs}
-        grads = api.InterpEngine(info, tcc.parse(printed)).backward(seeds, inputs, ref_fwd)
+        saved = interp.run(Pipeline(text, None, True).info, inputs)
+        grads = api.InterpEngine(info, tcc.parse(printed)).backward(seeds, inputs, saved)
         grads = {t: np.zeros(np.shape(inputs[t])) if g is None else g
                  for t, g in grads.items()}
     assert set(grads) == set(info.differentiable)
@@ -520,7 +522,8 @@ for b, k: s.grad[b, k] += L.grad[b] * (ys[b] * p[b, k] - Y[b, k])
 
 @pytest.mark.parametrize("name,expected", [
     ("logistic", "for i: w.grad[i] -= L.grad * (1 - p) * x[i]\n"),
-    ("ttic_relu_unit", "for i: w.grad[i] += y.grad * x[i] * (u > 0)\n"),
+    # y = max(u, 0) > 0 exactly where u > 0: the mask reads the saved output
+    ("ttic_relu_unit", "for i: w.grad[i] += y.grad * x[i] * (y > 0)\n"),
 ])
 def test_course_forms_after_optimization(name, expected):
     text = _read(example_path(name))
@@ -804,3 +807,51 @@ def test_the_chain_computes_the_matrix_product(backend):
     _close(g["Bm"], A.T @ G @ (C @ D).T, "Bm.grad")
     _close(g["C"], (A @ Bm).T @ G @ D.T, "C.grad")
     _close(g["D"], (A @ Bm @ C).T @ G, "D.grad")
+
+
+# ====================================================== exact where it compares
+
+TIE_REUSE = """\
+param W1[2, B]
+h4[j] max= W1[j, i] * W1[0, k]
+h9[i, j] += 3 * W1[i, j]
+"""
+
+
+def test_a_tie_test_compares_what_the_forward_computed():
+    """Reuse once rewrote W1 as h9 / 3 inside max='s tie test: not bitwise the
+    forward's product, so no position tied, the count was 0 and W1.grad nan
+    (found by the long property profile)."""
+    report = api.check(TIE_REUSE, sizes={"B": 1})
+    assert report.ok, report.format()
+    printed = tcc.grad_text(TIE_REUSE)
+    ties = [n for s in tcc.parse(printed).stmts for n in walk(s.expr)
+            if isinstance(n, Bin) and n.op == "=="]
+    assert ties and all(str(t) == "(W1[j, i] * W1[0, k] == h4[j])" for t in ties), printed
+    # the other factors read the input itself, never an inverse of a derived tensor
+    assert "h9[" not in printed, printed
+
+
+def test_reuse_replaces_a_recomputation_not_an_input():
+    """A definition that is a bare read times a number saves nothing: reading
+    x back as t / 3 would only add a rounding."""
+    text = """\
+input x[N]
+output y, t[N]
+for i: t[i] = 3 * x[i]
+for i: y += x[i] * x[i] * x[i]
+"""
+    printed = tcc.grad_text(text)
+    assert "t[i]" not in printed and "data t[" not in printed, printed
+
+
+def test_a_fixed_point_cap_is_logged_and_explained(monkeypatch):
+    """The backward clean-up stops at MAX_ROUNDS rounds, and says so."""
+    import importlib
+    opt = importlib.import_module("tcc.optimize")   # (tcc.optimize is the function)
+    monkeypatch.setattr(opt, "MAX_ROUNDS", 1)
+    path = example_path("ttic_softmax")
+    names = [rw.name for rw in Pipeline(_read(path), None, True).log.rewrites]
+    assert "cap" in names, names
+    out, ok = explain(path, verify_rewrites=True)
+    assert ok and "[cap, backward] stopped after 1 rounds" in out, out

@@ -16,7 +16,7 @@ from __future__ import annotations
 from . import functions
 from .check import Info, analyze
 from .errors import TccError
-from .ir import (COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
+from .ir import (COMPARISONS, REDUCTIONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
                  Stmt, base_name, dim_uses, grad_name, index_vars, is_grad, reads, stmt_vars)
 
 # ------------------------------------------------------------------ building
@@ -286,8 +286,8 @@ def differentiate(program: Program | Info) -> Program:
         seed = Ref(grad_name(y), s.target.index)
         extra: list[Expr] = []
         dens: list[Expr] = []
-        if s.op == "max=":
-            # Split m.grad evenly among the positions that tie for the maximum.
+        if s.op in REDUCTIONS:
+            # Split m.grad evenly among the positions that tie for the max (min).
             count = _fresh(f"{y}_count", taken)
             hit = cmp("==", s.expr, Ref(y, s.target.index))
             targets_read = [r for _, r in read_paths(s.expr) if r.tensor in active]

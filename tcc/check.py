@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .errors import TccError
-from .ir import base_name, is_grad, Affine, Gather, Program, Ref, Stmt, dim_uses, reads, stmt_vars
+from .ir import REDUCTIONS, base_name, is_grad, Affine, Gather, Program, Ref, Stmt, dim_uses, reads, stmt_vars
 
 Size = Union[str, int]
 
@@ -165,8 +165,9 @@ class _Analyzer:
                                f"at line {first.pos.line if k != ks[0] else s.pos.line}): "
                                "'=' must be a tensor's only update; use '+=' to accumulate",
                                s.pos)
-                if "max=" in ops:
-                    raise _err(f"'{t}' is updated with 'max=' and more than once: a 'max=' "
+                red = next((op for op in ops if op in REDUCTIONS), None)
+                if red:
+                    raise _err(f"'{t}' is updated with '{red}' and more than once: a '{red}' "
                                "tensor has exactly one update", s.pos)
         for t in self.declared:
             if self.roles[t] == "output" and t not in updates:

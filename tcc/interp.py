@@ -54,10 +54,11 @@ def run(program: Program | Info, tensors: dict) -> dict[str, np.ndarray]:
     info = program if isinstance(program, Info) else analyze(program)
     arrays, sizes, dtype = prepare(info, tensors)
     env = dict(arrays)
-    max_targets = {si.stmt.target.tensor for si in info.stmts if si.stmt.op == "max="}
+    start = {"max=": -np.inf, "min=": np.inf}
+    first = {si.stmt.target.tensor: start.get(si.stmt.op, 0) for si in reversed(info.stmts)}
     for t in info.computed:
         shape = tuple(_size(sizes, e) for e in info.shapes[t])
-        env[t] = np.full(shape, -np.inf if t in max_targets else 0, dtype=dtype)
+        env[t] = np.full(shape, first[t], dtype=dtype)
     with np.errstate(all="ignore"):
         for si in info.stmts:
             _run_stmt(si.stmt, si.ranges, env, sizes, dtype)
@@ -83,8 +84,10 @@ def _run_stmt(s, ranges, env, sizes, dtype):
             target[pos] += v
         elif op == "-=":
             target[pos] -= v
-        else:  # max=
+        elif op == "max=":
             target[pos] = np.maximum(target[pos], v)
+        else:  # min=
+            target[pos] = np.minimum(target[pos], v)
 
 
 def _compile_index(ref: Ref, env, sizes):

@@ -187,7 +187,8 @@ def _wrap(e: Expr, min_prec: int) -> str:
 
 # ------------------------------------------------------ statements, program
 
-UPDATES = ("+=", "-=", "=", "max=")
+UPDATES = ("+=", "-=", "=", "max=", "min=")
+REDUCTIONS = ("max=", "min=")   # start at -inf / +inf; one update; ties split the gradient
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ _RESERVED = KEYWORDS | set(keyword.kwlist) | {"grad"}   # and the function names
 
 _TOKEN_TEXT = {
     "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "ROLE": "a declaration",
-    "UPDATE": "an update ('+=', '-=', '=' or 'max=')", "CMP": "a comparison",
+    "UPDATE": "an update ('+=', '-=', '=', 'max=' or 'min=')", "CMP": "a comparison",
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "POW": "'**'",
     "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'", "COMMA": "','",
     "COLON": "':'", "FOR": "'for'", "GRAD": "'.grad'", "_NL": "end of line",

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .errors import TccError
-from .ir import REDUCTIONS, base_name, is_grad, Affine, Gather, Program, Ref, Stmt, dim_uses, reads, stmt_vars
+from .ir import (REDUCTIONS, base_name, is_grad, Affine, Gather, Program, Ref, Stmt, dim_uses,
+                 reads, stmt_vars)
 
 Size = Union[str, int]
 

@@ -17,7 +17,8 @@ from . import functions
 from .check import Info, analyze
 from .errors import TccError
 from .ir import (COMPARISONS, REDUCTIONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num,
-                 Program, Ref, Stmt, base_name, dim_uses, grad_name, index_vars, is_grad, reads, stmt_vars)
+                 Program, Ref, Stmt, base_name, dim_uses, grad_name, index_vars, is_grad, reads,
+                 stmt_vars)
 
 # ------------------------------------------------------------------ building
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _rt, functions
 from .check import Info, analyze
-from .ir import Bin, Call, DimVal, Expr, Gather, IndexCmp, Neg, Num, Program, Ref
+from .ir import Affine, Bin, Call, DimVal, Expr, Gather, IndexCmp, Neg, Num, Program, Ref
 
 _BINOPS = {
     "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
@@ -54,14 +54,16 @@ def run(program: Program | Info, tensors: dict) -> dict[str, np.ndarray]:
     info = program if isinstance(program, Info) else analyze(program)
     arrays, sizes, dtype = prepare(info, tensors)
     env = dict(arrays)
-    start = {"max=": -np.inf, "min=": np.inf}
-    first = {si.stmt.target.tensor: start.get(si.stmt.op, 0) for si in reversed(info.stmts)}
     for t in info.computed:
         shape = tuple(_size(sizes, e) for e in info.shapes[t])
         if t in arrays:       # a backward's data seed that it adds to: a copy of it
             env[t] = np.array(arrays[t], dtype=dtype, copy=True)
         else:
-            env[t] = np.full(shape, first[t], dtype=dtype)
+            env[t] = np.zeros(shape, dtype=dtype)
+    for si in info.stmts:     # max= starts at -inf, min= at +inf, where it can write
+        start = {"max=": -np.inf, "min=": np.inf}.get(si.stmt.op)
+        if start is not None:
+            env[si.stmt.target.tensor][_reachable(si.stmt.target)] = start
     with np.errstate(all="ignore"):
         for si in info.stmts:
             try:
@@ -70,6 +72,13 @@ def run(program: Program | Info, tensors: dict) -> dict[str, np.ndarray]:
                 where = f"line {si.stmt.pos.line}: " if si.stmt.pos else ""
                 raise ValueError(f"{err} (in the statement at {where}{si.stmt})") from None
     return {t: env[t] for t in info.computed}
+
+
+def _reachable(target: Ref) -> tuple:
+    """The positions an update can write: a constant axis (a stacked one) only at
+    its constant, so that the positions no update writes hold 0."""
+    return tuple(ix.const if isinstance(ix, Affine) and not ix.terms and not ix.dims
+                 else slice(None) for ix in target.index)
 
 
 def _size(sizes, entry) -> int:

@@ -487,9 +487,10 @@ def _resolve_stmt(s: Stmt, dims, tensors, computed=frozenset()) -> Stmt:
         if isinstance(size, str) and size not in dims:
             what = "a loop index" if size in loopset else (
                 "a tensor" if size in tensors or size in computed else "not declared")
+            hint = f": declare it (dim {size}) or use it in a shape" if what == \
+                "not declared" else ""
             raise TccError(f"the range of '{v}' must be a dim name or an integer, but "
-                           f"'{size}' is {what}: declare it (dim {size}) or use it in a shape",
-                           s.pos_of(v))
+                           f"'{size}' is {what}{hint}", s.pos_of(v))
 
     def fix_affine(a: Affine) -> Affine:
         terms, dterms = [], []

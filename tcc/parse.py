@@ -21,7 +21,7 @@ from lark import Lark, Token, Transformer
 from .errors import TccError
 from . import functions
 from .ir import (base_name, COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Gather,
-                 IndexCmp, Neg, Num, Pos, Program, Ref, Stmt, index_vars, walk)
+                 IndexCmp, Neg, Num, Pos, Program, Ref, Stmt, index_vars)
 
 MAX_DEPTH = 100
 MAX_HEIGHT = 250
@@ -403,19 +403,19 @@ def read_source(text_or_path) -> tuple[str, str | None]:
 # ---------------------------------------------------------- name resolution
 
 def _bare_names(e: Expr) -> list[str]:
-    """Names read with no brackets (scalars, loop indices, dims), outside indices."""
-    return [n.tensor for n in walk(e) if isinstance(n, Ref) and not n.index]
-
-
-def _index_comparisons(e: Expr, dims, tensors, computed) -> list[Bin]:
-    """Comparisons with a name on a side that is no dim or tensor (with ``for``
-    omitted, these names are loop indices): they compare positions."""
-    out = []
-    for n in walk(e):
-        if isinstance(n, Bin) and n.op in COMPARISONS and any(
-                v not in dims and v not in tensors and v not in computed
-                for v in _bare_names(n)):
-            out.append(n)
+    """Names read with no brackets (scalars, loop indices, dims) on the sides of the
+    comparison e, outside indices and outside comparisons nested in its sides."""
+    out, todo = [], [e.lhs, e.rhs] if isinstance(e, Bin) else [e]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, Ref) and not n.index:
+            out.append(n.tensor)
+        elif isinstance(n, Bin) and n.op not in COMPARISONS:
+            todo += [n.lhs, n.rhs]
+        elif isinstance(n, Neg):
+            todo.append(n.arg)
+        elif isinstance(n, Call):
+            todo += list(n.args)
     return out
 
 
@@ -467,8 +467,6 @@ def _resolve_stmt(s: Stmt, dims, tensors, computed=frozenset()) -> Stmt:
         for v in index_vars(r.index):
             if v not in used:
                 used.append(v)
-    for c in _index_comparisons(s.expr, dims, tensors, computed):
-        used += [n for n in _bare_names(c) if n not in used]
     index_names = [v for v in used if v not in dims and v not in tensors and v not in computed]
     loops = s.loops if s.loops is not None else tuple(index_names)
     if s.target.tensor in dims or s.target.tensor in loops:

@@ -42,6 +42,7 @@ class Info:
     stmts: list[StmtInfo]
     plan: list[tuple]
     gather_data: set[str] = field(default_factory=set)
+    stacked: set[str] = field(default_factory=set)   # tensors with a stacked constant axis
 
     def role(self, name: str) -> str:
         return self.roles[name]
@@ -92,6 +93,7 @@ class _Analyzer:
         self.bound: set[str] = set()              # dims some array binds
         self.gather_data: set[str] = set()
         self.names: set[str] = set()
+        self.stacked: set[str] = set()
 
     # ------------------------------------------------------------ declarations
     def declarations(self):
@@ -483,6 +485,8 @@ class _Analyzer:
                            "declare it as an output with a shape, or index that axis by "
                            "a constant in every update", s.target.pos)
             size = ranges[v] if v is not None else stacked
+            if v is None:
+                self.stacked.add(t)
             if decl is not None:
                 want = decl[axis]
                 if isinstance(want, int):
@@ -545,7 +549,42 @@ class _Analyzer:
                 raise _err(f"'{name}' names both a dim and a tensor", self.decl_pos.get(name))
         return Info(self.p, dict(self.roles), dict(self.shapes), list(self.dims), self.batch,
                     inputs, list(self.outputs), computed, stmt_infos, list(self.plan),
-                    set(self.gather_data))
+                    set(self.gather_data), set(self.stacked))
+
+
+def backend_gaps(info: Info) -> list[tuple[str, object]]:
+    """(what, position) for each of issue 12's forms in the program that the
+    compiled backends do not lower yet (the reference interpreter, the
+    differentiator and the printer handle them all)."""
+    gaps = []
+    read = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
+    for si in info.stmts:
+        s = si.stmt
+        t = s.target.tensor
+        if s.op == "min=":
+            gaps.append(("'min='", s.pos))
+        if s.written:
+            gaps.append(("a written range ('for n in N')", s.pos_of(s.written[0][0])))
+        for c in index_cmps(s.expr):
+            gaps.append((f"the index comparison {c}", c.pos or s.pos))
+        if t in info.stacked:
+            gaps.append((f"the stacked constant target {s.target}", s.target.pos))
+        if info.roles.get(t) == "data":
+            gaps.append((f"an update of the seed '{t}'", s.target.pos))
+    for t in info.outputs:
+        if t in read:
+            first = next(r for si in info.stmts for r in reads(si.stmt.expr) if r.tensor == t)
+            gaps.append((f"the output '{t}' read by a later statement", first.pos))
+    return gaps
+
+
+def require_lowerable(info: Info) -> None:
+    """A TccError at the first form the compiled backends do not lower yet."""
+    gaps = backend_gaps(info)
+    if gaps:
+        what, pos = gaps[0]
+        raise TccError(f"{what} is not supported by the compiled backends yet; the reference "
+                       "interpreter runs it (tcc.api.check(..., engine='interp'))", pos)
 
 
 def _tie_count_of(s: Stmt) -> str | None:

@@ -5,7 +5,7 @@ grad`` and ``tcc explain`` share."""
 from __future__ import annotations
 
 from .autodiff import differentiate
-from .check import analyze, size_symbols
+from .check import analyze, require_lowerable, size_symbols
 from .errors import TccError
 from .parse import parse as _parse_text
 
@@ -22,6 +22,8 @@ class Pipeline:
         self.log = Log()
         try:
             info = analyze(program)
+            if forward_rewrites:      # compiling: refuse what the lowering cannot do yet
+                require_lowerable(info)
             self.original = info
             from .optimize import optimize_backward, optimize_forward, stabilize
             if optimize and forward_rewrites:

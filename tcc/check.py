@@ -200,7 +200,7 @@ class _Analyzer:
                 self.check_gather(g, k, last)
             for c in index_cmps(s.expr):
                 for g in [ix for ix in c.sides if isinstance(ix, Gather)]:
-                    self.check_gather(g, k, last)
+                    self.check_gather(g, k, last, in_comparison=True)
 
         outputs = [t for t in self.declared if self.roles[t] == "output"]
         read_by: dict[str, int] = {}
@@ -239,12 +239,14 @@ class _Analyzer:
         for g in [ix for ix in r.index if isinstance(ix, Gather)]:
             self.check_gather(g, k, last)
 
-    def check_gather(self, g: Gather, k: int, last):
+    def check_gather(self, g: Gather, k: int, last, in_comparison=False):
         role = self.roles.get(g.tensor)
         if role != "data":
             what = f"declared {role}" if role else (
                 "computed" if g.tensor in last else "undefined")
-            raise _err(f"gather through '{g.tensor}', which is {what}: gather positions "
+            why = ("a comparison with a loop index on a side compares positions, and its "
+                   "other side is an index form: " if in_comparison else "")
+            raise _err(f"{why}gather through '{g.tensor}', which is {what}: gather positions "
                        "must come from an integer 'data' tensor", g.pos)
         self.gather_data.add(g.tensor)
 

@@ -202,7 +202,10 @@ ERRORS = [
     # ---- index comparisons
     ("comparison_gathers_through_input",
      "input p[B, K], y[B]\nfor b, k: L[b] += p[b, k] * (k == y[b])\n",
-     2, 35, ("gather through 'y'", "declared input", "'data'")),
+     2, 35, ("compares positions", "gather through 'y'", "declared input", "'data'")),
+    ("comparison_of_an_index_with_a_value",
+     "input p[B, K], x[B]\nfor b, k: L[b] += p[b, k] * (k < x[b])\n",
+     2, 34, ("compares positions", "gather through 'x'", "declared input")),
     ("comparison_side_not_an_index",
      "input p[B, K]\nfor b, k: L[b] += p[b, k] * (k == exp(b))\n",
      2, 35, ("an index is a loop index",)),

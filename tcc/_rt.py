@@ -6,9 +6,10 @@
 #   ("shape", tensor, entries, integer)  bind or check each axis of an array;
 #                                        entries are dim names or int literals
 #   ("valid", sym, var, constraints)     the largest in-bounds range of an index
-#   ("equal", sym, value, what)          a dim name against a literal
+#   ("equal", sym, value, what)          a dim name against a literal (or a written range)
 #   ("alias", sym, other, what)          an output dim named by inference
-#   ("bounds", tensor, axis, size, terms, const)  an affine access stays in bounds
+#   ("bounds", tensor, axis, size, terms, const[, statement])  an affine access stays
+#                                        in bounds (the statement's text, for the message)
 #   ("gather", data, tensor, axis, size) gather values are positions on that axis
 # Each failure raises ValueError naming the tensor, the axis and the sizes.
 
@@ -92,8 +93,9 @@ def bind_sizes(plan, arrays, sizes=None):
             where.setdefault(sym, f"the range of '{var}'")
         elif kind == "equal":
             _, sym, value, what = step
-            if sizes[sym] != value:
-                raise ValueError(f"{what}: {sym} = {sizes[sym]} from "
+            value = _rt_size(sizes, value)
+            if _rt_size(sizes, sym) != value:
+                raise ValueError(f"{what}: {sym} = {_rt_size(sizes, sym)} from "
                                  f"{where.get(sym, 'the arrays')}, but must be {value}")
         elif kind == "alias":
             _, sym, other, what = step
@@ -103,12 +105,13 @@ def bind_sizes(plan, arrays, sizes=None):
                                  f"{where.get(sym, 'the arrays')}, but the loops give {n}")
             sizes[sym] = n
         elif kind == "bounds":
-            _, tensor, axis, size, terms, const = step
+            _, tensor, axis, size, terms, const = step[:6]
             span = _rt_span(sizes, terms, const)
             s = _rt_size(sizes, size)
             if span is not None and (span[0] < 0 or span[1] >= s):
+                where = f" (in the statement at {step[6]})" if len(step) > 6 else ""
                 raise ValueError(f"tensor '{tensor}' axis {axis} has size {s}, but the index "
-                                 f"ranges over {span[0]}..{span[1]}")
+                                 f"ranges over {span[0]}..{span[1]}{where}")
         elif kind == "gather":
             _, data, tensor, axis, size = step
             y = arrays[data]

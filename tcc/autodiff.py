@@ -16,9 +16,10 @@ from __future__ import annotations
 from . import functions
 from .check import Info, analyze
 from .errors import TccError
+from .ir import (COMPARISONS, REDUCTIONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num,
+                 Program, Ref, Stmt, base_name, dim_uses, grad_name, index_cmps, index_vars,
+                 is_grad, reads, stmt_vars)
 from .names import fresh
-from .ir import (COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num, Program, Ref,
-                 Stmt, base_name, dim_uses, grad_name, index_vars, is_grad, reads, stmt_vars)
 
 # ------------------------------------------------------------------ building
 
@@ -222,10 +223,11 @@ def _range_pins(info: Info, si, fixed: list[Ref], factors: list[Expr]) -> list[E
     named = info.input_dims
     forward_reads = reads(s.expr)
     pins: list[Expr] = []
-    done: set[str] = set()
+    done: set[str] = {v for v, _ in s.written}     # written ranges stay written
     while True:
         refs = fixed + [r for f in factors + pins for r in reads(f)]
         used = {v for r in refs for v in index_vars(r.index)}
+        used |= {v for f in factors for c in index_cmps(f) for v in c.vars}
         plain = _plain_vars(refs)
         need = [v for v in s.loops if v not in done and (
             (v in used and v not in plain) or
@@ -278,14 +280,14 @@ def differentiate(program: Program | Info) -> Program:
         seed = Ref(grad_name(y), s.target.index)
         extra: list[Expr] = []
         dens: list[Expr] = []
-        if s.op == "max=":
-            # Split m.grad evenly among the positions that tie for the maximum.
+        if s.op in REDUCTIONS:
+            # Split m.grad evenly among the positions that tie for the max (min).
             count = fresh(f"{y}_count", taken)
             hit = cmp("==", s.expr, Ref(y, s.target.index))
             targets_read = [r for _, r in read_paths(s.expr) if r.tensor in active]
             if targets_read:
                 out.append(Stmt(s.loops, Ref(count, s.target.index), "+=", hit, s.pos,
-                                origin=(k, -1)))
+                                origin=(k, -1), written=s.written))
                 extra.append(hit)
                 dens.append(Ref(count, s.target.index))
         for n, (path, r) in enumerate(read_paths(s.expr)):
@@ -315,15 +317,22 @@ def differentiate(program: Program | Info) -> Program:
                     size = si.ranges[v]
                     lead.append(Num(size) if isinstance(size, int) else DimVal(size))
             expr = build_product(lead, coef, nums, dens + more_dens)
-            out.append(Stmt(loops, target, op, expr, s.pos, origin=(k, n)))
+            written = tuple((v, size) for v, size in s.written if v in loops)
+            out.append(Stmt(loops, target, op, expr, s.pos, origin=(k, n), written=written))
             has_grad.add(x)
-    return with_declarations(info, out)
+    return with_declarations(info, out, seeds=[grad_name(t) for t in info.outputs
+                                               if t in active])
 
 
-def with_declarations(info: Info, stmts: list[Stmt]) -> Program:
-    """Declare what the backward reads (as data) and produces (as outputs)."""
+def with_declarations(info: Info, stmts: list[Stmt], seeds=()) -> Program:
+    """Declare what the backward reads (as data) and produces (as outputs).
+
+    seeds: the outputs' gradients. One that the backward also updates (an
+    output read by later statements) is declared data all the same: the
+    program adds to the given seed.
+    """
     computed = {s.target.tensor for s in stmts}
-    read: list[str] = []
+    read: list[str] = [t for t in seeds if t in computed]
     for s in stmts:
         for r in reads(s.expr):
             if r.tensor not in computed and r.tensor not in read:
@@ -334,13 +343,18 @@ def with_declarations(info: Info, stmts: list[Stmt]) -> Program:
         for ix in s.target.index:
             if not isinstance(ix, Affine) and ix.tensor not in read:
                 read.append(ix.tensor)
+        for c in index_cmps(s.expr):
+            for ix in c.sides:
+                if not isinstance(ix, Affine) and ix.tensor not in read:
+                    read.append(ix.tensor)
     # An intermediate gradient written at non-plain positions takes its
     # shape from its forward tensor, which must then be declared too.
     for s in stmts:
         t = s.target.tensor
         base = base_name(t)
         if any(not (isinstance(ix, Affine) and ix.plain) for ix in s.target.index) and \
-                info.roles.get(base) not in ("input", "param") and base not in read:
+                base != t and info.roles.get(base) not in ("input", "param") and \
+                base not in read:
             read.append(base)
 
     # A gradient's dims must be bound by some array the backward takes: where

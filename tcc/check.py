@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .errors import TccError
-from .ir import base_name, is_grad, Affine, Gather, Program, Ref, Stmt, dim_uses, reads, stmt_vars
+from .ir import (REDUCTIONS, base_name, is_grad, Affine, Bin, Gather, Program, Ref, Stmt, dim_uses,
+                 index_cmps, reads, stmt_vars)
 
 Size = Union[str, int]
 
@@ -41,6 +42,7 @@ class Info:
     stmts: list[StmtInfo]
     plan: list[tuple]
     gather_data: set[str] = field(default_factory=set)
+    stacked: set[str] = field(default_factory=set)   # tensors with a stacked constant axis
 
     def role(self, name: str) -> str:
         return self.roles[name]
@@ -91,6 +93,7 @@ class _Analyzer:
         self.bound: set[str] = set()              # dims some array binds
         self.gather_data: set[str] = set()
         self.names: set[str] = set()
+        self.stacked: set[str] = set()
 
     # ------------------------------------------------------------ declarations
     def declarations(self):
@@ -150,7 +153,12 @@ class _Analyzer:
         for k, s in enumerate(stmts):
             t = s.target.tensor
             role = self.roles.get(t)
-            if role in ("input", "param", "data"):
+            seed = role == "data" and is_grad(t)    # a backward's seed, which it adds to
+            if seed and s.op not in ("+=", "-="):
+                raise _err(f"cannot update the seed '{t}' with '{s.op}': a data seed starts "
+                           "at its given values and is only added to ('+=' or '-=')",
+                           s.target.pos)
+            if role in ("input", "param", "data") and not seed:
                 raise _err(f"cannot update '{t}': it is declared {role}; only computed "
                            "tensors and outputs are written", s.target.pos)
             updates.setdefault(t, []).append(k)
@@ -165,8 +173,9 @@ class _Analyzer:
                                f"at line {first.pos.line if k != ks[0] else s.pos.line}): "
                                "'=' must be a tensor's only update; use '+=' to accumulate",
                                s.pos)
-                if "max=" in ops:
-                    raise _err(f"'{t}' is updated with 'max=' and more than once: a 'max=' "
+                red = next((op for op in ops if op in REDUCTIONS), None)
+                if red:
+                    raise _err(f"'{t}' is updated with '{red}' and more than once: a '{red}' "
                                "tensor has exactly one update", s.pos)
         for t in self.declared:
             if self.roles[t] == "output" and t not in updates:
@@ -189,6 +198,9 @@ class _Analyzer:
                 self.check_read(r, k, s, last)
             for g in [ix for ix in s.target.index if isinstance(ix, Gather)]:
                 self.check_gather(g, k, last)
+            for c in index_cmps(s.expr):
+                for g in [ix for ix in c.sides if isinstance(ix, Gather)]:
+                    self.check_gather(g, k, last, in_comparison=True)
 
         outputs = [t for t in self.declared if self.roles[t] == "output"]
         read_by: dict[str, int] = {}
@@ -196,13 +208,9 @@ class _Analyzer:
             for r in reads(s.expr):
                 read_by.setdefault(r.tensor, k)
         if not outputs:
-            outputs = [t for t in updates if t not in read_by]
-        for t in outputs:
-            if t in read_by:
-                s = stmts[read_by[t]]
-                r = next(r for r in reads(s.expr) if r.tensor == t)
-                raise _err(f"output '{t}' is read by another statement: compute a copy "
-                           "if you need one", r.pos)
+            outputs = [t for t in updates if t not in read_by and self.roles.get(t) != "data"]
+        # A declared output may be read by later statements: its gradient is its
+        # seed plus what flows back from those reads.
         self.outputs = outputs
         for t in updates:
             self.roles.setdefault(t, "intermediate")
@@ -231,12 +239,14 @@ class _Analyzer:
         for g in [ix for ix in r.index if isinstance(ix, Gather)]:
             self.check_gather(g, k, last)
 
-    def check_gather(self, g: Gather, k: int, last):
+    def check_gather(self, g: Gather, k: int, last, in_comparison=False):
         role = self.roles.get(g.tensor)
         if role != "data":
             what = f"declared {role}" if role else (
                 "computed" if g.tensor in last else "undefined")
-            raise _err(f"gather through '{g.tensor}', which is {what}: gather positions "
+            why = ("a comparison with a loop index on a side compares positions, and its "
+                   "other side is an index form: " if in_comparison else "")
+            raise _err(f"{why}gather through '{g.tensor}', which is {what}: gather positions "
                        "must come from an integer 'data' tensor", g.pos)
         self.gather_data.add(g.tensor)
 
@@ -271,15 +281,22 @@ class _Analyzer:
 
     def infer_stmt(self, k: int, s: Stmt) -> dict[str, Size]:
         acc = self.accesses(s)
+        # The gathers of index comparisons read their data, but fix no range.
+        cmp_acc = [(g.tensor, g.index, g.pos, False) for c in index_cmps(s.expr)
+                   for g in c.sides if isinstance(g, Gather)]
         fixing: dict[str, list[tuple[Size, str, object]]] = {v: [] for v in s.loops}
         shapes_here = {}
-        for t, index, pos, _ in acc:
+        gather_sources = {(g.tensor, g.index) for t, index, _, _ in acc
+                          for g in index if isinstance(g, Gather)}
+        for t, index, pos, _ in acc + cmp_acc:
             shape = self.known_shape(t)
             if shape is None:
                 continue
             if len(index) != len(shape):
                 raise _err(f"'{t}' has {len(shape)} ax{'i' if len(shape) == 1 else 'e'}s"
                            f" ({_fmt_shape(shape)}) but is indexed with {len(index)}", pos)
+            if (t, index, pos, False) in cmp_acc:
+                continue
             shapes_here[t] = shape
             for axis, ix in enumerate(index):
                 v = ix.plain if isinstance(ix, Affine) else None
@@ -289,9 +306,19 @@ class _Analyzer:
                     self.plan.append(("gather", ix.tensor, t, axis, shape[axis]))
 
         ranges: dict[str, Size] = {}
+        for v, size in s.written:
+            ranges[v] = size
+            for other, t, pos in fixing[v]:
+                if isinstance(other, int) and isinstance(size, int):
+                    if other != size:
+                        raise _err(f"index '{v}' is written to range over {size}, but its "
+                                   f"plain use in '{t}' ranges over {other}", pos)
+                elif other != size:
+                    self.plan.append(("equal", other, size, f"index '{v}' is written to "
+                                      f"range over {size}, and '{t}' uses it plainly"))
         for v in s.loops:
             uses = fixing[v]
-            if not uses:
+            if not uses or v in ranges:
                 continue
             names = []
             for size, _, _ in uses:
@@ -344,8 +371,9 @@ class _Analyzer:
                     if blocked:
                         continue
                     raise _err(f"cannot infer the range of index '{v}': use it as a plain "
-                               "index of a tensor whose shape is known, or declare the "
-                               "target's shape", s.pos)
+                               "index of a tensor whose shape is known, write its range "
+                               f"('for {v} in N'), or declare the target's shape "
+                               "(a comparison fixes no range)", s.pos_of(v))
                 sym = self.derived_symbol(s, v, k, target_decl)
                 self.plan.append(("valid", sym, v, tuple(constraints)))
                 ranges[v] = sym
@@ -355,19 +383,50 @@ class _Analyzer:
                 raise _err(f"indices {', '.join(unfixed)} share one index expression and no "
                            "plain use fixes either range", s.pos)
 
-        # Every non-plain access gets a run-time bounds check.
-        for t, index, _, _ in acc:
-            shape = shapes_here.get(t)
+        # Every non-plain access is checked: at compile time where every size is
+        # known, else at run time. With written ranges, accesses outside a tensor
+        # read 0 (updates are dropped), except a gather's reads of its data.
+        checked = acc + cmp_acc
+        for t, index, pos, _ in checked:
+            shape = self.known_shape(t) if (t, index, pos, False) in cmp_acc else \
+                shapes_here.get(t)
             if shape is None:
                 continue
+            if s.padded and (t, index) not in gather_sources and \
+                    (t, index, pos, False) not in cmp_acc:
+                continue
+            in_cmp = (t, index, pos, False) in cmp_acc
             for axis, ix in enumerate(index):
-                if isinstance(ix, Affine) and ix.plain is None:
-                    self.plan.append(("bounds", t, axis, shape[axis],
-                                      tuple((c, ranges[u]) for u, c in ix.terms),
-                                      (ix.const, tuple((c, d) for d, c in ix.dims))))
+                if isinstance(ix, Affine) and (ix.plain is None or in_cmp):
+                    terms = tuple((c, ranges[u]) for u, c in ix.terms)
+                    const = (ix.const, tuple((c, d) for d, c in ix.dims))
+                    self.static_bounds(t, axis, shape[axis], ix, terms, pos)
+                    self.plan.append(("bounds", t, axis, shape[axis], terms, const,
+                                      _statement_text(s)))
 
         self.shape_target(s, ranges)
         return ranges
+
+    def static_bounds(self, t: str, axis: int, size: Size, ix: Affine, terms, pos):
+        """A constant or affine index outside a known-size axis: a compile-time error."""
+        if ix.dims or any(isinstance(n, int) and n <= 0 for _, n in terms):
+            return
+        lo = hi = ix.const
+        for c, n in terms:
+            if not isinstance(n, int):
+                lo, hi = (lo, None) if c > 0 else (None, hi)
+            elif c > 0:
+                hi = None if hi is None else hi + c * (n - 1)
+            else:
+                lo = None if lo is None else lo + c * (n - 1)
+        where = ix.pos or pos
+        if lo is not None and lo < 0:
+            raise _err(f"the index {ix} of '{t}' axis {axis} reaches position {lo}: positions "
+                       "start at 0 (write the loop's range, 'for i in N', to pad with zeros)",
+                       where)
+        if hi is not None and isinstance(size, int) and hi >= size:
+            raise _err(f"the index {ix} of '{t}' axis {axis} reaches position {hi}, but that "
+                       f"axis has size {size}", where)
 
     def dims_bound(self):
         """A dim used as a number (``1/B``) or an offset (``x[t + D]``) needs a size:
@@ -405,6 +464,10 @@ class _Analyzer:
             return
         known = self.known_shape(t)
         decl = self.declared.get(t)
+        tie = _tie_count_of(s)
+        if known is None and tie is not None and \
+                any(not (isinstance(ix, Affine) and ix.plain) for ix in s.target.index):
+            known = self.known_shape(tie)      # a max=/min= tie count: its tensor's shape
         if known is not None:
             self.shapes[t] = known
             return
@@ -414,14 +477,25 @@ class _Analyzer:
         shape = []
         for axis, ix in enumerate(s.target.index):
             v = ix.plain if isinstance(ix, Affine) else None
-            if v is None:
+            stacked = self.stacked_length(t, axis)
+            if v is None and stacked is None:
+                if tie is not None:
+                    raise _err(f"the shape of '{tie}' is needed for the backward of this "
+                               f"statement but cannot be inferred from the index {ix}: "
+                               "declare it as an output with a shape", s.target.pos)
                 raise _err(f"the shape of '{t}' cannot be inferred from the index {ix}: "
-                           "declare it as an output with a shape", s.target.pos)
-            size = ranges[v]
+                           "declare it as an output with a shape, or index that axis by "
+                           "a constant in every update", s.target.pos)
+            size = ranges[v] if v is not None else stacked
+            if v is None:
+                self.stacked.add(t)
             if decl is not None:
                 want = decl[axis]
                 if isinstance(want, int):
-                    if size != want:
+                    if v is None and size > want:
+                        raise _err(f"'{t}' axis {axis} is declared {want}, but an update "
+                                   f"writes position {size - 1}", s.target.pos)
+                    if size != want and v is not None:
                         if isinstance(size, int):
                             raise _err(f"'{t}' axis {axis} is declared {want} but index "
                                        f"'{v}' ranges over {size}", s.target.pos)
@@ -439,6 +513,20 @@ class _Analyzer:
                     # sees one name for one range; `tcc parse` shows the declared one
             shape.append(size)
         self.shapes[t] = tuple(shape)
+
+    def stacked_length(self, t: str, axis: int) -> int | None:
+        """The largest constant + 1, when every update of t indexes ``axis`` by a
+        constant (``w[b, 0] += ...; w[b, 1] += ...`` stack two columns)."""
+        consts = []
+        for k in self.updates.get(t, ()):
+            index = self.p.stmts[k].target.index
+            ix = index[axis] if axis < len(index) else None
+            if not (isinstance(ix, Affine) and not ix.terms and not ix.dims):
+                return None
+            consts.append(ix.const)
+        if not consts or min(consts) < 0:
+            return None
+        return max(consts) + 1
 
     # ------------------------------------------------------------ run
     def run(self) -> Info:
@@ -463,7 +551,58 @@ class _Analyzer:
                 raise _err(f"'{name}' names both a dim and a tensor", self.decl_pos.get(name))
         return Info(self.p, dict(self.roles), dict(self.shapes), list(self.dims), self.batch,
                     inputs, list(self.outputs), computed, stmt_infos, list(self.plan),
-                    set(self.gather_data))
+                    set(self.gather_data), set(self.stacked))
+
+
+def backend_gaps(info: Info) -> list[tuple[str, object]]:
+    """(what, position) for each of issue 12's forms in the program that the
+    compiled backends do not lower yet (the reference interpreter, the
+    differentiator and the printer handle them all)."""
+    gaps = []
+    read = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
+    for si in info.stmts:
+        s = si.stmt
+        t = s.target.tensor
+        if s.op == "min=":
+            gaps.append(("'min='", s.pos))
+        if s.written:
+            gaps.append(("a written range ('for n in N')", s.pos_of(s.written[0][0])))
+        for c in index_cmps(s.expr):
+            gaps.append((f"the index comparison {c}", c.pos or s.pos))
+        if t in info.stacked:
+            gaps.append((f"the stacked constant target {s.target}", s.target.pos))
+        if info.roles.get(t) == "data":
+            gaps.append((f"an update of the seed '{t}'", s.target.pos))
+    for t in info.outputs:
+        if t in read:
+            first = next(r for si in info.stmts for r in reads(si.stmt.expr) if r.tensor == t)
+            gaps.append((f"the output '{t}' read by a later statement", first.pos))
+    return gaps
+
+
+def require_lowerable(info: Info) -> None:
+    """A TccError at the first form the compiled backends do not lower yet."""
+    gaps = backend_gaps(info)
+    if gaps:
+        what, pos = gaps[0]
+        raise TccError(f"{what} is not supported by the compiled backends yet; the reference "
+                       "interpreter runs it (tcc.api.check(..., engine='interp'))", pos)
+
+
+def _tie_count_of(s: Stmt) -> str | None:
+    """For the tie count a backward builds for ``m max= e`` (``cnt[o] += (e == m[o])``,
+    origin (k, -1)), the name of ``m``; else None."""
+    e = s.expr
+    if s.origin is not None and s.origin[1] == -1 and isinstance(e, Bin) and e.op == "==" \
+            and isinstance(e.rhs, Ref):
+        return e.rhs.tensor
+    return None
+
+
+def _statement_text(s: Stmt) -> str:
+    """How a run-time error names a statement: its line and text."""
+    where = f"line {s.pos.line}: " if s.pos else ""
+    return f"{where}{s}"
 
 
 def _fmt_shape(shape) -> str:

@@ -363,7 +363,7 @@ def compile_source(text_or_path, backend: str = "numpy", optimize: bool = True) 
     """The generated module's text."""
     text, filename = read_source(text_or_path)
     _backend(backend)
-    return generate(Pipeline(text, filename, optimize), backend)
+    return generate(Pipeline(text, filename, optimize, lowering=True), backend)
 
 
 class Kernel:
@@ -384,7 +384,7 @@ class Kernel:
 
 @functools.lru_cache(maxsize=128)
 def _compile_cached(text: str, filename: str | None, backend: str, optimize: bool) -> Kernel:
-    source = generate(Pipeline(text, filename, optimize), backend)
+    source = generate(Pipeline(text, filename, optimize, lowering=True), backend)
     name = os.path.splitext(os.path.basename(filename))[0] if filename else "program"
     return Kernel(source, name)
 

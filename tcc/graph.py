@@ -81,7 +81,7 @@ def program_dot(text_or_path, backward: bool = False, optimize: bool = True) -> 
     from .pipeline import Pipeline
     from .parse import read_source
     text, filename = read_source(text_or_path)
-    pipe = Pipeline(text, filename, optimize, forward_rewrites=False)
+    pipe = Pipeline(text, filename, optimize)
     name = os.path.splitext(os.path.basename(filename))[0] if filename else "program"
     return dot_text(pipe.original, pipe.binfo if backward else None, name)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _rt, functions
 from .check import Info, analyze
-from .ir import Bin, Call, DimVal, Expr, Gather, Neg, Num, Program, Ref
+from .ir import Affine, Bin, Call, DimVal, Expr, Gather, IndexCmp, Neg, Num, Program, Ref
 
 _BINOPS = {
     "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
@@ -54,14 +54,31 @@ def run(program: Program | Info, tensors: dict) -> dict[str, np.ndarray]:
     info = program if isinstance(program, Info) else analyze(program)
     arrays, sizes, dtype = prepare(info, tensors)
     env = dict(arrays)
-    max_targets = {si.stmt.target.tensor for si in info.stmts if si.stmt.op == "max="}
     for t in info.computed:
         shape = tuple(_size(sizes, e) for e in info.shapes[t])
-        env[t] = np.full(shape, -np.inf if t in max_targets else 0, dtype=dtype)
+        if t in arrays:       # a backward's data seed that it adds to: a copy of it
+            env[t] = np.array(arrays[t], dtype=dtype, copy=True)
+        else:
+            env[t] = np.zeros(shape, dtype=dtype)
+    for si in info.stmts:     # max= starts at -inf, min= at +inf, where it can write
+        start = {"max=": -np.inf, "min=": np.inf}.get(si.stmt.op)
+        if start is not None:
+            env[si.stmt.target.tensor][_reachable(si.stmt.target)] = start
     with np.errstate(all="ignore"):
         for si in info.stmts:
-            _run_stmt(si.stmt, si.ranges, env, sizes, dtype)
+            try:
+                _run_stmt(si.stmt, si.ranges, env, sizes, dtype)
+            except ValueError as err:
+                where = f"line {si.stmt.pos.line}: " if si.stmt.pos else ""
+                raise ValueError(f"{err} (in the statement at {where}{si.stmt})") from None
     return {t: env[t] for t in info.computed}
+
+
+def _reachable(target: Ref) -> tuple:
+    """The positions an update can write: a constant axis (a stacked one) only at
+    its constant, so that the positions no update writes hold 0."""
+    return tuple(ix.const if isinstance(ix, Affine) and not ix.terms and not ix.dims
+                 else slice(None) for ix in target.index)
 
 
 def _size(sizes, entry) -> int:
@@ -71,51 +88,98 @@ def _size(sizes, entry) -> int:
 def _run_stmt(s, ranges, env, sizes, dtype):
     loops = s.loops
     extents = [range(_size(sizes, ranges[v])) for v in loops]
-    value = _compile(s.expr, env, sizes, dtype)
-    where = _compile_index(s.target, env, sizes)
+    value = _compile(s.expr, env, sizes, dtype, s.padded)
+    where = _compile_index(s.target, env, sizes, s.padded)
     target = env[s.target.tensor]
     op = s.op
     for point in itertools.product(*extents):
         at = dict(zip(loops, point))
         pos = where(at)
+        if pos is None:      # outside the target, in a padded statement: dropped
+            continue
         v = value(at)
         if op == "+=" or op == "=":
             target[pos] += v
         elif op == "-=":
             target[pos] -= v
-        else:  # max=
+        elif op == "max=":
             target[pos] = np.maximum(target[pos], v)
+        else:  # min=
+            target[pos] = np.minimum(target[pos], v)
 
 
-def _compile_index(ref: Ref, env, sizes):
-    """A function from loop values to the checked position tuple of ``ref``."""
+def _compile_index(ref: Ref, env, sizes, padded=False):
+    """A function from loop values to the checked position tuple of ``ref``.
+
+    padded: a position outside the tensor on an affine axis gives None (the
+    statement reads 0 there, or drops the update); gathered positions are
+    always checked.
+    """
     array = env[ref.tensor]
-    parts = []
-    for ix in ref.index:
-        if isinstance(ix, Gather):
-            inner = _compile_index(Ref(ix.tensor, ix.index), env, sizes)
-            data = env[ix.tensor]
-            parts.append(lambda at, inner=inner, data=data: int(data[inner(at)]))
-        else:
-            const = ix.const + sum(c * sizes[d] for d, c in ix.dims)
-            parts.append(lambda at, terms=ix.terms, const=const:
-                         const + sum(c * at[v] for v, c in terms))
+    parts = [_compile_position(ix, env, sizes) for ix in ref.index]
+    gathered = [isinstance(ix, Gather) for ix in ref.index]
     shape = array.shape
     name = ref.tensor
 
     def position(at):
         pos = tuple(p(at) for p in parts)
+        outside = False
         for axis, (i, n) in enumerate(zip(pos, shape)):
             if not 0 <= i < n:
+                if padded and not gathered[axis]:
+                    outside = True
+                    continue
                 raise ValueError(f"tensor '{name}' axis {axis} has size {n}, but the "
                                  f"program accesses position {i}")
-        return pos
+        return None if outside else pos
     return position
 
 
-def _compile(e: Expr, env, sizes, dtype):
-    """A function from loop values to the expression's value (a NumPy scalar)."""
+def _compile_position(ix, env, sizes):
+    """A function from loop values to the integer position an index form names."""
+    if isinstance(ix, Gather):
+        inner = _compile_index(Ref(ix.tensor, ix.index), env, sizes)
+        data = env[ix.tensor]
+        return lambda at: int(data[inner(at)])
+    const = ix.const + sum(c * sizes[d] for d, c in ix.dims)
+    return lambda at, terms=ix.terms: const + sum(c * at[v] for v, c in terms)
+
+
+def _guards(e: Expr) -> list[IndexCmp]:
+    """The index comparisons that are factors of the product e: where one is
+    false, e is exactly 0 (a select: inf or nan in the other factors do not matter)."""
+    if isinstance(e, IndexCmp):
+        return [e]
+    if isinstance(e, Neg):
+        return _guards(e.arg)
+    if isinstance(e, Bin) and e.op == "*":
+        return _guards(e.lhs) + _guards(e.rhs)
+    if isinstance(e, Bin) and e.op == "/":
+        return _guards(e.lhs)
+    return []
+
+
+def _compile(e: Expr, env, sizes, dtype, padded=False):
+    """A function from loop values to the expression's value (a NumPy scalar).
+
+    padded: reads outside a tensor (on affine axes) read 0."""
     scalar = dtype.type
+    guards = _guards(e) if isinstance(e, Bin) and e.op in "*/" else []
+    if guards:
+        tests = [_compile(g, env, sizes, dtype) for g in guards]
+        body = _compile_unguarded(e, env, sizes, dtype, padded)
+        zero = scalar(0)
+        return lambda at: body(at) if all(t(at) for t in tests) else zero
+    return _compile_unguarded(e, env, sizes, dtype, padded)
+
+
+def _compile_unguarded(e: Expr, env, sizes, dtype, padded):
+    scalar = dtype.type
+    if isinstance(e, IndexCmp):
+        lhs, rhs = (_compile_position(ix, env, sizes) for ix in e.sides)
+        op = _BINOPS[e.op]
+        one, zero = scalar(1), scalar(0)
+        return lambda at: one if op(lhs(at), rhs(at)) else zero
     if isinstance(e, Num):
         c = scalar(e.value)
         return lambda at: c
@@ -124,22 +188,25 @@ def _compile(e: Expr, env, sizes, dtype):
         return lambda at: c
     if isinstance(e, Ref):
         array = env[e.tensor]
-        where = _compile_index(e, env, sizes)
+        where = _compile_index(e, env, sizes, padded)
+        if padded:
+            zero = scalar(0)
+            return lambda at: zero if (p := where(at)) is None else scalar(array[p])
         if array.dtype != dtype:  # integer data read as a number
             return lambda at: scalar(array[where(at)])
         return lambda at: array[where(at)]
     if isinstance(e, Neg):
-        f = _compile(e.arg, env, sizes, dtype)
+        f = _compile(e.arg, env, sizes, dtype, padded)
         return lambda at: -f(at)
     if isinstance(e, Bin):
-        f, g, op = _compile(e.lhs, env, sizes, dtype), _compile(e.rhs, env, sizes, dtype), \
-            _BINOPS[e.op]
+        f, g = (_compile(a, env, sizes, dtype, padded) for a in (e.lhs, e.rhs))
+        op = _BINOPS[e.op]
         if e.op in ("<", ">", "<=", ">=", "==", "!="):
             return lambda at: scalar(op(f(at), g(at)))
         return lambda at: op(f(at), g(at))
     if isinstance(e, Call):
         fn = functions.lookup(e.fn, e.pos).numpy
-        args = [_compile(a, env, sizes, dtype) for a in e.args]
+        args = [_compile(a, env, sizes, dtype, padded) for a in e.args]
         if len(args) == 1:
             a0 = args[0]
             return lambda at: scalar(fn(a0(at)))

@@ -159,7 +159,36 @@ class Call:
         return f"{self.fn}({', '.join(map(str, self.args))})"
 
 
-Expr = Union[Num, Ref, DimVal, Neg, Bin, Call]
+@dataclass(frozen=True)
+class IndexCmp:
+    """An index comparison, ``(i == j)``, ``(k == y[b])``, ``(j <= t)``, ``(t < T - 1)``:
+    an Iverson bracket, 1 at the loop points where the positions compare true
+    and 0 elsewhere, with derivative 0.
+
+    Each side is an index form: an ``Affine`` (loop indices with integer
+    coefficients, a constant, dims) or a ``Gather`` (``y[b]``, integer ``data``
+    whose values are not range-checked). It fixes no range. Where it is 0,
+    the product (the chain of ``*`` and ``/``) it is a factor of is exactly 0,
+    even where the rest is inf or nan: a select, not a multiplication.
+    """
+    op: str
+    lhs: Index
+    rhs: Index
+    pos: Pos | None = _pos()
+
+    @property
+    def vars(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.lhs.vars + self.rhs.vars))
+
+    @property
+    def sides(self) -> tuple[Index, Index]:
+        return (self.lhs, self.rhs)
+
+    def __str__(self) -> str:
+        return f"({self.lhs} {self.op} {self.rhs})"
+
+
+Expr = Union[Num, Ref, DimVal, Neg, Bin, Call, IndexCmp]
 
 COMPARISONS = ("<", ">", "<=", ">=", "==", "!=")
 _PREC_UNARY = 4
@@ -187,7 +216,8 @@ def _wrap(e: Expr, min_prec: int) -> str:
 
 # ------------------------------------------------------ statements, program
 
-UPDATES = ("+=", "-=", "=", "max=")
+UPDATES = ("+=", "-=", "=", "max=", "min=")
+REDUCTIONS = ("max=", "min=")   # start at -inf / +inf; one update; ties split the gradient
 
 
 @dataclass(frozen=True)
@@ -203,6 +233,17 @@ class Stmt:
     origin: tuple[int, int] | None = field(default=None, compare=False, repr=False)
     # Where each name of the ``for`` list stands, for errors about one index.
     loop_pos: tuple[Pos, ...] | None = field(default=None, compare=False, repr=False)
+    # Written ranges, ``for b, n in N, i in 3``: (loop index, dim name or int
+    # literal) for each index whose range the ``for`` list gives (0 to N - 1).
+    # Inference never changes them. A statement with any written range pads
+    # with zeros: its reads outside a tensor read 0 and its updates outside a
+    # tensor are dropped (max= and min= too); gathers are never padded.
+    written: tuple[tuple[str, Union[str, int]], ...] = ()
+
+    @property
+    def padded(self) -> bool:
+        """Whether out-of-range accesses read 0 and drop updates (written ranges)."""
+        return bool(self.written)
 
     def pos_of(self, var: str) -> Pos | None:
         if self.loop_pos and var in self.loops:
@@ -211,7 +252,9 @@ class Stmt:
 
     def __str__(self) -> str:
         body = f"{self.target} {self.op} {self.expr}"
-        return f"for {', '.join(self.loops)}: {body}" if self.loops else body
+        given = dict(self.written)
+        loops = [f"{v} in {given[v]}" if v in given else v for v in self.loops]
+        return f"for {', '.join(loops)}: {body}" if self.loops else body
 
 
 ROLES = ("input", "param", "data", "output")
@@ -316,17 +359,25 @@ def stmt_vars(s: Stmt) -> list[str]:
         for v in index_vars(r.index):
             if v not in out:
                 out.append(v)
+    for c in index_cmps(s.expr):
+        out += [v for v in c.vars if v not in out]
     return out
+
+
+def index_cmps(e: Expr) -> list[IndexCmp]:
+    """The index comparisons of an expression, in source order."""
+    return [n for n in walk(e) if isinstance(n, IndexCmp)]
 
 
 def dim_uses(s: Stmt) -> list[tuple[str, Pos | None]]:
     """(dim, position) for every dim a statement uses as a number (``1/B``) or
     as an index offset (``x[t + D]``)."""
     out = [(n.name, n.pos) for n in walk(s.expr) if isinstance(n, DimVal)]
-    for ref in [s.target, *reads(s.expr)]:
-        for ix in ref.index:
+    for ref in [s.target, *reads(s.expr), *index_cmps(s.expr)]:
+        for ix in ref.sides if isinstance(ref, IndexCmp) else ref.index:
             for a in (ix,) if isinstance(ix, Affine) else ix.index:
                 out += [(d, a.pos or ref.pos) for d, _ in a.dims]
+    out += [(d, s.pos_of(v)) for v, d in s.written if isinstance(d, str)]
     return out
 
 

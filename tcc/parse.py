@@ -21,7 +21,7 @@ from lark import Lark, Token, Transformer
 from .errors import TccError
 from . import functions
 from .ir import (base_name, COMPARISONS, Affine, Bin, Call, Decl, DimVal, Expr, Gather,
-                 Neg, Num, Pos, Program, Ref, Stmt, index_vars, map_refs)
+                 IndexCmp, Neg, Num, Pos, Program, Ref, Stmt, index_vars)
 
 MAX_DEPTH = 100
 MAX_HEIGHT = 250
@@ -30,10 +30,10 @@ _RESERVED = KEYWORDS | set(keyword.kwlist) | {"grad"}   # and the function names
 
 _TOKEN_TEXT = {
     "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "ROLE": "a declaration",
-    "UPDATE": "an update ('+=', '-=', '=' or 'max=')", "CMP": "a comparison",
+    "UPDATE": "an update ('+=', '-=', '=', 'max=' or 'min=')", "CMP": "a comparison",
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "POW": "'**'",
     "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'", "COMMA": "','",
-    "COLON": "':'", "FOR": "'for'", "GRAD": "'.grad'", "_NL": "end of line",
+    "COLON": "':'", "FOR": "'for'", "IN": "'in'", "GRAD": "'.grad'", "_NL": "end of line",
     "$END": "end of input", "DIM": "'dim'", "BATCH": "'batch'",
 }
 
@@ -138,12 +138,24 @@ class _ToIR(Transformer):
         (name, pos), _lsqb, args = items
         return Ref(name, tuple(_to_index(a) for a in args), pos)
 
+    def loop_item(self, items):
+        if len(items) == 1:
+            return (items[0], None)
+        name, _in, size = items
+        if size.type == "INT":
+            if len(size.lstrip("0")) > 18:
+                raise TccError(f"range {size[:20]}... is too large", _pos(size))
+            return (name, int(size.lstrip("0") or "0"))
+        return (name, str(size))
+
     def stmt(self, items):
         loops: tuple[str, ...] | None = None
         pos = None
+        written: tuple = ()
         if isinstance(items[0], Token) and items[0].type == "FOR":
             pos = _pos(items[0])
-            names = [t for t in items[1:] if isinstance(t, Token) and t.type == "NAME"]
+            entries = [t for t in items[1:] if isinstance(t, tuple)]
+            names = [t for t, _ in entries]
             seen = set()
             for t in names:
                 if str(t) in seen:
@@ -151,11 +163,13 @@ class _ToIR(Transformer):
                 seen.add(str(t))
             loops = tuple(map(str, names))
             loop_pos = tuple(_pos(t) for t in names)
+            written = tuple((str(t), size) for t, size in entries if size is not None)
             items = items[1 + len(names):]
         else:
             loop_pos = None
         target, op, expr = items
-        return Stmt(loops, target, str(op), expr, pos or target.pos, loop_pos=loop_pos)
+        return Stmt(loops, target, str(op), expr, pos or target.pos, loop_pos=loop_pos,
+                    written=written)
 
     # ---- expressions
     def args(self, items):
@@ -388,6 +402,23 @@ def read_source(text_or_path) -> tuple[str, str | None]:
 
 # ---------------------------------------------------------- name resolution
 
+def _bare_names(e: Expr) -> list[str]:
+    """Names read with no brackets (scalars, loop indices, dims) on the sides of the
+    comparison e, outside indices and outside comparisons nested in its sides."""
+    out, todo = [], [e.lhs, e.rhs] if isinstance(e, Bin) else [e]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, Ref) and not n.index:
+            out.append(n.tensor)
+        elif isinstance(n, Bin) and n.op not in COMPARISONS:
+            todo += [n.lhs, n.rhs]
+        elif isinstance(n, Neg):
+            todo.append(n.arg)
+        elif isinstance(n, Call):
+            todo += list(n.args)
+    return out
+
+
 def _check_name(name: str, pos, what: str):
     base = base_name(name)
     if base in _RESERVED or base in functions.TABLE:
@@ -436,7 +467,7 @@ def _resolve_stmt(s: Stmt, dims, tensors, computed=frozenset()) -> Stmt:
         for v in index_vars(r.index):
             if v not in used:
                 used.append(v)
-    index_names = [v for v in used if v not in dims]
+    index_names = [v for v in used if v not in dims and v not in tensors and v not in computed]
     loops = s.loops if s.loops is not None else tuple(index_names)
     if s.target.tensor in dims or s.target.tensor in loops:
         what = "a dim" if s.target.tensor in dims else "a loop index of this statement"
@@ -450,6 +481,14 @@ def _resolve_stmt(s: Stmt, dims, tensors, computed=frozenset()) -> Stmt:
         if v in tensors or v in computed:
             raise TccError(f"loop index '{v}' is also a tensor name", where(v))
     loopset = set(loops)
+    for v, size in s.written:
+        if isinstance(size, str) and size not in dims:
+            what = "a loop index" if size in loopset else (
+                "a tensor" if size in tensors or size in computed else "not declared")
+            hint = f": declare it (dim {size}) or use it in a shape" if what == \
+                "not declared" else ""
+            raise TccError(f"the range of '{v}' must be a dim name or an integer, but "
+                           f"'{size}' is {what}{hint}", s.pos_of(v))
 
     def fix_affine(a: Affine) -> Affine:
         terms, dterms = [], []
@@ -458,6 +497,10 @@ def _resolve_stmt(s: Stmt, dims, tensors, computed=frozenset()) -> Stmt:
                 terms.append((v, c))
             elif v in dims:
                 dterms.append((v, c))
+            elif v in tensors or v in computed:
+                raise TccError(f"'{v}' is a tensor used as an index: a gather position is "
+                               "read from an indexed integer data tensor, like y[b], and a "
+                               "scalar cannot be one", a.pos or s.pos)
             else:
                 raise TccError(f"'{v}' in an index is neither a loop index of this statement "
                                f"({', '.join(loops) or 'none'}) nor a dim", a.pos or s.pos)
@@ -478,9 +521,25 @@ def _resolve_stmt(s: Stmt, dims, tensors, computed=frozenset()) -> Stmt:
             return e
         return Ref(e.tensor, tuple(fix_index(i) for i in e.index), e.pos)
 
+    def fix_expr(e: Expr) -> Expr:
+        """Resolve names; a comparison with a loop index on a side compares positions."""
+        if isinstance(e, Bin) and e.op in COMPARISONS and \
+                any(n in loopset for n in _bare_names(e)):
+            return IndexCmp(e.op, fix_index(_to_index(e.lhs)), fix_index(_to_index(e.rhs)),
+                            e.pos)
+        if isinstance(e, Ref):
+            return fix_ref(e)
+        if isinstance(e, Neg):
+            return Neg(fix_expr(e.arg), e.pos)
+        if isinstance(e, Bin):
+            return Bin(e.op, fix_expr(e.lhs), fix_expr(e.rhs), e.pos)
+        if isinstance(e, Call):
+            return Call(e.fn, tuple(fix_expr(a) for a in e.args), e.pos)
+        return e
+
     target = Ref(s.target.tensor, tuple(fix_index(i) for i in s.target.index), s.target.pos)
-    return Stmt(tuple(loops), target, s.op, map_refs(s.expr, fix_ref), s.pos,
-                loop_pos=s.loop_pos)
+    return Stmt(tuple(loops), target, s.op, fix_expr(s.expr), s.pos,
+                loop_pos=s.loop_pos, written=s.written)
 
 
 __all__ = ["parse", "read_source", "COMPARISONS"]

@@ -31,6 +31,13 @@ upper bound of every expression's magnitude and squashes (``tanh``) or
 rescales what would grow too large, so finite differences stay meaningful
 after a chain of eight statements.
 
+With ``breadth=True`` (issue 12's forms, which the reference interpreter,
+the differentiator and the printer handle but the compiled backends do not
+lower yet) it also draws index comparisons (``(i == j)``, ``(k == p3[b])``,
+``(t < B - 1)``), stacked constant targets (``w[b, 0] += ...; w[b, 1] +=
+...``), written ranges with zero padding (``for n in N, i in 3: ... x[n + i -
+1]``), ``min=``, and declared outputs that later statements read.
+
 The text is rendered with random but legal layout: optional ``dim`` lines,
 several tensors on one declaration line, comments, blank lines, statements
 continued inside brackets or with a backslash, redundant parentheses.
@@ -57,6 +64,7 @@ LIMIT = 20.0           # expression magnitudes are kept below this
 TENSOR_LIMIT = 60.0    # ... and computed tensors below this
 
 UNARY_BOUNDED = ("tanh", "sigmoid", "sin", "cos")
+REDUCTIONS = ("max=", "min=")
 COMPARISONS = ("<", ">", "<=", ">=", "==", "!=")
 
 
@@ -93,6 +101,7 @@ class Ctx:
     private: set = field(default_factory=set)   # window indices: never reused
     fixed: set = field(default_factory=set)     # indices some plain use fixes
     depth: int = 3
+    written: dict = field(default_factory=dict)  # index -> its written range
 
 
 class Generated:
@@ -134,9 +143,10 @@ class Generated:
 # ---------------------------------------------------------------- generator
 
 class _Gen:
-    def __init__(self, draw, grad_names: bool):
+    def __init__(self, draw, grad_names: bool, breadth: bool = False):
         self.draw = draw
         self.grad_names = grad_names
+        self.breadth = breadth
         self.sizes: dict = {}           # symbol -> concrete size
         self.dims: list[str] = []       # dim names, in order of creation
         self.tensors: dict[str, Tensor] = {}
@@ -405,8 +415,16 @@ class _Gen:
         kind = self.weighted([
             (5, "leaf"), (3, "add"), (3, "mul"), (1, "div"), (1, "neg"), (2, "pow"),
             (2, "fn"), (1, "relu_abs"), (1, "maxmin"), (2, "cmp"), (1, "exp"), (1, "log"),
-            (1, "sqrt"), (1, "tpow"), (1, "paren")])
+            (1, "sqrt"), (1, "tpow"), (1, "paren"), (3 if self.breadth else 0, "icmp")])
         sub = lambda: self.expr(ctx, depth - 1)  # noqa: E731
+        if kind == "icmp":
+            bracket = self.index_comparison(ctx)
+            if bracket is None:
+                return self.leaf(ctx)
+            if self.flip(0.6):     # as a factor: a select of the other factor
+                a = sub()
+                return E(f"{self.wrap(a)} * {bracket.text}", a.mag, False)
+            return bracket
         if kind == "leaf":
             return self.leaf(ctx)
         if kind == "paren":
@@ -477,6 +495,44 @@ class _Gen:
             op = "**" if self.flip(0.7) else "^"
             return E(f"{self.wrap(p)} {op} {self.wrap(x)}", max(p.mag, 1 / lo, 1.0) + 0.1, False)
         raise AssertionError(kind)
+
+    def index_comparison(self, ctx: Ctx) -> E | None:
+        """``(i == j)``, ``(j <= i + 1)``, ``(i < B - 1)``, ``(k == p3[i])``: over
+        indices the statement already has (a comparison fixes no range)."""
+        usable = [v for v in ctx.vars if v not in ctx.private]
+        if not usable:
+            return None
+        v = self.choice(usable)
+        op = self.choice(COMPARISONS)
+        kind = self.weighted([(3, "index"), (2, "const"), (2, "offset"), (1, "dim"),
+                              (2, "gather")])
+        n = self.size(ctx.vars[v]) if ctx.vars[v] is not None else 1
+        other = None
+        if kind == "index":
+            other = self.choice(usable)
+        elif kind == "offset":
+            other = f"{self.choice(usable)} + {self.d(st.integers(1, 2))}"
+        elif kind == "dim":
+            dims = [d for d in self.bound_symbols() if isinstance(d, str)]
+            if dims:
+                other = f"{self.choice(dims)} - {self.d(st.integers(1, 2))}"
+        elif kind == "gather":
+            sym = ctx.vars[v]
+            if sym is not None and not isinstance(sym, tuple):
+                g = Tensor(self.fresh_name("p"), "data", (sym,), mag=4.0, integer=True,
+                           limit=n + 1)          # may hold n: not range-checked
+                self.tensors[g.name] = g
+                other = f"{g.name}[{v}]" if self.flip(0.5) else None
+                if other is None:           # the compared index is another one
+                    w = self.choice([u for u in usable if ctx.vars[u] == sym] or [v])
+                    other = f"{g.name}[{w}]"
+                    v = self.choice(usable)
+                self.feature("comparison with a gather")
+        if other is None:
+            other = str(self.d(st.integers(0, max(n - 1, 0))))
+        lhs, rhs = (v, other) if self.flip(0.7) else (other, v)
+        self.feature(f"index comparison {op}")
+        return E(f"({lhs} {op} {rhs})", 1.0)
 
     def power(self, ctx: Ctx, depth: int) -> E:
         op = "**" if self.flip(0.65) else "^"
@@ -568,8 +624,14 @@ class _Gen:
     def statement(self):
         opens = [t for t in self.tensors.values() if t.open]
         kind = self.weighted([(8, "new"), (2, "window"), (2 if opens else 0, "reupdate"),
-                              (1, "scatter"), (1, "broadcast")])
+                              (1, "scatter"), (1, "broadcast"),
+                              (2 if self.breadth else 0, "stack"),
+                              (3 if self.breadth else 0, "padded")])
         if kind == "window" and self.window():
+            return
+        if kind == "stack" and self.stack():
+            return
+        if kind == "padded" and self.padded():
             return
         if kind == "reupdate":
             return self.reupdate(self.choice(opens))
@@ -590,7 +652,7 @@ class _Gen:
     def finish_stmt(self, ctx: Ctx, target: Tensor, target_text: str, op: str, rhs: E,
                     target_plain: set):
         loops = list(ctx.vars)
-        if op != "max=":
+        if op not in REDUCTIONS:
             summed = [v for v in loops if v not in target_plain]
             factor = math.prod(self.size(ctx.vars[v]) for v in summed)
         else:
@@ -601,16 +663,17 @@ class _Gen:
             k = 10 ** math.ceil(math.log10(mag / TENSOR_LIMIT))
             rhs_text = f"{self.wrap(rhs)} / {k}"
             mag /= k
-        target.mag = mag if op in ("=", "max=") or not target.ops else target.mag + mag
+        target.mag = mag if op in ("=", *REDUCTIONS) or not target.ops else target.mag + mag
         target.ops.append(op)
         self.feature(op)
         if op == "+=" and [v for v in loops if v not in target_plain]:
             self.feature("reduction")
         # render
-        if loops and self.flip(0.8):
+        if loops and (ctx.written or self.flip(0.8)):
             order = list(loops)
             if self.flip(0.3):
                 order = order[::-1]
+            order = [f"{v} in {ctx.written[v]}" if v in ctx.written else v for v in order]
             head = f"for {', '.join(order)}: "
         else:
             head = ""
@@ -658,7 +721,8 @@ class _Gen:
         return t
 
     def new_stmt(self):
-        op = self.weighted([(6, "+="), (2, "-="), (3, "="), (2, "max=")])
+        op = self.weighted([(6, "+="), (2, "-="), (3, "="), (2, "max="),
+                            (2 if self.breadth else 0, "min=")])
         k = self.weighted([(3, 1), (3, 2), (2, 0), (1, 3)])
         syms = self.target_symbols(k)
         ctx = Ctx({}, allow_new=op != "=", depth=self.d(st.integers(0, 3)))
@@ -666,7 +730,7 @@ class _Gen:
         for s in syms:
             # a repeated index makes a diagonal target
             same = [v for v in tvars if ctx.vars[v] == s]
-            if same and op != "max=" and self.flip(0.15):
+            if same and op not in REDUCTIONS and self.flip(0.15):
                 tvars.append(same[0])
                 self.feature("diagonal target")
                 continue
@@ -745,7 +809,7 @@ class _Gen:
             return False
         rank = self.d(st.integers(1, min(3, len(bound))))
         shape = [self.choice(bound) for _ in range(rank)]
-        op = self.weighted([(3, "="), (2, "+="), (1, "max=")])
+        op = self.weighted([(3, "="), (2, "+="), (1, "max="), (1 if self.breadth else 0, "min=")])
         ctx = Ctx({}, allow_new=False, depth=self.d(st.integers(0, 2)))
         tvars = []
         for s in shape:
@@ -770,7 +834,8 @@ class _Gen:
                    if not isinstance(s, tuple) and self.size(s) >= 1]
         if not sources:
             return False
-        op = self.weighted([(4, "+="), (1, "-="), (2, "="), (1, "max=")])
+        op = self.weighted([(4, "+="), (1, "-="), (2, "="), (1, "max="),
+                            (1 if self.breadth else 0, "min=")])
         ctx = Ctx({}, allow_new=op != "=", depth=self.d(st.integers(0, 2)))
         nwin = 1 if len(sources) == 1 else self.weighted([(4, 1), (1, 2)])
         reads, wvars, ranges = [], [], {}
@@ -835,6 +900,80 @@ class _Gen:
         self.finish_stmt(ctx, target, ttext, op, rhs, set(tvars))
         return True
 
+    def stack(self) -> bool:
+        """``w[b, 0] += ...; w[b, 2] += ...``: the last axis has the largest
+        constant + 1 positions (those no update writes hold 0)."""
+        op = self.weighted([(3, "+="), (1, "-="), (1, "max="), (1, "min=")])
+        k = self.weighted([(3, 1), (2, 0), (1, 2)])
+        syms = self.target_symbols(k)
+        if len(syms) != k:
+            return False
+        consts = [self.d(st.integers(0, 2))]
+        if op not in REDUCTIONS:
+            consts += [self.d(st.integers(0, 2)) for _ in range(self.d(st.integers(0, 2)))]
+        target = self.new_target(list(syms) + [max(consts) + 1])
+        target.readable = False             # never read by its own updates
+        for c in consts:
+            ctx = Ctx({}, allow_new=True, depth=self.d(st.integers(0, 2)))
+            tvars = []
+            for s in syms:
+                v = next(x for x in VAR_POOL if x not in ctx.vars)
+                ctx.vars[v] = s
+                tvars.append(v)
+            rhs = self.expr(ctx, ctx.depth)
+            rhs = self.cover(ctx, rhs, list(tvars))
+            self.finish_stmt(ctx, target, f"{target.name}[{', '.join(tvars + [str(c)])}]",
+                             op if op in REDUCTIONS else self.choice(["+=", "-="]), rhs,
+                             set(tvars))
+        target.readable = True
+        target.open = False
+        self.feature("stacked constant target")
+        return True
+
+    def padded(self) -> bool:
+        """``for n in N, i in 3: y[n] += x[n + i - 1] * ...``: written ranges, and
+        reads outside a tensor read 0 (a "same" window, a causal shift)."""
+        sources = [(t, a) for t in self.readable() for a, s in enumerate(t.shape)
+                   if not isinstance(s, tuple)]
+        if not sources:
+            return False
+        t, axis = self.choice(sources)
+        sym = t.shape[axis]
+        op = self.weighted([(4, "+="), (1, "-="), (2, "="), (1, "max="), (1, "min=")])
+        ctx = Ctx({}, allow_new=op != "=", depth=self.d(st.integers(0, 2)))
+        v = next(x for x in VAR_POOL if x not in ctx.vars)
+        ctx.vars[v] = sym
+        ctx.written[v] = sym
+        ctx.fixed.add(v)
+        offset = f"{v} - {self.d(st.integers(1, 2))}"
+        mag = t.mag
+        if op != "=" and self.flip(0.6):
+            width = self.d(st.integers(1, 3))
+            i = next(x for x in VAR_POOL if x not in ctx.vars)
+            ctx.vars[i] = width
+            ctx.written[i] = width
+            ctx.private.add(i)
+            ctx.fixed.add(i)
+            offset = f"{v} + {i} - {self.d(st.integers(0, 2))}"
+            mag *= 1 if op in REDUCTIONS else width
+        idx = [offset if a == axis else self.index_for_axis(ctx, s)
+               for a, s in enumerate(t.shape)]
+        read = self.take(E(f"{t.name}[{', '.join(idx)}]", mag), t)
+        rhs = read
+        if self.flip(0.5):
+            rest = self.expr(ctx, 0)
+            rhs = E(f"{self.wrap(read)} * {self.wrap(self.squash(rest, LIMIT / read.mag))}",
+                    LIMIT, False)
+        others = [u for u in ctx.vars if u != v and u not in ctx.private]
+        tvars = [v] + [u for u in others if op == "=" or self.flip(0.5)]
+        rhs = self.cover(ctx, rhs, [u for u in ctx.vars if u not in ctx.private])
+        target = self.new_target([ctx.vars[u] for u in tvars])
+        target.open = op in ("+=", "-=")
+        self.feature("written range")
+        self.finish_stmt(ctx, target, f"{target.name}[{', '.join(tvars)}]", op, rhs,
+                         set(tvars))
+        return True
+
     # ------------------------------------------------------------- program
     def program(self, max_stmts: int) -> Generated:
         for _ in range(self.d(st.integers(1, 4))):
@@ -860,11 +999,17 @@ class _Gen:
             for t in unread:
                 if t not in chosen and (self.flip(0.7) or not chosen):
                     chosen.append(t)
+            if self.breadth:
+                for t in computed:
+                    if t.name in read and self.flip(0.3):
+                        chosen.append(t)
+                        t.output_decl = "read later"
+                        self.feature("output read later")
             alias = iter(ALIAS_POOL)
             for t in chosen:
                 if t.output_decl == "bound":
                     form = "shaped"
-                elif not t.shape:
+                elif not t.shape or t.output_decl == "read later":
                     form = "bare"
                 else:
                     form = self.choice(["bare", "shaped"])
@@ -927,9 +1072,14 @@ def _reads_name(rhs: str, name: str) -> bool:
 
 
 @st.composite
-def programs(draw, max_stmts: int = 8, grad_names: bool = True) -> Generated:
-    """A random valid program with its sizes and a seed for its arrays."""
-    return _Gen(draw, grad_names).program(max_stmts)
+def programs(draw, max_stmts: int = 8, grad_names: bool = True,
+             breadth: bool = False) -> Generated:
+    """A random valid program with its sizes and a seed for its arrays.
+
+    breadth: also draw issue 12's forms (index comparisons, stacked constant
+    targets, written ranges with padding, ``min=``, outputs read later). Off
+    by default: the compiled backends do not lower them yet."""
+    return _Gen(draw, grad_names, breadth).program(max_stmts)
 
 
 def scaled(factor: float, floor: int = 3) -> int:

@@ -129,8 +129,9 @@ def bind_sizes(plan, arrays, sizes=None):
             where.setdefault(sym, f"the range of '{var}'")
         elif kind == "equal":
             _, sym, value, what = step
-            if sizes[sym] != value:
-                raise ValueError(f"{what}: {sym} = {sizes[sym]} from "
+            value = _rt_size(sizes, value)
+            if _rt_size(sizes, sym) != value:
+                raise ValueError(f"{what}: {sym} = {_rt_size(sizes, sym)} from "
                                  f"{where.get(sym, 'the arrays')}, but must be {value}")
         elif kind == "alias":
             _, sym, other, what = step
@@ -140,12 +141,13 @@ def bind_sizes(plan, arrays, sizes=None):
                                  f"{where.get(sym, 'the arrays')}, but the loops give {n}")
             sizes[sym] = n
         elif kind == "bounds":
-            _, tensor, axis, size, terms, const = step
+            _, tensor, axis, size, terms, const = step[:6]
             span = _rt_span(sizes, terms, const)
             s = _rt_size(sizes, size)
             if span is not None and (span[0] < 0 or span[1] >= s):
+                where = f" (in the statement at {step[6]})" if len(step) > 6 else ""
                 raise ValueError(f"tensor '{tensor}' axis {axis} has size {s}, but the index "
-                                 f"ranges over {span[0]}..{span[1]}")
+                                 f"ranges over {span[0]}..{span[1]}{where}")
         elif kind == "gather":
             _, data, tensor, axis, size = step
             y = arrays[data]
@@ -207,52 +209,94 @@ def take(tensors, kinds, what, optional=()):
     return arrays, dt
 
 
-def fd_check(loss, inputs, grads, scale, h=1e-6, tol=1e-6):
-    """Central finite differences of ``loss`` against ``grads``, per tensor.
+FD_NOISE = 3e-8
+
+
+def loss_scale(outputs, seeds):
+    """The size of the checked scalar's terms: sum |seed * output|."""
+    with _np_rt.errstate(all="ignore"):
+        total = sum(float(_np_rt.sum(_np_rt.abs(seeds[o] * outputs[o]))) for o in seeds)
+    return total if _np_rt.isfinite(total) else 0.0
+
+
+def finite_differences(loss, inputs, t, scale=1.0, h=1e-6):
+    """(fd, kink): central differences of ``loss`` in every position of ``t``;
+    kink marks positions where the one-sided differences disagree."""
+    x = _np_rt.asarray(inputs[t], dtype=_np_rt.float64)
+    base = loss(inputs)
+    fd = _np_rt.zeros(x.shape)
+    kink = _np_rt.zeros(x.shape, dtype=bool)
+    for pos in _np_rt.ndindex(*x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[pos] += h
+        minus[pos] -= h
+        lp, lm = loss({**inputs, t: plus}), loss({**inputs, t: minus})
+        fd[pos] = (lp - lm) / (2 * h) * scale
+        right, left = (lp - base) / h, (base - lm) / h
+        if abs(right - left) > 1e-3 * max(1.0, abs(right), abs(left)):
+            kink[pos] = True
+    return fd, kink
+
+
+class Compared:
+    """One gradient against its reference: the worst |got - want| over
+    max(largest |want|, floor), the first position beyond the tolerance, and
+    whether the reference is not all (nearly) zero."""
+
+    def __init__(self, error, first, live):
+        self.error, self.first, self.live = error, first, live
+
+    def __repr__(self):
+        return f"Compared(error={self.error!r}, first={self.first!r}, live={self.live!r})"
+
+
+def compare(got, want, keep, noise, tol=1e-6):
+    """Relative error of ``got`` against ``want`` on the positions ``keep``,
+    scaled to ``want``'s own size; a difference below ``noise`` (absolute)
+    passes whatever the size."""
+    got = _np_rt.asarray(got, dtype=_np_rt.float64)
+    want = _np_rt.asarray(want, dtype=_np_rt.float64)
+    keep = _np_rt.asarray(keep, dtype=bool)
+    size = float(_np_rt.max(_np_rt.abs(want[keep]), initial=0.0))
+    denom = max(size, noise / tol, 1e-300)
+    diff = _np_rt.where(keep, _np_rt.abs(got - want), 0.0) / denom
+    finite = _np_rt.all(_np_rt.isfinite(got[keep])) and _np_rt.all(_np_rt.isfinite(want[keep]))
+    err = float(_np_rt.max(diff, initial=0.0)) if finite else float("nan")
+    first = None
+    if not err <= tol:
+        bad = _np_rt.argwhere(~(diff <= tol) & keep)
+        if len(bad):
+            first = tuple(int(i) for i in bad[0])
+    return Compared(err, first, size > 10 * noise)
+
+
+def fd_check(loss, inputs, grads, scale, noise=0.0, h=1e-6, tol=1e-6):
+    """Central finite differences of ``loss`` against ``grads``, per tensor,
+    each error relative to that gradient's own size (``compare``).
 
     Positions where the one-sided differences disagree crossed a kink and are
     skipped. Returns rows (name, shape, worst error, skipped, ok, note).
     """
     rows = []
     with _np_rt.errstate(all="ignore"):
-        base = loss(inputs)
         for t, g in grads.items():
             x = inputs[t]
             if g is None:
                 rows.append((t, x.shape, float("nan"), 0, False, "not computed"))
                 continue
-            g = _np_rt.asarray(g, dtype=_np_rt.float64)
-            if g.shape != x.shape:
+            if _np_rt.shape(g) != x.shape:
                 rows.append((t, x.shape, float("nan"), 0, False,
-                             f"has shape {g.shape}, expected {x.shape}"))
+                             f"has shape {_np_rt.shape(g)}, expected {x.shape}"))
                 continue
-            fd = _np_rt.zeros(x.shape)
-            kink = _np_rt.zeros(x.shape, dtype=bool)
-            for pos in _np_rt.ndindex(*x.shape):
-                plus, minus = x.copy(), x.copy()
-                plus[pos] += h
-                minus[pos] -= h
-                lp, lm = loss({**inputs, t: plus}), loss({**inputs, t: minus})
-                fd[pos] = (lp - lm) / (2 * h) * scale.get(t, 1.0)
-                right, left = (lp - base) / h, (base - lm) / h
-                if abs(right - left) > 1e-3 * max(1.0, abs(right), abs(left)):
-                    kink[pos] = True
-            keep = ~kink
-            denom = max(1.0, float(_np_rt.max(_np_rt.abs(fd[keep]), initial=0.0)))
-            diff = _np_rt.where(keep, _np_rt.abs(g - fd), 0.0) / denom
-            err = float(_np_rt.max(diff, initial=0.0))
-            if not (_np_rt.all(_np_rt.isfinite(g[keep])) and
-                    _np_rt.all(_np_rt.isfinite(fd[keep]))):
-                err = float("nan")
-            ok = err <= tol
+            s = scale.get(t, 1.0)
+            fd, kink = finite_differences(loss, inputs, t, s, h)
+            c = compare(g, fd, ~kink, noise * s, tol)
             note = ""
-            if not ok:
-                bad = _np_rt.argwhere(~(diff <= tol) & keep)
-                if len(bad):
-                    p = tuple(int(i) for i in bad[0])
-                    note = (f"first at {list(p)}: backward gives {g[p]:.6g}, "
-                            f"finite differences {fd[p]:.6g}")
-            rows.append((t, x.shape, err, int(kink.sum()), ok, note))
+            if c.first is not None:
+                p = c.first
+                note = (f"first at {list(p)}: backward gives {_np_rt.asarray(g)[p]:.6g}, "
+                        f"finite differences {fd[p]:.6g}")
+            rows.append((t, x.shape, c.error, int(kink.sum()), c.error <= tol, note))
     return rows
 
 def seed_names(grads, outputs):
@@ -426,10 +470,13 @@ def _self_check(seed=0):
     sizes = bind_sizes(_FORWARD_PLAN, inputs)
     scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
              if role == "param" and _BATCH}
-    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale)
-    print(f"{'gradient':<16} {'shape':<16} {'worst rel. error':>16}  status")
+    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".grad", "_grad")] for o in _OUTPUTS},
+                                  seeds)
+    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
+    print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")
     for name, shape, err, _skipped, ok, note in rows:
-        print(f"{name + '.grad':<16} {str(list(shape)):<16} {err:>16.2e}  "
+        shown = str(list(shape)) if shape else "scalar"
+        print(f"{name + '.grad':<16} {shown:<16} {err:>16.2e}  "
               f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
     return all(row[4] for row in rows)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import keyword
 from dataclasses import dataclass, field
 
-from tcc import contraction, functions
+from tcc import algebra, contraction, functions
 from tcc.check import Info
-from tcc.ir import (Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, base_name, py_name,
+from tcc.ir import (Affine, Bin, Call, DimVal, Expr, Gather, Neg, Ref, base_name, py_name,
                     reads)
 
 from .target import ALL, NEW, Apply, Index, Lit, Name, Op, Slice, Tup, walk
@@ -243,36 +243,9 @@ def advanced_index(ctx: Context, index, vars_: tuple[str, ...], ranges) -> tuple
 
 # ------------------------------------------------------------- expressions
 
-def fold(e: Expr):
-    """The value of an expression of numbers only, or None."""
-    if isinstance(e, Num):
-        return e.value
-    if isinstance(e, Neg):
-        v = fold(e.arg)
-        return None if v is None else -v
-    if isinstance(e, Bin):
-        a, b = fold(e.lhs), fold(e.rhs)
-        if a is None or b is None:
-            return None
-        try:
-            return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
-                    "/": lambda: a / b, "**": lambda: a ** b,
-                    "<": lambda: float(a < b), ">": lambda: float(a > b),
-                    "<=": lambda: float(a <= b), ">=": lambda: float(a >= b),
-                    "==": lambda: float(a == b), "!=": lambda: float(a != b)}[e.op]()
-        except (ZeroDivisionError, OverflowError, ValueError):
-            return None
-    if isinstance(e, Call):
-        args = [fold(a) for a in e.args]
-        if any(a is None for a in args):
-            return None
-        return functions.fold(e.fn, args)
-    return None
-
-
 def elementwise(ctx: Context, e: Expr, order: tuple[str, ...], ranges):
     """e computed over ``order`` by broadcasting, as a value."""
-    v = fold(e)
+    v = algebra.fold(e)
     if v is not None:
         if isinstance(v, complex):
             raise ValueError(v)

@@ -215,3 +215,19 @@ def test_a_module_copies_only_the_runtime_it_reaches():
     ns: dict = {}
     exec(checking, ns)   # the chosen pieces are complete on their own
     assert callable(ns["fd_check"])
+
+
+def test_explain_lowered_prints_the_target_ir(capsys):
+    from tcc.cli import main
+    path = os.path.join(EXAMPLES, "conv1d_stride2.loop")
+    assert main(["explain", "--lowered", path]) == 0
+    out = capsys.readouterr().out
+    lowered = out[out.index("Lowered (the target IR"):]
+    # the strategy the lowering chose, before a backend spells it: tap loops of
+    # matrix products on strided slices, and the affine scatter of the backward
+    assert "for i in range(F):" in lowered
+    assert "matmul(x[i:" in lowered and ":2]" in lowered
+    assert "add_affine(x_grad" in lowered
+    assert "np." not in lowered
+    assert main(["explain", path]) == 0
+    assert "Lowered" not in capsys.readouterr().out

@@ -49,6 +49,9 @@ class Backend:
     helpers: dict[str, tuple[str, ...]] = field(default_factory=dict)   # op -> helpers used
     requires: str = "NumPy"                     # what the module needs, for its docstring
     op_imports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # op -> imports
+    # run groups of elementwise and row-reduction statements on row blocks, threaded
+    # (``row_blocks``); a backend whose library threads its own kernels leaves it off
+    row_blocks: bool = False
 
     def imports_for(self, used: set[str]) -> list[str]:
         """The module's imports: the backend's own, and those of the operations it printed."""
@@ -70,12 +73,13 @@ class Backend:
         return out
 
     def extend(self, name: str, imports=None, code=None, helpers=None, requires=None,
-               module=None, op_imports=None) -> "Backend":
-        """A backend that overrides some of this one's entries."""
+               module=None, op_imports=None, row_blocks: bool = False) -> "Backend":
+        """A backend that overrides some of this one's entries (row blocks are
+        a choice each backend makes for itself: off unless asked for)."""
         return Backend(name, list(imports if imports is not None else self.imports),
                        {**self.code, **(code or {})}, module or self.module,
                        {**self.helpers, **(helpers or {})}, requires or self.requires,
-                       {**self.op_imports, **(op_imports or {})})
+                       {**self.op_imports, **(op_imports or {})}, row_blocks)
 
 
 def _axis(p: Printer, x, axis) -> str:
@@ -138,7 +142,10 @@ NUMPY_CODE: dict[str, Entry] = {
     "add_at": call("np.add.at({0}, {1}, {2})"),
     "max_at": call("np.maximum.at({0}, {1}, {2})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
+    "row_blocks": call("_row_blocks({0}, {1}, {2})"),
 }
 
 NUMPY_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
-                 "add_affine": ("_add_affine",)}
+                 "add_affine": ("_add_affine",), "row_blocks": ("_row_blocks",)}
+NUMPY_OP_IMPORTS = {"row_blocks": ("import os", "import threading",
+                                   "from concurrent.futures import ThreadPoolExecutor")}

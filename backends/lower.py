@@ -27,10 +27,11 @@ from .target import ALL, Apply, Assign, Comment, Do, For, If, Index, Lit, Name, 
 
 def lower_program(ctx: Context) -> list:
     """The statements of one generated function: every update, in order."""
-    out: list = []
-    for si in ctx.info.stmts:
-        out += lower_statement(ctx, si)
-    return out
+    lowered = [(si, lower_statement(ctx, si)) for si in ctx.info.stmts]
+    if ctx.row_blocks:
+        from .rowblocks import group
+        return group(ctx, lowered, ctx.returned)
+    return [n for _, nodes in lowered for n in nodes]
 
 
 def lower_statement(ctx: Context, si: StmtInfo) -> list:

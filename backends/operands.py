@@ -75,6 +75,9 @@ class Context:
     loop_names: set = field(default_factory=set)    # Python loop variables (tap loops)
     flat_layouts: dict = field(default_factory=dict)  # padded flat copies already made
     extra_shapes: dict = field(default_factory=dict)  # shapes of the lowering's own views
+    row_blocks: bool = False                        # group row-local statements (rowblocks.py)
+    returned: set = field(default_factory=set)      # tensors the function returns
+    row_groups: int = 0                             # row-block functions made so far
 
     def shape_of(self, tensor: str):
         if tensor in self.extra_shapes:

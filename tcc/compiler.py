@@ -121,22 +121,32 @@ gradients against finite differences on random inputs.
 
 def _helper_source(names: set[str]) -> str:
     from .backends import helpers
-    order = ["_sigmoid", "_ix", "_view", "_add_affine", "_contract"]
+    order = ["_sigmoid", "_ix", "_view", "_add_affine", "_contract", "_row_blocks"]
     parts = []
     for name in order:
         if name in names:
             if name == "_contract":
                 parts.append("_EXPRESSIONS = {}\n")
+            if name == "_row_blocks":
+                parts.append(_row_block_source(helpers))
+                continue
             parts.append(inspect.getsource(getattr(helpers, name)))
     return "\n\n".join(parts)
 
 
-def _function_body(info: Info, names, printer) -> tuple[list[str], object]:
+def _row_block_source(helpers) -> str:
+    """The row-block runtime: helpers.py from its comment to its end."""
+    text = inspect.getsource(helpers)
+    return text[text.index("# Row blocks."):].rstrip() + "\n"
+
+
+def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = False
+                   ) -> tuple[list[str], object]:
     """The lowered statements of one generated function, printed."""
     from .backends.lower import lower_program
     from .backends.operands import Context
     from .backends.target import Name, walk
-    ctx = Context(info, names)
+    ctx = Context(info, names, row_blocks=row_blocks, returned=set(returned))
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
     for t in sorted(info.gather_data & value_reads):
@@ -174,11 +184,11 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     gradcheck_positive = _positive(p.original)
 
     # ---- forward
-    fbody, fctx = _function_body(info, names, printer)
     kinds = {py_name(t): ("gather" if t in info.gather_data else "float") for t in info.inputs}
     returned = list(info.outputs) + [t for t in p.saved if t not in info.outputs]
     if not p.optimize:
         returned = list(info.outputs) + [t for t in info.computed if t not in info.outputs]
+    fbody, fctx = _function_body(info, names, printer, returned, backend.row_blocks)
     fwd = ["def forward(**tensors):"]
     fwd.append(f'    """Run the program. Takes {_takes(info)}.')
     fwd.append("")
@@ -198,7 +208,8 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
                                          for t in returned) + "}")
 
     # ---- backward
-    bbody, bctx = _function_body(binfo, names, printer)
+    bbody, bctx = _function_body(binfo, names, printer,
+                                 [grad_name(t) for t in info.differentiable], backend.row_blocks)
     seeds = [t for t in binfo.inputs if is_grad(t) and base_name(t) in info.outputs]
     saved = [t for t in binfo.inputs if t not in seeds and t not in info.inputs]
     bkinds = dict(kinds)

@@ -18,7 +18,7 @@ from .autodiff import differentiate
 from .check import Info, analyze
 from .pipeline import Pipeline
 from .gradcheck import choose_sizes, random_inputs, random_seeds
-from .ir import children, Affine, Ref, reads, walk
+from .ir import children, Affine, Ref, grad_name, reads, walk
 from .passes import Rewrite
 from .parse import read_source
 
@@ -240,11 +240,14 @@ def lowered_lines(p: Pipeline) -> list[str]:
     except TccError as err:
         return [f"Lowered: not lowered ({err.message})"]
     names = Names(dict.fromkeys([*p.info.roles, *p.binfo.roles, *p.info.dims, *p.binfo.dims]))
-    out = ["Lowered (the target IR; each backend prints these nodes through its table):"]
+    out = ["Lowered for NumPy (the target IR; each backend prints these nodes through its "
+           "table):"]
+    returned = {"forward": set(p.info.outputs) | set(p.saved),
+                "backward": {grad_name(t) for t in p.info.differentiable}}
     for label, info in (("forward", p.info), ("backward", p.binfo)):
+        ctx = Context(info, names, row_blocks=True, returned=returned[label])
         out += ["", f"  {label}:"]
-        out += ["    " + line for s in lower_program(Context(info, names))
-                for line in str(s).splitlines()]
+        out += ["    " + line for s in lower_program(ctx) for line in str(s).splitlines()]
     return out
 
 

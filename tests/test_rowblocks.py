@@ -258,3 +258,50 @@ def test_the_pool_shuts_down_cleanly_at_exit(tmp_path):
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "300"         # each softmax row sums to 1
+
+
+# ------------------------------------------------------------------- float32
+
+def _float_locals(kernel, call):
+    """Every array a generated function holds in a local when it returns,
+    with its dtype: forward, backward and their row-block functions."""
+    seen: dict[str, set] = {}
+    code_file = kernel.forward.__code__.co_filename
+
+    def tracer(frame, event, arg):
+        if event == "return" and frame.f_code.co_filename == code_file and \
+                frame.f_code.co_name in ("forward", "backward") or \
+                event == "return" and frame.f_code.co_name.startswith("_rows_"):
+            for name, v in frame.f_locals.items():
+                if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                    seen.setdefault(v.dtype.name, set()).add(f"{frame.f_code.co_name}:{name}")
+        return None
+
+    sys.setprofile(tracer)
+    threading.setprofile(tracer)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+    return seen
+
+
+@pytest.mark.parametrize("example", sorted(p.stem for p in EXAMPLES.glob("*.loop")))
+def test_float32_code_holds_no_float64_array(example):
+    k = tcc.compile(str(EXAMPLES / f"{example}.loop"))
+    inputs = {t: (v.astype(np.float32) if v.dtype.kind == "f" else v)
+              for t, v in k.random_inputs(seed=0).items()}
+
+    def call():
+        fwd = k.forward(**inputs)
+        seeds = {o: np.ones_like(fwd[o]) for o in k.namespace["_OUTPUTS"]}
+        k.backward(seeds, **inputs, **fwd)
+
+    seen = _float_locals(k, call)
+    assert seen.get("float32"), "the tracer saw no array"
+    assert "float64" not in seen, f"float64 arrays in float32 code: {sorted(seen['float64'])}"
+    # the tracer sees float64 where there is some: a float64 input in the mix
+    name = next(t for t, v in inputs.items() if v.dtype == np.float32)
+    inputs[name] = inputs[name].astype(np.float64)
+    assert "float64" in _float_locals(k, call)

@@ -1,0 +1,302 @@
+"""Forward mode, Hessian-vector products and the diagonal Hessian (issue 14).
+
+* every course example and catalogue program: the printed JVP (``tcc jvp``),
+  run by the reference interpreter, agrees with central differences of the
+  forward run by the interpreter and by the compiled module; the printed HVP
+  (``tcc hvp``) agrees with central differences of the compiled backward;
+  ``u . H v = v . H u``; both at both optimization levels;
+* the printed programs re-parse, and compile (``tcc compile``) to modules that
+  give the interpreter's values;
+* the diagonal Hessian: the one-layer network's (exact there) against the
+  diagonal built from one-hot HVPs; the ETH problem 2 recursion against its
+  golden file; the last layer of the two-layer network exact, the first not;
+* the rules: comparisons and relu's indicator have derivative 0, ``max=``
+  splits its tangent evenly among ties, ``-=`` flips the sign;
+* the command line and the errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from catalogue import CATALOGUE, COURSE_EXAMPLES, EXAMPLE_SIZES, example_path  # noqa: E402
+from normal_form import assert_same  # noqa: E402
+
+import tcc  # noqa: E402
+from tcc import _rt, forward, gradcheck, interp, secondcheck  # noqa: E402
+from tcc.check import analyze  # noqa: E402
+from tcc.cli import main  # noqa: E402
+from tcc.ir import py_name  # noqa: E402
+
+GOLDEN = os.path.join(HERE, "data", "golden")
+TOL = 1e-6
+
+
+def _text(item):
+    if isinstance(item, str):
+        with open(example_path(item), encoding="utf-8") as f:
+            return item, f.read(), EXAMPLE_SIZES.get(item)
+    return item.name, item.text, item.sizes
+
+
+ALL = [*COURSE_EXAMPLES, *CATALOGUE]
+ALL_IDS = [*COURSE_EXAMPLES, *(c.name for c in CATALOGUE)]
+
+
+class Setup:
+    """A program's forward, compiled module, random inputs, seeds and directions."""
+
+    def __init__(self, text, sizes, seed=0):
+        self.text = text
+        self.info = analyze(tcc.parse(text))
+        self.kernel = tcc.compile(text)
+        chosen = gradcheck.choose_sizes(self.info, sizes)
+        self.inputs = gradcheck.random_inputs(self.info, chosen, seed)
+        self.values = interp.run(self.info, self.inputs)
+        self.seeds = gradcheck.random_seeds(self.info, self.values, seed)
+        self.dirs = secondcheck.directions(self.info, self.inputs, seed)
+        self.dirs2 = secondcheck.directions(self.info, self.inputs, seed + 17)
+
+    def interp_forward(self, tensors):
+        out = interp.run(self.info, tensors)
+        return {o: out[o] for o in self.info.outputs}
+
+    def compiled_forward(self, tensors):
+        out = self.kernel.forward(**{py_name(t): a for t, a in tensors.items()})
+        return {o: out[py_name(o)] for o in self.info.outputs}
+
+    def gradient(self, tensors):
+        kw = {py_name(t): a for t, a in tensors.items()}
+        return self.kernel.backward(self.seeds, **kw, **self.kernel.forward(**kw))
+
+
+def _close(got: dict, want: dict, what: str, text: str, tol=TOL):
+    for k in want:
+        err = secondcheck.rel_error(got[k], want[k])
+        assert err < tol, f"{what} {k}: relative error {err:.3g}\n{text}\n" \
+                          f"got {got[k]}\nwant {want[k]}"
+
+
+# ------------------------------------------------------------- forward mode
+
+@pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "unoptimized"])
+@pytest.mark.parametrize("item", ALL, ids=ALL_IDS)
+def test_jvp_agrees_with_finite_differences(item, optimize):
+    name, text, sizes = _text(item)
+    s = Setup(text, sizes)
+    derived = forward.jvp(s.info, optimize=optimize)
+    printed = tcc.jvp_text(text, optimize=optimize)
+    assert str(derived.program) in printed
+    got = secondcheck.run_jvp(derived, s.inputs, s.dirs)
+    _close(got, secondcheck.fd_jvp(s.interp_forward, s.inputs, s.dirs), "jvp vs interp fd",
+           printed)
+    _close(got, secondcheck.fd_jvp(s.compiled_forward, s.inputs, s.dirs),
+           "jvp vs compiled fd", printed)
+
+
+@pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "unoptimized"])
+@pytest.mark.parametrize("item", ALL, ids=ALL_IDS)
+def test_hvp_agrees_with_finite_differences_of_the_backward(item, optimize):
+    name, text, sizes = _text(item)
+    s = Setup(text, sizes)
+    derived = forward.hvp(s.info, optimize=optimize)
+    printed = tcc.hvp_text(text, optimize=optimize)
+    hv = secondcheck.run_hvp(derived, s.inputs, s.seeds, s.dirs)
+    _close(hv, secondcheck.fd_hvp(s.gradient, s.inputs, s.dirs), "hvp vs fd of backward",
+           printed)
+    # symmetry: u . H v = v . H u, once the params' 1/B is undone (the HVP of
+    # a param is the derivative of its averaged gradient)
+    hu = secondcheck.run_hvp(derived, s.inputs, s.seeds, s.dirs2)
+    full = _rt.bind_sizes(s.info.plan, s.inputs, {})
+    scale_of = {t: full[s.info.batch] if s.info.roles[t] == "param" and s.info.batch else 1
+                for t in hv}
+    uhv = sum(float(np.sum(s.dirs2[t] * hv[t])) * scale_of[t] for t in hv)
+    vhu = sum(float(np.sum(s.dirs[t] * hu[t])) * scale_of[t] for t in hu)
+    scale = max(1.0, *(float(np.max(np.abs(a), initial=0)) for a in [*hv.values(),
+                                                                     *hu.values()]))
+    assert abs(uhv - vhu) <= 1e-9 * scale * max(1, sum(a.size for a in hv.values())), \
+        f"u.Hv = {uhv}, v.Hu = {vhu}\n{printed}"
+
+
+@pytest.mark.parametrize("kind", ["jvp", "hvp", "hessian"])
+@pytest.mark.parametrize("item", [*COURSE_EXAMPLES, *CATALOGUE[::4]],
+                         ids=[*COURSE_EXAMPLES, *(c.name for c in CATALOGUE[::4])])
+def test_printed_programs_reparse_and_compile(item, kind):
+    """The printed program runs as a program of its own: compiled, its forward
+    gives what the interpreter gives."""
+    name, text, sizes = _text(item)
+    printed = {"jvp": tcc.jvp_text, "hvp": tcc.hvp_text, "hessian": tcc.hessian_text}[kind](
+        text)
+    reparsed = tcc.parse(printed)
+    assert tcc.parse(str(reparsed)) == reparsed
+    if not reparsed.stmts:
+        return
+    s = Setup(text, sizes)
+    build = {"jvp": forward.jvp, "hvp": forward.hvp, "hessian": forward.hessian_diagonal}
+    derived = build[kind](s.info)
+    values = interp.run(derived.forward, s.inputs)
+    data = secondcheck.program_data(derived, s.inputs, values, s.dirs, s.seeds)
+    want = interp.run(analyze(reparsed), data)
+    out = tcc.compile(printed).forward(**{py_name(t): a for t, a in data.items()})
+    for o in derived.results:
+        np.testing.assert_allclose(out[py_name(o)], want[o], rtol=1e-9, atol=1e-9,
+                                   err_msg=f"{o}\n{printed}")
+
+
+def test_cli_check_second_order(capsys):
+    assert main(["check", example_path("ugrnn_cell"), "--second-order", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "hn.dot" in out and "WhR.grad.dot" in out and "FAIL" not in out
+
+
+# ------------------------------------------------------------------ rules
+
+def _stmts(text):
+    return [str(s) for s in tcc.parse(text).stmts]
+
+
+def test_tangent_names_and_declarations():
+    out = tcc.jvp_text(example_path("ttic_softmax"), optimize=False)
+    prog = tcc.parse(out)
+    roles = {d.name: d.role for d in prog.decls}
+    assert roles["s.dot"] == "data" and roles["p.dot"] == "output"
+    assert roles["s"] == "data" and roles["Z"] == "data"       # the forward's values
+    assert "for b, j: Z.dot[b] += s.dot[b, j] * exp(s[b, j])" in _stmts(out)
+
+
+def test_comparisons_and_relu_have_no_second_derivative():
+    src = """
+        input x[N]
+        output y
+        for i: y += relu(x[i]) * 3 + max(x[i], 1) - (x[i] > 0)
+        """
+    assert tcc.hvp_text(src).rstrip().endswith("is 0: the outputs are linear (or piecewise "
+                                                "linear) in the inputs and params")
+    assert "(x[i] > 0)" in tcc.jvp_text(src)
+
+
+def test_max_eq_splits_the_tangent_evenly_among_ties():
+    src = """
+        input x[N, K]
+        output m[N]
+        for n, k: m[n] max= x[n, k]
+        """
+    derived = forward.jvp(analyze(tcc.parse(src)))
+    x = np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 1.0]])
+    v = np.array([[10.0, 1.0, 3.0], [1.0, 5.0, 7.0]])
+    got = secondcheck.run_jvp(derived, {"x": x}, {"x": v})
+    np.testing.assert_allclose(got["m"], [2.0, 1.0])
+
+
+def test_minus_eq_flips_the_tangent():
+    out = tcc.jvp_text("input x[N]\noutput y\nfor i: y -= exp(x[i])\n", optimize=False)
+    assert "for i: y.dot -= x.dot[i] * exp(x[i])" in _stmts(out)
+
+
+def test_hvp_keeps_the_batch_average_for_params():
+    out = tcc.hvp_text(example_path("eth_mlp"))
+    assert "W1.grad.dot[j, i] += 1 / B *" in out and "x.grad.dot[b, i] += 1 / B" not in out
+
+
+# ------------------------------------------------------- diagonal Hessian
+
+ONE_LAYER = """
+# one layer with an elementwise loss: the diagonal recursion is exact
+input  x[B, I]
+param  W[K, I]
+data   t[B, K]
+output L
+for b, k, i: a[b, k] += W[k, i] * x[b, i]
+for b, k:    L += (tanh(a[b, k]) - t[b, k]) ** 2
+"""
+
+
+def _exact_diagonal(s: Setup, derived_hvp) -> dict:
+    """diag(H) from one HVP per position, with a one-hot direction."""
+    out = {}
+    zero = {t: np.zeros_like(s.inputs[t]) for t in s.info.differentiable}
+    for t in s.info.differentiable:
+        d = np.zeros_like(s.inputs[t])
+        for pos in np.ndindex(d.shape):
+            dirs = dict(zero)
+            onehot = np.zeros_like(s.inputs[t])
+            onehot[pos] = 1.0
+            dirs[t] = onehot
+            d[pos] = secondcheck.run_hvp(derived_hvp, s.inputs, s.seeds, dirs)[t][pos]
+        out[t] = d
+    return out
+
+
+def test_diagonal_hessian_is_exact_for_one_layer():
+    s = Setup(ONE_LAYER, {"B": 3, "I": 4, "K": 2})
+    diag = secondcheck.run_hessian(forward.hessian_diagonal(s.info), s.inputs, s.seeds)
+    exact = _exact_diagonal(s, forward.hvp(s.info))
+    for t in ("x", "W"):
+        np.testing.assert_allclose(diag[t], exact[t], rtol=1e-10, atol=1e-12, err_msg=t)
+    assert np.max(np.abs(exact["W"])) > 1e-3
+
+
+def test_diagonal_hessian_of_the_eth_network():
+    """With a squared error the output's Hessian is diagonal and batch items
+    are independent, so the weights' diagonals are exact; x.hess neglects the
+    off-diagonal terms sum_k W2[k, j] W2[k, j'] of z1 (each z1 feeds every a2),
+    so it is not."""
+    with open(example_path("eth_mlp"), encoding="utf-8") as f:
+        text = f.read()
+    s = Setup(text, {"B": 2, "I": 3, "J": 3, "K": 2})
+    diag = secondcheck.run_hessian(forward.hessian_diagonal(s.info), s.inputs, s.seeds)
+    exact = _exact_diagonal(s, forward.hvp(s.info))
+    for t in ("W1", "W2"):
+        np.testing.assert_allclose(diag[t], exact[t], rtol=1e-10, atol=1e-12, err_msg=t)
+    assert not np.allclose(diag["x"], exact["x"], rtol=1e-3)
+
+
+def test_eth_problem_2_recursion_is_the_golden_answer():
+    printed = tcc.hessian_text(example_path("eth_mlp"))
+    assert_same(tcc.parse(printed), os.path.join(GOLDEN, "eth_mlp.hessian.opt.loop"))
+    # the formula of the issue, line by line
+    text = printed.replace(" ", "")
+    assert "z1.hess[b,j]+=a2.hess[b,k]*W2[k,j]**2" in text
+    assert "W1.hess[j,i]+=1/B*a1.hess[b,j]*x[b,i]**2" in text
+
+
+def test_cli_hessian_needs_diagonal(capsys):
+    assert main(["hessian", example_path("eth_mlp")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tcc: error:") and "--diagonal" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("cmd", ["jvp", "hvp"])
+def test_cli_prints_what_the_api_returns(cmd, capsys):
+    assert main([cmd, example_path("ttic_softmax")]) == 0
+    out = capsys.readouterr().out
+    assert out == getattr(tcc, f"{cmd}_text")(example_path("ttic_softmax"))
+
+
+def test_a_tangent_named_input_is_a_positioned_error(tmp_path, capsys):
+    f = tmp_path / "bad.loop"
+    f.write_text("input x.dot[N]\noutput y\nfor i: y += exp(x.dot[i])\n")
+    assert main(["jvp", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{f}:1:7: error: 'x.dot' would need a tangent")
+    assert "^" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["x.dot.grad", "x.hess.dot", "x.dot.dot"])
+def test_derived_names_are_checked_by_the_parser(tmp_path, capsys, name):
+    f = tmp_path / "bad.loop"
+    f.write_text(f"input {name}[N]\noutput y\nfor i: y += {name}[i]\n")
+    assert main(["parse", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert ":1:" in err and "is not a name" in err
+
+
+def test_missing_file_is_status_2(capsys):
+    assert main(["hvp", "no_such_file.loop"]) == 2

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT.py", help="write here (default: stdout)")
     p.add_argument("--backend", choices=tuple(REGISTRY), default="numpy")
     p.add_argument("--no-optimize", action="store_true")
+    p.add_argument("--second-order", action="store_true",
+                   help="add jvp, hvp and hessian_diagonal to the module")
 
     p = sub.add_parser("check", help="check gradients against finite differences")
     p.add_argument("file", metavar="FILE.loop")
@@ -202,7 +204,8 @@ def run(args) -> int:
     if args.command == "compile":
         from .compiler import compile_source
         source = compile_source(args.file, backend=args.backend,
-                                optimize=not args.no_optimize)
+                                optimize=not args.no_optimize,
+                                second_order=args.second_order)
         if args.output:
             with open(args.output, "w", encoding="utf-8") as f:
                 f.write(source)

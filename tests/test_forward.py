@@ -300,3 +300,47 @@ def test_derived_names_are_checked_by_the_parser(tmp_path, capsys, name):
 
 def test_missing_file_is_status_2(capsys):
     assert main(["hvp", "no_such_file.loop"]) == 2
+
+
+# ------------------------------------------------------ the generated module
+
+@pytest.mark.parametrize("backend", ["numpy", "opt_einsum"])
+@pytest.mark.parametrize("item", ALL, ids=ALL_IDS)
+def test_module_second_order_functions_run_the_printed_programs(item, backend):
+    name, text, sizes = _text(item)
+    s = Setup(text, sizes)
+    k = tcc.compile(text, backend=backend, second_order=True)
+    kw = {py_name(t): a for t, a in s.inputs.items()}
+    want = secondcheck.run_jvp(forward.jvp(s.info), s.inputs, s.dirs)
+    _close(k.jvp(s.dirs, **kw), want, "module jvp", text, tol=1e-9)
+    want = secondcheck.run_hvp(forward.hvp(s.info), s.inputs, s.seeds, s.dirs)
+    _close(k.hvp(s.dirs, s.seeds, **kw), want, "module hvp", text, tol=1e-9)
+    want = secondcheck.run_hessian(forward.hessian_diagonal(s.info), s.inputs, s.seeds)
+    _close(k.hessian_diagonal(s.seeds, **kw), want, "module hessian", text, tol=1e-9)
+
+
+def test_module_tangents_by_plain_name():
+    k = tcc.compile(example_path("eth_mlp"), second_order=True)
+    inputs = k.random_inputs(0)
+    v = {"W1": np.ones_like(inputs["W1"])}
+    full = k.jvp({**v, "x": np.zeros_like(inputs["x"]), "W2": np.zeros_like(inputs["W2"])},
+                 **inputs)
+    np.testing.assert_allclose(k.jvp(v, **inputs)["L"], full["L"])    # missing: zero
+    with pytest.raises(ValueError, match="'t'.*not an input or param"):
+        k.jvp({"t": inputs["t"]}, **inputs)
+    with pytest.raises(ValueError, match="tangent for 'W1' has shape"):
+        k.hvp({"W1": np.ones(3)}, {}, **inputs)
+    with pytest.raises(ValueError, match="not an output"):
+        k.hvp(v, {"W1": 1.0}, **inputs)
+    assert set(k.hessian_diagonal({"L": 1.0}, **inputs)) == {"x", "W1", "W2"}
+
+
+def test_default_module_is_unchanged_and_second_order_module_checks_itself(tmp_path):
+    import subprocess
+    plain = tcc.compile_source(example_path("ttic_softmax"))
+    assert "def jvp" not in plain and "def hvp" not in plain
+    out = tmp_path / "eth.py"
+    assert main(["compile", example_path("eth_mlp"), "--second-order", "-o", str(out)]) == 0
+    run = subprocess.run([sys.executable, str(out), "--check"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "W1.grad.dot" in run.stdout and "L.dot" in run.stdout and "FAIL" not in run.stdout

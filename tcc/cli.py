@@ -183,7 +183,7 @@ def run(args) -> int:
         data = {k: v for d in args.data for k, v in d.items()}
         rows = check2(args.file, sizes=args.sizes or None, seed=args.seed, seeds=args.seeds,
                       data=data)
-        print(format_rows(rows, args.sizes))
+        print(format_rows(rows, args.sizes, args.seeds))
         return 0 if all(r.ok for r in rows) else 1
     if args.command == "check":
         if args.backward:

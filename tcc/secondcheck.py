@@ -174,15 +174,16 @@ def check(text_or_path, sizes=None, seed: int = 0, seeds: int = 3, backend="nump
     return [Row(k, t, shapes[t], e) for (k, t), e in worst.items()]
 
 
-def format_rows(rows: list[Row], sizes: dict) -> str:
+def format_rows(rows: list[Row], sizes: dict, draws: int = 1) -> str:
     lines = [f"{'result':<18} {'shape':<14} {'rel. error':>12}  status"]
     for r in rows:
         name = tangent_name(r.name) if r.kind == "jvp" else tangent_name(grad_name(r.name))
         lines.append(f"{name:<18} {gradcheck.shape_text(r.shape):<14} {r.error:>12.2e}  "
                      f"{'ok' if r.ok else 'FAIL'}")
     verdict = "all agree" if all(r.ok for r in rows) else "some disagree"
-    lines.append(f"{verdict} with central finite differences (JVP: of the forward; HVP: "
-                 f"of the compiled backward; h={H:g}, float64"
+    lines.append(f"{verdict} with central finite differences on random directions ({draws} "
+                 f"draw{'s' if draws != 1 else ''}; JVP: of the forward, HVP: of the compiled "
+                 f"backward; h={H:g}, float64"
                  + (", " + ", ".join(f"{k}={v}" for k, v in sizes.items()) if sizes else "")
                  + ")")
     return "\n".join(lines)

@@ -344,3 +344,65 @@ def test_default_module_is_unchanged_and_second_order_module_checks_itself(tmp_p
     run = subprocess.run([sys.executable, str(out), "--check"], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "W1.grad.dot" in run.stdout and "L.dot" in run.stdout and "FAIL" not in run.stdout
+
+
+# ---------------------------------------------------- properties (hypothesis)
+
+from hypothesis import assume, given, settings  # noqa: E402
+from strategies import programs, scaled  # noqa: E402
+
+
+def _agrees(got: dict, fd_at, tol=1e-5) -> bool:
+    """got against central differences at h; where they differ, the
+    differences at h/4 tell a kink crossed (they disagree with those at h:
+    the example is dropped) from a wrong derivative (they agree)."""
+    fd = fd_at(secondcheck.H)
+    bad = [k for k in fd if not _near(got[k], fd[k], tol)]
+    if not bad:
+        return True
+    fine = fd_at(secondcheck.H / 4)
+    assume(all(_near(fd[k], fine[k], tol) for k in bad))
+    return False
+
+
+def _near(a, b, tol) -> bool:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if not np.all(np.isfinite(b)):
+        assume(False)
+    scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+    return bool(np.all(np.abs(a - b) <= tol * scale))
+
+
+@pytest.mark.property
+@settings(max_examples=scaled(1))
+@given(programs())
+def test_property_jvp_and_hvp_match_finite_differences(g):
+    """On random programs: the printed JVP against central differences of the
+    compiled forward; the printed HVP against central differences of the
+    compiled backward."""
+    info = analyze(tcc.parse(g.text))
+    assume(info.differentiable)
+    inputs = g.arrays()
+    k = tcc.compile(g.text)
+    with np.errstate(all="ignore"):
+        out = k.forward(**{py_name(t): a for t, a in inputs.items()})
+        assume(all(np.all(np.isfinite(out[py_name(o)])) for o in info.outputs))
+    rng = np.random.default_rng(g.seed % 1000)
+    seeds = {o: rng.standard_normal(np.shape(out[py_name(o)])) for o in info.outputs}
+    dirs = {t: rng.standard_normal(np.shape(inputs[t])) for t in info.differentiable}
+
+    def fwd(tensors):
+        res = k.forward(**{py_name(t): a for t, a in tensors.items()})
+        return {o: res[py_name(o)] for o in info.outputs}
+
+    def gradient(tensors):
+        kw = {py_name(t): a for t, a in tensors.items()}
+        return k.backward(seeds, **kw, **k.forward(**kw))
+
+    with np.errstate(all="ignore"):
+        jv = secondcheck.run_jvp(forward.jvp(info), inputs, dirs)
+        assert _agrees(jv, lambda h: secondcheck.fd_jvp(fwd, inputs, dirs, h)), \
+            f"jvp disagrees\n{g.text}\n{tcc.jvp_text(g.text)}"
+        hv = secondcheck.run_hvp(forward.hvp(info), inputs, seeds, dirs)
+        assert _agrees(hv, lambda h: secondcheck.fd_hvp(gradient, inputs, dirs, h)), \
+            f"hvp disagrees\n{g.text}\n{tcc.hvp_text(g.text)}"

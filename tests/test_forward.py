@@ -406,3 +406,48 @@ def test_property_jvp_and_hvp_match_finite_differences(g):
         hv = secondcheck.run_hvp(forward.hvp(info), inputs, seeds, dirs)
         assert _agrees(hv, lambda h: secondcheck.fd_hvp(gradient, inputs, dirs, h)), \
             f"hvp disagrees\n{g.text}\n{tcc.hvp_text(g.text)}"
+
+
+# ------------------------------------------- issue 12's forms (interpreter)
+
+BREADTH = {
+    "outputs_read_later": """
+        input x[B, D]
+        param W[H, D], V[O, H]
+        output h1[B, H], h2[B, O]
+        for b, h, d: h1[b, h] += W[h, d] * x[b, d]
+        for b, o, h: h2[b, o] += V[o, h] * tanh(h1[b, h])
+        """,
+    "min_rows": "input s[B, J]\noutput m[B]\nfor b, j: m[b] min= exp(s[b, j]) * s[b, j]\n",
+    "stacked": "input x[B]\noutput w[B, 2]\nfor b: w[b, 0] += exp(x[b])\n"
+               "for b: w[b, 1] += x[b] * x[b]\n",
+    "written_range": "input x[T]\noutput y[T]\nfor t in T: y[t] += x[t - 1] * x[t]\n",
+    "bracket": "input s[B, K]\ndata y[B]\noutput L[B]\n"
+               "for b, k: L[b] -= (k == y[b]) * log(sigmoid(s[b, k])) * s[b, k]\n",
+}
+
+
+@pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "unoptimized"])
+@pytest.mark.parametrize("name", list(BREADTH))
+def test_breadth_forms_by_the_interpreter(name, optimize):
+    from tcc import api
+    from tcc.autodiff import differentiate
+    import textwrap
+    text = textwrap.dedent(BREADTH[name])
+    info = analyze(tcc.parse(text))
+    inputs = gradcheck.random_inputs(info, gradcheck.choose_sizes(info, None), 0)
+    seeds = gradcheck.random_seeds(info, interp.run(info, inputs), 0)
+    dirs = secondcheck.directions(info, inputs, 0)
+    engine = api.InterpEngine(info, differentiate(info))
+
+    def fwd(t):
+        out = interp.run(info, t)
+        return {o: out[o] for o in info.outputs}
+
+    def gradient(t):
+        return engine.backward(seeds, t, interp.run(info, t))
+
+    _close(secondcheck.run_jvp(forward.jvp(info, optimize), inputs, dirs),
+           secondcheck.fd_jvp(fwd, inputs, dirs), "jvp", text)
+    _close(secondcheck.run_hvp(forward.hvp(info, optimize), inputs, seeds, dirs),
+           secondcheck.fd_hvp(gradient, inputs, dirs), "hvp", text)

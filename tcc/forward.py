@@ -42,9 +42,9 @@ from .autodiff import (ONE, _plain_vars, _range_pins, active_tensors, build_prod
                        differentiate, read_paths)
 from .check import Info, analyze, size_symbols
 from .errors import TccError
-from .ir import (REDUCTIONS, Affine, Bin, DimVal, Expr, Neg, Num, Program, Ref, Stmt, Decl,
-                 dim_uses, grad_name, hess_name, index_cmps, index_vars, is_grad, is_tangent, reads,
-                 shape_owner, stmt_vars, tangent_name)
+from .ir import (DOT, HESS, REDUCTIONS, Affine, Bin, Decl, DimVal, Expr, Neg, Num, Program,
+                 Ref, Stmt, dim_uses, grad_name, hess_name, index_cmps, index_vars, is_grad,
+                 reads, shape_owner, stmt_vars, tangent_name)
 from .algebra import split_product
 from .names import fresh
 from .passes import Context, Log, taken_names
@@ -77,6 +77,11 @@ def _term(info: Info, si, origin, target: Ref, lead: list[Expr], coef, nums: lis
     expr = build_product(lead, coef, nums, dens)
     written = tuple((v, size) for v, size in s.written if v in loops)
     return Stmt(loops, target, op, expr, s.pos, origin=origin, written=written)
+
+
+def _has_tangent_name(t: str) -> bool:
+    """Whether ``t.dot`` is a name: X.dot and X.grad.dot are, X.dot.dot and X.hess.dot not."""
+    return not (t.endswith(DOT) or t.endswith(HESS))
 
 
 def _no_recurrence(s: Stmt, what: str):
@@ -114,9 +119,10 @@ def tangents(info: Info, start, taken: set[str], origin: bool = True,
         if not any(r.tensor in has for _, r in paths):
             continue
         _no_recurrence(s, what)
-        if is_tangent(y):
+        if not _has_tangent_name(y):
             raise TccError(f"'{y}' would need a tangent, '{y}.dot', which is not a name: "
-                           "only data tensors may be called X.dot", s.target.pos)
+                           f"only data tensors may be called X{y[len(shape_owner(y)):]}",
+                           s.target.pos)
         pending, extra, dens0 = [], [], []
         if s.op in REDUCTIONS:
             count, extra, dens0 = _tie_split(s, k, taken, origin)
@@ -281,12 +287,28 @@ def _forward_info(info: Info | Program, optimize: bool) -> Info:
     return info
 
 
-def _require(info: Info, what: str):
+def _require(info: Info, suffix: str = DOT):
+    """Refuse a program whose names clash with the derived program's: an input
+    or param called X.dot (its tangent would be X.dot.dot), or a tensor called
+    X.dot (X.hess) beside an X that gets a tangent (a diagonal)."""
+    def where(t):
+        decl = next((d for d in info.program.decls if d.name == t), None)
+        first = next((si.stmt.target for si in info.stmts if si.stmt.target.tensor == t),
+                     None)
+        return (decl or first).pos
+
     for t in info.differentiable:
-        if is_tangent(t):
-            decl = next(d for d in info.program.decls if d.name == t)
+        if not _has_tangent_name(t):
             raise TccError(f"'{t}' would need a tangent, '{t}.dot', which is not a name: "
-                           "only data tensors may be called X.dot", decl.pos)
+                           f"only data tensors may be called X{t[len(shape_owner(t)):]}",
+                           where(t))
+    active = active_tensors(info)
+    for t in info.roles:
+        owner = t[:-len(suffix)]
+        if t.endswith(suffix) and owner in active:
+            what = "tangent" if suffix == DOT else "diagonal Hessian"
+            raise TccError(f"'{t}' is the name of the {what} of '{owner}' in the derived "
+                           "program: rename it", where(t))
 
 
 # ------------------------------------------------------------- the programs
@@ -306,7 +328,7 @@ def jvp(program: Info | Program, optimize: bool = True) -> Derived:
     """The tangent program: Y.dot for every output Y, from X.dot for every
     input and param X, reading the forward's values."""
     info = _forward_info(program, optimize)
-    _require(info, "jvp")
+    _require(info)
     taken = _taken(info)
     stmts, has = tangents(info, info.differentiable, taken)
     outputs = [tangent_name(t) for t in info.outputs if t in has]
@@ -331,7 +353,7 @@ def hvp(program: Info | Program, optimize: bool = True) -> Derived:
     """Forward mode applied to the backward program: X.grad.dot for every
     input and param X, from the seeds Y.grad and the directions X.dot."""
     info = _forward_info(program, optimize)
-    _require(info, "hvp")
+    _require(info)
     backward = backward_of(info, optimize)
     binfo = analyze(backward, reserved=size_symbols(info))
     taken = _taken(info, binfo)
@@ -393,6 +415,7 @@ def hessian_diagonal(program: Info | Program, optimize: bool = True) -> Derived:
     """The diagonal Hessian by the Becker-LeCun recursion: X.hess for every
     input and param X, beside the gradients (read from the raw backward)."""
     info = _forward_info(program, optimize)
+    _require(info, HESS)
     active = active_tensors(info)
     backward = differentiate(info)
     binfo = analyze(backward, reserved=size_symbols(info))

@@ -451,3 +451,23 @@ def test_breadth_forms_by_the_interpreter(name, optimize):
            secondcheck.fd_jvp(fwd, inputs, dirs), "jvp", text)
     _close(secondcheck.run_hvp(forward.hvp(info, optimize), inputs, seeds, dirs),
            secondcheck.fd_hvp(gradient, inputs, dirs), "hvp", text)
+
+
+@pytest.mark.parametrize("cmd, src, where, message", [
+    ("jvp", "input x[N]\ndata y.dot[N]\noutput y[N]\nfor i: y[i] = exp(x[i]) * y.dot[i]\n",
+     ":2:6:", "'y.dot' is the name of the tangent of 'y'"),
+    ("hessian", "input x[N]\ndata y.hess[N]\noutput y[N]\nfor i: y[i] = exp(x[i]) * y.hess[i]\n",
+     ":2:6:", "'y.hess' is the name of the diagonal Hessian of 'y'"),
+    ("jvp", "input x[N]\noutput y.hess[N]\nfor i: y.hess[i] = exp(x[i])\n",
+     ":3:8:", "'y.hess' would need a tangent, 'y.hess.dot', which is not a name"),
+    ("grad", "input x.dot[N]\noutput y\nfor i: y += exp(x.dot[i])\n",
+     ":1:7:", "'x.dot' would need a gradient, 'x.dot.grad', which is not a name"),
+])
+def test_derived_name_clashes_are_positioned_errors(tmp_path, capsys, cmd, src, where, message):
+    f = tmp_path / "clash.loop"
+    f.write_text(src)
+    args = [cmd, str(f)] + (["--diagonal"] if cmd == "hessian" else [])
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{f}{where} error: {message}"), err
+    assert "^" in err and "Traceback" not in err

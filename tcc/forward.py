@@ -251,14 +251,41 @@ class _Ctx(Context):
         return self.declare_fn(list(stmts))
 
 
+def _equalities(program: Program):
+    """The run-time range equalities a program's analysis asks for (``index 'i'
+    ranges over both N and 2``), or None where it does not analyze."""
+    try:
+        return {step[1:3] for step in analyze(program).plan if step[0] == "equal"}
+    except TccError:
+        return None
+
+
+def _keeping_ranges(pass_):
+    """``pass_``, undone where its result needs a range equality the program
+    did not: an inlined read that pins a loop index to another range (the
+    tangent of ``h[i, j] -= e[j, j, i + j]`` read as ``h.dot[i, 0]`` and inlined
+    as ``x.dot[i]`` would make ``i`` range over all of x)."""
+    def run(program: Program, ctx) -> Program:
+        out = pass_(program, ctx)
+        if out.stmts == program.stmts:
+            return out
+        before, after = _equalities(program), _equalities(out)
+        if after is None or (before is not None and after - before):
+            return program
+        return out
+    run.__name__ = pass_.__name__
+    return run
+
+
 def cleanup(info: Info, program: Program, declare_fn, log: Log | None = None) -> Program:
     """The backward's clean-up passes (reuse of saved values, inline, simplify,
-    merge, dead) on a derived program, to a fixed point."""
+    merge, dead) on a derived program, to a fixed point; a pass whose result
+    would change a loop's range is undone."""
     from .optimize import CLEANUP, MAX_ROUNDS, fixed_point
     outputs = {d.name for d in program.decls if d.role == "output"}
     ctx = _Ctx(info, log, "backward", outputs, taken_names(info, program.stmts),
                declare_fn=declare_fn)
-    return fixed_point(CLEANUP, program, ctx, MAX_ROUNDS)
+    return fixed_point([_keeping_ranges(p) for p in CLEANUP], program, ctx, MAX_ROUNDS)
 
 
 def _finish(info: Info, program: Program, declare_fn, optimize: bool) -> Program:

@@ -471,3 +471,22 @@ def test_derived_name_clashes_are_positioned_errors(tmp_path, capsys, cmd, src, 
     err = capsys.readouterr().err
     assert err.startswith(f"{f}{where} error: {message}"), err
     assert "^" in err and "Traceback" not in err
+
+
+def test_bug_inlining_a_tangent_keeps_the_loop_range():
+    """Found by the long profile: inlining h8.dot[i, 0] (i over the one valid
+    window position of e2[j, j, i + j]) as x1.dot[i] made i range over all of
+    x1; the clean-up now undoes a rewrite that changes a range."""
+    src = """
+        input x1[2]
+        data p3[B]
+        data p4[I]
+        for i, j, k: e2[i, j, k] = (((x1[i] * x1[i]) > 2.) - x1[j]) + x1[k]
+        for i: a7[i] -= log(abs(p4[i]) + 0.5)
+        for i, j, k: h8[i, j] -= e2[j, j, i + j] + a7[k]
+        for i, j, k: f9[i, j, k] += (log(1 + sigmoid(p4[j])) - h8[i, 0]) + p3[k]
+        """
+    import textwrap
+    s = Setup(textwrap.dedent(src), {"B": 3, "I": 2})
+    got = secondcheck.run_jvp(forward.jvp(s.info), s.inputs, s.dirs)
+    _close(got, secondcheck.fd_jvp(s.interp_forward, s.inputs, s.dirs), "jvp", src)

@@ -304,8 +304,12 @@ def test_missing_file_is_status_2(capsys):
 
 # ------------------------------------------------------ the generated module
 
-@pytest.mark.parametrize("backend", ["numpy", "opt_einsum"])
-@pytest.mark.parametrize("item", ALL, ids=ALL_IDS)
+MODULE_CASES = [(item, "numpy") for item in ALL] + \
+    [(item, "opt_einsum") for item in COURSE_EXAMPLES]
+MODULE_IDS = [f"{i}-numpy" for i in ALL_IDS] + [f"{i}-opt_einsum" for i in COURSE_EXAMPLES]
+
+
+@pytest.mark.parametrize("item, backend", MODULE_CASES, ids=MODULE_IDS)
 def test_module_second_order_functions_run_the_printed_programs(item, backend):
     name, text, sizes = _text(item)
     s = Setup(text, sizes)

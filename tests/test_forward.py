@@ -494,3 +494,15 @@ def test_bug_inlining_a_tangent_keeps_the_loop_range():
     s = Setup(textwrap.dedent(src), {"B": 3, "I": 2})
     got = secondcheck.run_jvp(forward.jvp(s.info), s.inputs, s.dirs)
     _close(got, secondcheck.fd_jvp(s.interp_forward, s.inputs, s.dirs), "jvp", src)
+
+
+def test_recurrences_are_refused_with_a_position():
+    """Recurrences (issue 11) are not handled yet: a statement that reads its
+    own target, should one reach forward mode, is a positioned error."""
+    from tcc.check import StmtInfo
+    info = analyze(tcc.parse("input x[T]\noutput h[T]\nfor t: h[t] = tanh(x[t])\n"))
+    rec = tcc.parse("input x[T]\noutput h[T]\nfor t: h[t] = tanh(x[t] + h[t - 1])\n")
+    info.stmts[0] = StmtInfo(rec.stmts[0], info.stmts[0].ranges)
+    with pytest.raises(tcc.TccError, match="does not handle recurrences yet") as err:
+        forward.tangents(info, {"x"}, set())
+    assert str(err.value.pos) == "3:27"          # the read of h

@@ -23,7 +23,7 @@ from typing import Union
 
 from .errors import TccError
 from .ir import (REDUCTIONS, base_name, is_grad, Affine, Bin, Gather, Program, Ref, Stmt, dim_uses,
-                 index_cmps, reads, stmt_vars)
+                 index_cmps, reads, shape_owner, stmt_vars)
 
 Size = Union[str, int]
 
@@ -261,6 +261,8 @@ class _Analyzer:
             return self.shapes[t]
         if is_grad(t) and base_name(t) in self.shapes:
             return self.shapes[base_name(t)]
+        if shape_owner(t) != t and shape_owner(t) in self.shapes:   # X.dot, X.hess
+            return self.shapes[shape_owner(t)]
         decl = self.declared.get(t)
         if decl is not None and self.roles.get(t) == "output":
             if all(isinstance(e, int) or e in self.bound for e in decl):

@@ -90,7 +90,7 @@ def _plan_py(plan):
     return out
 
 
-def _header(p: Pipeline, backend) -> str:
+def _header(p: Pipeline, backend, second_order: bool = False) -> str:
     src = os.path.basename(p.filename) if p.filename else "a .loop program"
     fwd = "\n".join("    " + line for line in str(p.info.program).splitlines())
     bwd = "\n".join("    " + line for line in str(p.backward).splitlines()
@@ -98,6 +98,15 @@ def _header(p: Pipeline, backend) -> str:
     inputs = ", ".join(f"{py_name(t)}={py_name(t)}" for t in p.info.inputs)
     seeds = ", ".join(f'"{o}": d{py_name(o)}' for o in p.info.outputs)
     opt = "optimized" if p.optimize else "not optimized"
+    if second_order:
+        from .compiler_second import DOCS
+        second = "\n".join(f"    {sig}" for sig, _ in DOCS.values())
+        seeds_ = seeds
+        usage_more = (f"\n    tangents = jvp({{...}}, {inputs})\n"
+                      f"    hv = hvp({{...}}, {{{seeds_}}}, {inputs})\n\n"
+                      f"Second order (forward mode over the backward):\n{second}\n")
+    else:
+        usage_more = ""
     return f'''"""Compiled by tcc {__version__} from {src} (backend: {backend.name}, {opt}).
 
 Generated code: regenerate it with `tcc compile` rather than editing it.
@@ -111,7 +120,7 @@ Its backward (the gradients):
 
 Usage:
     fwd = forward({inputs})
-    grads = backward({{{seeds}}}, {inputs}, **fwd)
+    grads = backward({{{seeds}}}, {inputs}, **fwd){usage_more}
 
 Run `python {os.path.splitext(src)[0] if p.filename else "module"}.py --check` to check the
 gradients against finite differences on random inputs.
@@ -172,13 +181,19 @@ def _unpack(tensors, names, source="arrays") -> list[str]:
     return [f'{names(t)} = {source}["{py_name(t)}"]' for t in tensors]
 
 
-def generate(p: Pipeline, backend_name: str = "numpy") -> str:
+def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = False) -> str:
+    """The module's text; ``second_order`` adds jvp, hvp and hessian_diagonal."""
     backend = _backend(backend_name)
     from .backends.operands import Names
     info, binfo = p.info, p.binfo
     ranges = [v for i in (info, binfo) for si in i.stmts for v in si.ranges.values()
               if isinstance(v, str)]
-    names = Names(dict.fromkeys([*info.roles, *binfo.roles, *info.dims, *binfo.dims, *ranges]))
+    claimed = [*info.roles, *binfo.roles, *info.dims, *binfo.dims, *ranges]
+    if second_order:
+        from . import compiler_second
+        derived = compiler_second.derived_programs(p)
+        claimed += compiler_second.claimed_names(derived)
+    names = Names(dict.fromkeys(claimed))
     printer = backend.printer()
     local_name = names
     gradcheck_positive = _positive(p.original)
@@ -255,6 +270,11 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
             ret.append(f'"{t}": np.zeros({shape}, dtype=dt)')
     bwd.append("    return {" + ", ".join(ret) + "}")
 
+    second_consts, second_funcs = [], []
+    if second_order:
+        second_consts, second_funcs = compiler_second.functions(
+            p, derived, names, printer, _function_body, _size_lines, _unpack)
+
     helpers = backend.helpers_for(printer.used)
     from .gradcheck import choose_sizes
     try:
@@ -284,18 +304,22 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
         f"_GATHER_LIMITS = {limits!r}",
         "_FORWARD_PLAN = " + pprint.pformat(_plan_py(info.plan), width=96, compact=True),
         "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(binfo.plan), width=96, compact=True),
+        *second_consts,
     ]
     rest = [_module_runtime()]
+    if second_order:
+        rest.append(compiler_second.RUNTIME)
     if helpers:
         rest.append("# ---- helpers\n\n" + _helper_source(helpers))
     rest += [
         "# ---- the program's tensors, sizes and checks\n\n" + "\n".join(consts),
         "\n".join(fwd),
         "\n".join(bwd),
-        _TAIL,
+        *second_funcs,
+        _tail(second_order),
     ]
     parts = [
-        _header(p, backend),
+        _header(p, backend, second_order),
         "# ruff: noqa: E501  (each statement is one line, quoted above the code for it)",
         "\n".join(backend.imports_for(printer.used) +
                   (["import itertools"] if "_add_affine" in helpers else [])),
@@ -303,6 +327,16 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
         _runtime_source("\n".join(rest)),
     ] + rest
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
+
+
+def _tail(second_order: bool) -> str:
+    if not second_order:
+        return _TAIL
+    from .compiler_second import SELF_CHECK
+    return _TAIL.replace("def _self_check(seed=0):",
+                         SELF_CHECK + "\n\n\ndef _self_check(seed=0):").replace(
+        "sys.exit(0 if _self_check() else 1)",
+        "sys.exit(0 if _self_check() & _self_check_second_order() else 1)")
 
 
 def _takes(info: Info) -> str:
@@ -409,11 +443,22 @@ if __name__ == "__main__":
 
 # ---------------------------------------------------------------- the API
 
-def compile_source(text_or_path, backend: str = "numpy", optimize: bool = True) -> str:
-    """The generated module's text."""
+def compile_source(text_or_path, backend: str = "numpy", optimize: bool = True,
+                   second_order: bool = False) -> str:
+    """The generated module's text (with jvp, hvp and hessian_diagonal when
+    ``second_order``)."""
     text, filename = read_source(text_or_path)
     _backend(backend)
-    return generate(Pipeline(text, filename, optimize, lowering=True), backend)
+    return _generate(text, filename, backend, optimize, second_order)
+
+
+def _generate(text, filename, backend, optimize, second_order) -> str:
+    from .errors import TccError
+    p = Pipeline(text, filename, optimize, lowering=True)
+    try:
+        return generate(p, backend, second_order)
+    except TccError as err:
+        raise err.attach(filename, text) from None
 
 
 class Kernel:
@@ -426,6 +471,9 @@ class Kernel:
         self.forward = namespace["forward"]
         self.backward = namespace["backward"]
         self.random_inputs = namespace["random_inputs"]
+        for extra in ("jvp", "hvp", "hessian_diagonal"):
+            if extra in namespace:
+                setattr(self, extra, namespace[extra])
         self.namespace = namespace
 
     def __repr__(self) -> str:
@@ -433,15 +481,18 @@ class Kernel:
 
 
 @functools.lru_cache(maxsize=128)
-def _compile_cached(text: str, filename: str | None, backend: str, optimize: bool) -> Kernel:
-    source = generate(Pipeline(text, filename, optimize, lowering=True), backend)
+def _compile_cached(text: str, filename: str | None, backend: str, optimize: bool,
+                    second_order: bool = False) -> Kernel:
+    source = _generate(text, filename, backend, optimize, second_order)
     name = os.path.splitext(os.path.basename(filename))[0] if filename else "program"
     return Kernel(source, name)
 
 
-def compile(text_or_path, backend: str = "numpy", optimize: bool = True) -> Kernel:  # noqa: A001
+def compile(text_or_path, backend: str = "numpy", optimize: bool = True,  # noqa: A001
+            second_order: bool = False) -> Kernel:
     """Compile a program (text, or a path to a .loop file) to a Kernel, cached by
-    source and options."""
+    source and options; ``second_order`` adds ``jvp``, ``hvp`` and
+    ``hessian_diagonal``."""
     text, filename = read_source(text_or_path)
     _backend(backend)
-    return _compile_cached(text, filename, backend, bool(optimize))
+    return _compile_cached(text, filename, backend, bool(optimize), bool(second_order))

@@ -216,6 +216,9 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     for step in info.plan:
         if step[0] == "gather":
             limits.setdefault(py_name(step[1]), []).append(step[4])
+    from .gradcheck import comparison_limits
+    for data, size in comparison_limits(info):
+        limits.setdefault(py_name(data), []).append(size)
     for t in info.inputs:
         kind = "gather" if t in info.gather_data else (
             "positive" if gradcheck_positive else "normal")
@@ -363,7 +366,7 @@ def compile_source(text_or_path, backend: str = "numpy", optimize: bool = True) 
     """The generated module's text."""
     text, filename = read_source(text_or_path)
     _backend(backend)
-    return generate(Pipeline(text, filename, optimize, lowering=True), backend)
+    return generate(Pipeline(text, filename, optimize), backend)
 
 
 class Kernel:
@@ -384,7 +387,7 @@ class Kernel:
 
 @functools.lru_cache(maxsize=128)
 def _compile_cached(text: str, filename: str | None, backend: str, optimize: bool) -> Kernel:
-    source = generate(Pipeline(text, filename, optimize, lowering=True), backend)
+    source = generate(Pipeline(text, filename, optimize), backend)
     name = os.path.splitext(os.path.basename(filename))[0] if filename else "program"
     return Kernel(source, name)
 

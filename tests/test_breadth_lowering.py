@@ -313,3 +313,50 @@ def test_the_fusion_recognizes_the_one_hot_bracket():
     from tcc.explain import explain
     why, _ = explain(FRONT / "softmax_xent_bracket.loop")
     assert "the one-hot (k == y[b]) picks y[b] in each row" in why
+
+
+# ------------------------------------------------------------ ETH problem 3
+
+ETH_JACOBIAN = """# ETH Deep Learning 2018, problem 3: dL/dW = dL/dy x_{d3} dy/dW for y = W x,
+# L = |y|^2, with the Jacobian tensor dy_i/dW_kl = (i == k) x[l] (a Kronecker delta)
+input W[I, J], x[J]
+output L, T[I, I, J], G[I, J]
+for i, j: y[i] += W[i, j] * x[j]
+for i: L += y[i] ** 2
+for i, k, l: T[i, k, l] = (i == k) * x[l]
+for i, k, l: G[k, l] += 2 * y[i] * T[i, k, l]
+"""
+
+ETH_TRACE = """# ETH problem 3.4: d tr(BA)/dA, with dL/dy = (i == j) for L = tr(y) and
+# d(BA)_ij/dA_kl = Bm[i, k] (j == l)
+input Bm[J, K]
+output G[K, J]
+for i, j in J, k, l: G[k, l] += (i == j) * Bm[i, k] * (j == l)
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimize", [False, True])
+def test_eth_problem_3_kronecker_delta(backend, optimize):
+    rng = np.random.default_rng(5)
+    W, x = rng.standard_normal((3, 4)), rng.standard_normal(4)
+    k = tcc.compile(ETH_JACOBIAN, backend=backend, optimize=optimize)
+    out = k.forward(W=W, x=x)
+    y = W @ x
+    np.testing.assert_allclose(out["T"], np.einsum("ik,l->ikl", np.eye(3), x))
+    np.testing.assert_allclose(out["G"], 2 * np.outer(y, x))
+    # the chain rule through the delta is tcc's own gradient of L
+    g = k.backward({"L": np.array(1.0)}, W=W, x=x, **out)
+    np.testing.assert_allclose(g["W"], out["G"])
+    Bm = rng.standard_normal((4, 3))
+    out = tcc.compile(ETH_TRACE, backend=backend, optimize=optimize).forward(Bm=Bm)
+    np.testing.assert_allclose(out["G"], Bm.T)          # d tr(BA) / dA = B^T
+
+
+def test_eth_problem_3_sums_over_the_delta_as_a_diagonal():
+    # sum_i g[i] (i == k) x[l]: the delta fixes i, no mask over (i, k, l)
+    code = forward_code("input g[I], x[J]\noutput G[I, J]\n"
+                        "for i, k, l: G[k, l] += g[i] * (i == k) * x[l]\n")
+    assert "arange" not in code and "where" not in code
+    code = forward_code(ETH_TRACE)
+    assert "arange" not in code

@@ -143,7 +143,6 @@ NUMPY_CODE: dict[str, Entry] = {
                  == (0, 1) else f"np.diagonal({p.expr(x)}, 0, {axis1}, {axis2})", ATOM),
     "where": call("np.where({0}, {1}, 0.0)"),
     "both": call("({0}) & ({1})"),
-    "clip": call("np.clip({0}, {1}, {2})"),
     "pad": call("np.pad({0}, {1})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
 }

@@ -5,9 +5,10 @@ ranges with zero padding, and seeds a backward adds to.
   over ``k`` (or ``j``) leaves one point of that sum: the index is replaced by
   the other side everywhere in the term, so ``sum_k (k == y[b]) * log(p[b, k])``
   is the gather ``log(p[b, y[b]])`` and ``sum_j A[i, j] * (i == j)`` the
-  diagonal ``A[i, i]``, with no mask. A gathered position that the run-time
-  checks do not keep in range (the values in a comparison are not checked) is
-  clipped for the read and the term is 0 where it was out of range.
+  diagonal ``A[i, i]``, with no mask. Only where the other side is sure to be
+  a position in the index's range: for a gather, where a gather elsewhere in
+  the program has its values checked against that range (a comparison's own
+  values are not checked, and an out-of-range one makes the term 0).
 - A statement with written ranges reads 0 outside a tensor and drops updates
   outside it. Each tensor it reads out of range is padded once (``pad``, a
   zero-bordered copy made once per function for an argument), and a target it
@@ -26,7 +27,7 @@ from dataclasses import replace
 
 from tcc import algebra
 from tcc.check import StmtInfo
-from tcc.ir import Affine, Gather, IndexCmp, Ref, map_refs, reads
+from tcc.ir import Affine, Ref, map_refs, reads
 
 from .operands import Context, ap, is_guard, mul
 from .target import Assign, Comment, Index, Lit, Name, Op, Slice, Tup
@@ -274,11 +275,9 @@ def _padded(ctx: Context, t: str, axes: dict[int, Pad], is_target: bool):
 
 def eliminate(ctx: Context, factors, summed, ranges):
     """Remove summed indices that an equality among a term's factors fixes:
-    ``sum_k (k == e) * f(k)`` is ``f(e)``. Returns (factors, removed indices,
-    statements to run first)."""
+    ``sum_k (k == e) * f(k)`` is ``f(e)``. Returns (factors, removed indices)."""
     factors = list(factors)
     gone: list[str] = []
-    pre: list = []
     while True:
         found = None
         for n, (up, f) in enumerate(factors):
@@ -294,61 +293,36 @@ def eliminate(ctx: Context, factors, summed, ranges):
             if found is not None:
                 break
         if found is None:
-            return factors, set(gone), pre
-        factors, v, more = found
+            return factors, set(gone)
+        factors, v = found
         gone.append(v)
-        pre += more
 
 
 def _substitute(ctx: Context, factors, n, v, rep, ranges):
     """factors[n] is ``(v == rep)``: the other factors with v replaced by rep,
-    where that is sound; else None."""
+    where that is sound (rep always names a position in v's range); else None."""
     size = ranges[v]
-    guards, pre = [], []
-    read_rep = rep
     if isinstance(rep, Affine):
         lo, hi = _span(rep, ranges)
         # rep must lie in v's range wherever the term is read (else it would
         # read outside a tensor): keep the mask then
         if _sign(lo) != 1 or _sign(_add(_lin(size), hi, {1: -1}, scale=[1, -1, 1])) != 1:
             return None
-    else:
-        checked = any(step[0] == "gather" and step[1] == rep.tensor and step[4] == size
-                      for step in ctx.info.plan)
-        if not checked:
-            # the values of a gather in a comparison are not range-checked: read
-            # at clipped positions, and the term is 0 where they are out of range
-            guards = [IndexCmp(">=", rep, Affine(())),
-                      IndexCmp("<", rep, Affine((), size, ()) if isinstance(size, int)
-                               else Affine((), 0, ((size, 1),)))]
-            clipped, pre = _clipped(ctx, rep.tensor, size)
-            read_rep = Gather(clipped, rep.index, rep.pos)
+    elif not any(step[0] == "gather" and step[1] == rep.tensor and step[4] == size
+                 for step in ctx.info.plan):
+        # the values of a gather in a comparison are not range-checked (a label
+        # out of range makes the term 0): unless a gather elsewhere checks them
+        # against v's range, keep the mask
+        return None
     out = []
     for k, (up, f) in enumerate(factors):
         if k == n:
             continue
-        g = algebra.subst(f, {v: rep if isinstance(f, IndexCmp) else read_rep})
+        g = algebra.subst(f, {v: rep})
         if g is None:
             return None         # a gather inside a gather's index, which cannot be
         out.append((up, g))
-    return out + [(True, g) for g in guards], v, pre
-
-
-def _clipped(ctx: Context, data: str, size):
-    """A local holding the gather data clipped into 0 .. size - 1, made once."""
-    key = ("clip", data, size)
-    local_key = f"{data}__clip"
-    if key in ctx.copies:
-        return ctx.copies[key], []
-    n = 1
-    while local_key in ctx.extra_shapes:
-        n += 1
-        local_key = f"{data}__clip{n}"
-    ctx.extra_shapes[local_key] = ctx.shape_of(data)
-    ctx.copies[key] = local_key
-    top = Op("-", (ctx.size(size), Lit(1)))
-    return local_key, [Assign(ctx.local(local_key),
-                              ap("clip", ctx.local(data), Lit(0), top))]
+    return out, v
 
 
 def copy_seed(ctx: Context, t: str) -> list:

@@ -53,13 +53,7 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list:
         plan = flat_plan(si.stmt)
         if plan is not None:
             return lower_flat(ctx, si, plan)
-    pending = ctx.pending
-    ctx.pending = []
-    try:
-        body = lower_update(ctx, si)
-        return body[:1] + ctx.pending + body[1:]
-    finally:
-        ctx.pending = pending
+    return lower_update(ctx, si)
 
 
 # --------------------------------------------------------------- one update
@@ -110,8 +104,7 @@ def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
     from .breadth import eliminate
     for tsign, term in split_terms(s.expr):
         # an equality that fixes a summed index leaves one point of its sum
-        factors, gone, pre = eliminate(ctx, split_factors(term), summed, ranges)
-        ctx.pending += pre
+        factors, gone = eliminate(ctx, split_factors(term), summed, ranges)
         # comparisons over the target's indices select the term once it is summed
         post = [f for up, f in factors if is_guard(up, f) and set(f.vars) <= set(tvars_order)]
         factors = [(up, f) for up, f in factors if not (is_guard(up, f) and f in post)]

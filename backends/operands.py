@@ -79,7 +79,6 @@ class Context:
     size_values: dict = field(default_factory=dict)   # size symbols of those views -> values
     padded: dict = field(default_factory=dict)        # zero-padded copy -> its padded axes
     copies: dict = field(default_factory=dict)        # (what, tensor, ...) -> a local made once
-    pending: list = field(default_factory=list)       # statements the current one needs first
 
     def shape_of(self, tensor: str):
         if tensor in self.extra_shapes:

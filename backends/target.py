@@ -168,7 +168,6 @@ OPS = {
     "diagonal": "a read-only view of the diagonal of axes axis1, axis2 (moved last)",
     "where": "a select: value where the condition holds, else exactly 0 (even for inf, nan)",
     "both": "elementwise logical and of two boolean arrays",
-    "clip": "integer positions clipped into lo .. hi (so a gather never leaves the axis)",
     "pad": "a copy with zeros added before and after each axis (widths: (before, after) pairs)",
     "add_affine": "dst[offsets + sum coefs*i] += value, positions may repeat",
 }

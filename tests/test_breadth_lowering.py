@@ -180,20 +180,25 @@ def forward_code(src: str, optimize: bool = False) -> str:
     return text[:text.index("def backward")]
 
 
-def test_an_equality_over_a_summed_index_is_a_gather_not_a_mask():
-    _, ops = lowered((FRONT / "softmax_xent_bracket.loop").read_text())
-    assert "arange" not in ops and "where" in ops
-    code = source((FRONT / "softmax_xent_bracket.loop").read_text())
-    # the label's values are not range-checked: clipped for the read, 0 outside
-    assert "y__clip = np.clip(y, 0, K - 1)" in code
-    assert "L = -np.where((y >= 0) & (y < K), np.log(p[_ix(B, 0, 1), y__clip]), 0.0)" in code
-
-
-def test_a_gather_the_plan_checks_is_not_clipped():
+def test_an_equality_over_a_checked_gather_is_a_gather_not_a_mask():
+    """Where another gather checks y's values against k's range, the sum over k
+    of (k == y[b]) * ... is one read at y[b]."""
     src = "input p[B, K], q[B, K]\ndata y[B]\nfor b, k: g[b] += p[b, k] * (k == y[b]) + " \
           "q[b, y[b]]\n"
     code = forward_code(src)
-    assert "clip" not in code and "arange" not in code
+    assert "arange" not in code and "where" not in code, code
+
+
+def test_an_unchecked_label_selects_over_a_row():
+    """A comparison does not check its gathered values, and an out-of-range one
+    makes the term 0 (the interpreter's answer): a select over each row, exact
+    for any label, also with no classes at all."""
+    code = forward_code((FRONT / "softmax_xent_bracket.loop").read_text())
+    assert "L = -np.where(np.arange(K) == y[:, None], np.log(p), 0.0).sum(axis=1)" in code
+    k = tcc.compile(FRONT / "softmax_xent_bracket.loop")
+    with np.errstate(all="ignore"):
+        out = k.forward(s=np.zeros((2, 0)), y=np.array([0, 3]))
+    np.testing.assert_array_equal(out["L"], [0.0, 0.0])
 
 
 def test_the_kronecker_delta_is_a_diagonal_view():

@@ -205,6 +205,7 @@ def _padded(ctx: Context, t: str, axes: dict[int, Pad], is_target: bool):
         pad = axes[axis]
         bf, bv = _width(ctx, pad.side(0))
         af, av = _width(ctx, pad.side(1))
+        key_parts.append((axis, str(bv), str(av)))
         if bf is None:          # known at run time only: bind it once
             bname = ctx.local(f"{t}__before{axis}")
             pre.append(Assign(bname, bv))
@@ -215,7 +216,6 @@ def _padded(ctx: Context, t: str, axes: dict[int, Pad], is_target: bool):
         shifts[axis] = bf
         widths.append(Tup((bv, av)))
         sizes.append((bf, af, av))
-        key_parts.append((axis, str(bv), str(av)))
     key = ("pad", t, tuple(key_parts))
     local_key = f"{t}__pad"
     if not is_target and key in ctx.copies:

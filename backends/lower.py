@@ -8,7 +8,10 @@ they are strided slice-adds looping only over the window indices
 (``add_affine``); at gathered positions, unbuffered ``add_at``/``max_at``.
 Convolution-shaped updates run tap by tap: on flattened rows where each tap
 is one matrix product on a view (``flatconv.py``), else one product per tap
-on basic slices, else through the im2col view in one contraction.
+on basic slices, else through the im2col view in one contraction. A statement
+with written ranges runs on zero-padded copies (``breadth.py``); index
+comparisons select the factors they multiply (``operands.py``), and an
+equality that fixes a summed index removes it (``breadth.eliminate``).
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def _max_update(ctx: Context, si: StmtInfo, tname, tvars_order, summed, plain_ta
 
 
 def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
-    """The right-hand side with summed indices: (value, covered indices)."""
+    """The right-hand side with summed indices: (value, covered indices, whether
+    the value is a new array rather than a view of a tensor)."""
     s, ranges, loops = si.stmt, si.ranges, si.stmt.loops
     parts = []
     from .breadth import eliminate

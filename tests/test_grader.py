@@ -229,7 +229,7 @@ def test_graph_renders_svg(tmp_path):
 
 def test_readme_shows_the_wrong_intermediate_report():
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    block = next(b for b in re.findall(r"```\n(.*?)```", readme, re.S)
+    block = next(b for tag, b in re.findall(r"^```(\w*)\n(.*?)^```$", readme, re.S | re.M)
                  if b.startswith("$ tcc check ugrnn_cell.loop --backward wrong_gate.loop"))
     shown = [ln for ln in block.splitlines()[1:] if ln != "..."]
     path = os.path.relpath(_answer("ugrnn_cell__gate_grad"), ROOT)

@@ -203,6 +203,9 @@ def test_graph_dot_text():
     assert '"backward:e" -> "backward:s.grad"' in dot
     scalar = graph.program_dot(_forward("ttic_relu_unit"))
     assert '"y" [label="y\\nscalar"' in scalar and "cluster_backward" not in scalar
+    # the labels of a one-hot bracket are read too
+    bracket = graph.program_dot(_forward("softmax_xent_bracket"))
+    assert '"y" -> "L" [label="for b, k: L[b] -= (k == y[b]) * log(p[b, k])"];' in bracket
 
 
 def test_graph_cli_writes_dot_and_falls_back_without_dot(tmp_path, monkeypatch, capsys):

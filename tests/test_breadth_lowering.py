@@ -89,6 +89,9 @@ CASES = {
                                     "for n in N, i in F: y[n] += x[n + i - 2] * w[i]\n",
                                     {"x": (3,), "w": (5,)}),
     "outputs read later": (TWO_LAYERS, {"x": (3, 4), "W": (5, 4), "V": (2, 5)}),
+    "kronecker product": ("input A[2, 2], Bm[2, 3]\noutput C[4, 6]\n"
+                          "for i, j, k, l: C[2*i + k, 3*j + l] += A[i, j] * Bm[k, l]\n",
+                          {"A": (2, 2), "Bm": (2, 3)}),
 }
 
 

@@ -141,6 +141,13 @@ NUMPY_CODE: dict[str, Entry] = {
     "if_nonzero": (lambda p, v, n: f"({p.expr(v)} if {p.expr(n)} else 0.0)", ATOM),
     "add_at": call("np.add.at({0}, {1}, {2})"),
     "max_at": call("np.maximum.at({0}, {1}, {2})"),
+    "min_at": call("np.minimum.at({0}, {1}, {2})"),
+    "arange": call("np.arange({0})"),
+    "diagonal": (lambda p, x, axis1=0, axis2=1: f"np.diagonal({p.expr(x)})" if (axis1, axis2)
+                 == (0, 1) else f"np.diagonal({p.expr(x)}, 0, {axis1}, {axis2})", ATOM),
+    "where": call("np.where({0}, {1}, 0.0)"),
+    "both": call("({0}) & ({1})"),
+    "pad": call("np.pad({0}, {1})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
     "row_blocks": call("_row_blocks({0}, {1}, {2})"),
 }

@@ -165,6 +165,12 @@ OPS = {
     "imax": "the larger of two sizes",
     "add_at": "unbuffered base[index] += value (positions may repeat)",
     "max_at": "unbuffered base[index] = max(base[index], value)",
+    "min_at": "unbuffered base[index] = min(base[index], value)",
+    "arange": "the positions 0 .. n - 1 (an index comparison's side)",
+    "diagonal": "a read-only view of the diagonal of axes axis1, axis2 (moved last)",
+    "where": "a select: value where the condition holds, else exactly 0 (even for inf, nan)",
+    "both": "elementwise logical and of two boolean arrays",
+    "pad": "a copy with zeros added before and after each axis (widths: (before, after) pairs)",
     "add_affine": "dst[offsets + sum coefs*i] += value, positions may repeat",
     "row_blocks": "run a row-block function (a Def) on blocks of rows of its arrays, "
                   "on a thread pool when they are large",

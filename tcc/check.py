@@ -561,41 +561,6 @@ class _Analyzer:
                     set(self.gather_data), set(self.stacked))
 
 
-def backend_gaps(info: Info) -> list[tuple[str, object]]:
-    """(what, position) for each of issue 12's forms in the program that the
-    compiled backends do not lower yet (the reference interpreter, the
-    differentiator and the printer handle them all)."""
-    gaps = []
-    read = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
-    for si in info.stmts:
-        s = si.stmt
-        t = s.target.tensor
-        if s.op == "min=":
-            gaps.append(("'min='", s.pos))
-        if s.written:
-            gaps.append(("a written range ('for n in N')", s.pos_of(s.written[0][0])))
-        for c in index_cmps(s.expr):
-            gaps.append((f"the index comparison {c}", c.pos or s.pos))
-        if t in info.stacked:
-            gaps.append((f"the stacked constant target {s.target}", s.target.pos))
-        if info.roles.get(t) == "data":
-            gaps.append((f"an update of the seed '{t}'", s.target.pos))
-    for t in info.outputs:
-        if t in read:
-            first = next(r for si in info.stmts for r in reads(si.stmt.expr) if r.tensor == t)
-            gaps.append((f"the output '{t}' read by a later statement", first.pos))
-    return gaps
-
-
-def require_lowerable(info: Info) -> None:
-    """A TccError at the first form the compiled backends do not lower yet."""
-    gaps = backend_gaps(info)
-    if gaps:
-        what, pos = gaps[0]
-        raise TccError(f"{what} is not supported by the compiled backends yet; the reference "
-                       "interpreter runs it (tcc.api.check(..., engine='interp'))", pos)
-
-
 def _tie_count_of(s: Stmt) -> str | None:
     """For the tie count a backward builds for ``m max= e`` (``cnt[o] += (e == m[o])``,
     origin (k, -1)), the name of ``m``; else None."""

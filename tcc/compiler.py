@@ -286,6 +286,9 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
     for step in info.plan:
         if step[0] == "gather":
             limits.setdefault(py_name(step[1]), []).append(step[4])
+    from .gradcheck import comparison_limits
+    for data, size in comparison_limits(info):
+        limits.setdefault(py_name(data), []).append(size)
     for t in info.inputs:
         kind = "gather" if t in info.gather_data else (
             "positive" if gradcheck_positive else "normal")
@@ -454,7 +457,7 @@ def compile_source(text_or_path, backend: str = "numpy", optimize: bool = True,
 
 def _generate(text, filename, backend, optimize, second_order) -> str:
     from .errors import TccError
-    p = Pipeline(text, filename, optimize, lowering=True)
+    p = Pipeline(text, filename, optimize)
     try:
         return generate(p, backend, second_order)
     except TccError as err:

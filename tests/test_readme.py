@@ -13,7 +13,9 @@ ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPAT
 
 
 def _blocks(lang):
-    return re.findall(r"```" + lang + r"\n(.*?)```", README, re.S)
+    """The fenced blocks of one language ("" for a plain block), whole fences only."""
+    return [body for tag, body in re.findall(r"^```(\w*)\n(.*?)^```$", README, re.S | re.M)
+            if tag == lang]
 
 
 def test_the_two_setup_commands_come_first():
@@ -25,8 +27,9 @@ def test_the_two_setup_commands_come_first():
     assert "README.md" in ci, "CI must run the README's commands"
 
 
-def test_python_api_example_runs():
-    (code,) = [b for b in _blocks("python") if "import tcc" in b]
+@pytest.mark.parametrize("code", [b for b in _blocks("python") if "import tcc" in b],
+                         ids=["language", "api"])
+def test_python_examples_run(code):
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:

@@ -248,10 +248,44 @@ def _range_pins(info: Info, si, fixed: list[Ref], factors: list[Expr]) -> list[E
 def active_tensors(info: Info) -> set[str]:
     """Tensors that depend on some input or param."""
     active = set(info.differentiable)
-    for si in info.stmts:
-        if any(r.tensor in active for r in reads(si.stmt.expr)):
-            active.add(si.stmt.target.tensor)
-    return active
+    while True:     # to a fixed point: a recurrence reads what it updates later
+        before = len(active)
+        for si in info.stmts:
+            if any(r.tensor in active for r in reads(si.stmt.expr)):
+                active.add(si.stmt.target.tensor)
+        if len(active) == before:
+            return active
+
+
+def _needs_grad(info: Info, active: set[str]) -> set[str]:
+    """The active tensors some output depends on (through a recurrence too)."""
+    out = {t for t in info.outputs if t in active}
+    while True:
+        before = len(out)
+        for si in info.stmts:
+            if si.stmt.target.tensor in out:
+                out.update(r.tensor for r in reads(si.stmt.expr) if r.tensor in active)
+        if len(out) == before:
+            return out
+
+
+def _step_written(info: Info, si, accesses: list[Ref]) -> tuple:
+    """Written ranges for the step indices at which a backward term reads a
+    tensor a forward recurrence updates at another step (``h[t - 1]``): the
+    backward has that tensor as data, and outside the steps it reads 0."""
+    steps = info.step_axes
+    out = []
+    for r in accesses:
+        axis = steps.get(r.tensor)
+        if axis is None or axis >= len(r.index):
+            continue
+        ix = r.index[axis]
+        if isinstance(ix, Affine) and ix.plain is None:
+            for v in ix.vars:
+                size = si.ranges.get(v)
+                if size is not None and v not in [w for w, _ in out]:
+                    out.append((v, size))
+    return tuple(out)
 
 
 def differentiate(program: Program | Info) -> Program:
@@ -266,6 +300,7 @@ def differentiate(program: Program | Info) -> Program:
             raise TccError(f"'{t}' would need a gradient, '{t}.grad', which is not a name: "
                            "only data tensors may be called X.grad", (decl or first).pos)
     has_grad = {t for t in info.outputs if t in active}
+    needs_grad = _needs_grad(info, active)
     batch = info.batch
     taken = set(info.roles) | set(info.dims) | {grad_name(t) for t in info.roles}
     for si in info.stmts:
@@ -275,7 +310,7 @@ def differentiate(program: Program | Info) -> Program:
     for k, si in reversed(list(enumerate(info.stmts))):
         s = si.stmt
         y = s.target.tensor
-        if y not in has_grad:
+        if y not in has_grad and y not in needs_grad:
             continue
         seed = Ref(grad_name(y), s.target.index)
         extra: list[Expr] = []
@@ -318,6 +353,8 @@ def differentiate(program: Program | Info) -> Program:
                     lead.append(Num(size) if isinstance(size, int) else DimVal(size))
             expr = build_product(lead, coef, nums, dens + more_dens)
             written = tuple((v, size) for v, size in s.written if v in loops)
+            written += tuple(w for w in _step_written(info, si, reads(expr))
+                             if w[0] in loops and w[0] not in dict(written))
             out.append(Stmt(loops, target, op, expr, s.pos, origin=(k, n), written=written))
             has_grad.add(x)
     return with_declarations(info, out, seeds=[grad_name(t) for t in info.outputs
@@ -332,7 +369,8 @@ def with_declarations(info: Info, stmts: list[Stmt], seeds=()) -> Program:
     program adds to the given seed.
     """
     computed = {s.target.tensor for s in stmts}
-    read: list[str] = [t for t in seeds if t in computed]
+    seeds = list(seeds) + [grad_name(t) for t in info.outputs]   # passes give none
+    read: list[str] = [t for t in dict.fromkeys(seeds) if t in computed]
     for s in stmts:
         for r in reads(s.expr):
             if r.tensor not in computed and r.tensor not in read:

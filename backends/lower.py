@@ -27,6 +27,9 @@ from .target import ALL, Apply, Assign, Comment, Do, For, If, Index, Lit, Name, 
 
 def lower_program(ctx: Context) -> list:
     """The statements of one generated function: every update, in order."""
+    if ctx.info.recurrences:
+        from .recurrence import lower_program as lower_recurrences
+        return lower_recurrences(ctx, lower_statement)
     out: list = []
     for si in ctx.info.stmts:
         out += lower_statement(ctx, si)

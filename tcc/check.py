@@ -603,7 +603,7 @@ def backend_gaps(info: Info) -> list[tuple[str, object]]:
         if info.roles.get(t) == "data":
             gaps.append((f"an update of the seed '{t}'", s.target.pos))
     for t in info.outputs:
-        if t in read:
+        if t in read and t not in info.step_axes:    # recurrences: backends/recurrence.py
             first = next(r for si in info.stmts for r in reads(si.stmt.expr) if r.tensor == t)
             gaps.append((f"the output '{t}' read by a later statement", first.pos))
     return gaps

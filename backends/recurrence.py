@@ -289,7 +289,11 @@ class _State:
         for k in rec.stmts:
             si = info.stmts[k]
             v = rec.step_of(k)
-            s = fix_indices(self.rewrite(si.stmt, True, out), [v])
+            s = self.rewrite(si.stmt, True, out)
+            if s.padded:        # its shifted copies are made once, before the loop
+                s, pre = self.padded_reads(si, s)
+                out += pre
+            s = fix_indices(s, [v])
             lowered = lower_statement(ctx, StmtInfo(s, si.ranges))
             if lowered and isinstance(lowered[0], Comment):
                 lowered[0] = Comment(str(si.stmt))

@@ -269,6 +269,42 @@ def _needs_grad(info: Info, active: set[str]) -> set[str]:
             return out
 
 
+def _plain_step_target(info: Info, k: int, s: Stmt) -> Stmt:
+    """A term scattering into a step that another loop index shifts
+    (``h.grad[t - 1 - i] += q.grad[t, i] * Q[i]``) re-indexed so the step index
+    stands in the target plus a literal, as a recurrence's targets must
+    (``h.grad[t] += q.grad[t + 1 + i, i] * Q[i]``): the same sum over the
+    same points, the points outside the steps reading 0 or dropped."""
+    from .algebra import subst, subst_affine
+    from .ir import IndexCmp, children, rebuild
+    rec = info.recurrence_of(k)
+    axis = info.step_axes.get(base_name(s.target.tensor))
+    if rec is None or axis is None or axis >= len(s.target.index):
+        return s
+    ix = s.target.index[axis]
+    t = rec.step_of(k)
+    if not isinstance(ix, Affine) or dict(ix.terms).get(t) != 1 or len(ix.terms) < 2 \
+            or ix.dims:
+        return s
+    back = Affine(((t, 1), *((v, -c) for v, c in ix.terms if v != t)), ix.const - 2 * ix.const)
+    sigma = {t: back}
+
+    def over(e):
+        if isinstance(e, IndexCmp):
+            return IndexCmp(e.op, subst_affine(e.lhs, sigma) if isinstance(e.lhs, Affine)
+                            else e.lhs, subst_affine(e.rhs, sigma)
+                            if isinstance(e.rhs, Affine) else e.rhs, e.pos)
+        if isinstance(e, Ref):
+            return subst(e, sigma)
+        return rebuild(e, [over(c) for c in children(e)])
+    expr = over(s.expr)
+    target = subst(s.target, sigma)
+    if expr is None or target is None or any(r is None for r in reads(expr)):
+        return s
+    return Stmt(s.loops, target, s.op, expr, s.pos, origin=s.origin, loop_pos=s.loop_pos,
+                written=s.written)
+
+
 def _step_written(info: Info, si, accesses: list[Ref]) -> tuple:
     """Written ranges for the step indices at which a backward term reads a
     tensor a forward recurrence updates at another step (``h[t - 1]``): the
@@ -355,10 +391,38 @@ def differentiate(program: Program | Info) -> Program:
             written = tuple((v, size) for v, size in s.written if v in loops)
             written += tuple(w for w in _step_written(info, si, reads(expr))
                              if w[0] in loops and w[0] not in dict(written))
-            out.append(Stmt(loops, target, op, expr, s.pos, origin=(k, n), written=written))
+            out.append(_plain_step_target(info, k, Stmt(loops, target, op, expr, s.pos,
+                                                         origin=(k, n), written=written)))
             has_grad.add(x)
+    out = _shifted_first(info, out)
     return with_declarations(info, out, seeds=[grad_name(t) for t in info.outputs
                                                if t in active])
+
+
+def _shifted_first(info: Info, stmts: list[Stmt]) -> list[Stmt]:
+    """Each re-indexed scatter into a step (``h.grad[t] += q.grad[t + 1 + i, i] *
+    Q[i]``) moved before the first statement that reads its target: at step t
+    it reads only other, finished steps of what the backward computes, and its
+    readers read the same step, which must come after its update."""
+    steps = info.step_axes
+    out = list(stmts)
+    for s in stmts:
+        axis = steps.get(base_name(s.target.tensor))
+        if axis is None or s.origin is None or len(reads(s.expr)) == 0:
+            continue
+        computed = {x.target.tensor for x in out}
+        shifted = [r for r in reads(s.expr) if r.tensor in computed]
+        if not shifted or any(
+                steps.get(base_name(r.tensor)) is None or
+                not isinstance(r.index[steps[base_name(r.tensor)]], Affine) or
+                len(r.index[steps[base_name(r.tensor)]].terms) < 2 for r in shifted):
+            continue
+        here = out.index(s)
+        first = next((n for n, x in enumerate(out) if any(
+            r.tensor == s.target.tensor for r in reads(x.expr))), None)
+        if first is not None and first < here:
+            out.insert(first, out.pop(here))
+    return out
 
 
 def with_declarations(info: Info, stmts: list[Stmt], seeds=()) -> Program:

@@ -367,6 +367,16 @@ class _Analyzer:
                 self.plan.append(("equal", names[0], ints[0],
                                   f"index '{v}' ranges over both {names[0]} and {ints[0]}"))
 
+        # A step index no plain use fixes: the steps of the recurrence tensor it
+        # indexes (outside them, reads are 0 and updates dropped).
+        for v in [v for v in s.loops if v not in ranges]:
+            for t, index, _, _ in acc:
+                axis, shape = self.step_axes.get(t), self.known_shape(t)
+                if axis is not None and shape is not None and axis < len(index) and \
+                        isinstance(index[axis], Affine) and (v, 1) in index[axis].terms:
+                    ranges[v] = shape[axis]
+                    break
+
         # Indices no plain use fixes: the largest range keeping accesses in bounds.
         unfixed = [v for v in s.loops if v not in ranges]
         target_decl = self.declared.get(s.target.tensor)

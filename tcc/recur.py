@@ -128,7 +128,7 @@ def _recurrence(stmts, comp: list[int]) -> Recurrence:
 
     # Seeds: a read of a later update at an offset, ``h[t - 1]``, names the step
     # axis and the statement's step index.
-    for k, r in back:
+    for k, r in back + [kr for kr in rec_reads if kr not in back]:
         target_vars = {f[0] for f in map(_step_form, stmts[k].target.index) if f}
         for a, ix in enumerate(r.index):
             if not isinstance(ix, Affine) or ix.plain is not None or ix.dims:

@@ -224,7 +224,9 @@ class _Analyzer:
         read_by: dict[str, int] = {}
         for k, s in enumerate(stmts):
             for r in reads(s.expr):
-                if k in on_cycle and r.tensor in dict(on_cycle[k].axes):
+                axis = dict(on_cycle[k].axes).get(r.tensor) if k in on_cycle else None
+                if axis is not None and not (isinstance(r.index[axis], Affine)
+                                             and r.index[axis].plain):
                     continue       # a read at another step of the tensor's own recurrence
                 read_by.setdefault(r.tensor, k)
         if not outputs:
@@ -604,13 +606,13 @@ def backend_gaps(info: Info) -> list[tuple[str, object]]:
         t = s.target.tensor
         if s.op == "min=":
             gaps.append(("'min='", s.pos))
-        if s.written:
+        if s.written and not info.recurrences:  # with one: backends/recurrence.py
             gaps.append(("a written range ('for n in N')", s.pos_of(s.written[0][0])))
         for c in index_cmps(s.expr):
             gaps.append((f"the index comparison {c}", c.pos or s.pos))
         if t in info.stacked:
             gaps.append((f"the stacked constant target {s.target}", s.target.pos))
-        if info.roles.get(t) == "data":
+        if info.roles.get(t) == "data" and t not in info.step_axes:
             gaps.append((f"an update of the seed '{t}'", s.target.pos))
     for t in info.outputs:
         if t in read and t not in info.step_axes:    # recurrences: backends/recurrence.py

@@ -160,8 +160,14 @@ def _recurrence(stmts, comp: list[int]) -> Recurrence:
         later = stmts[max(updates[r.tensor])]
         what = (f"the statement reads its own target '{r.tensor}'" if r.tensor == s.target.tensor
                 else f"'{r.tensor}' is read here but updated later, at line {later.pos.line}")
-        plain = [(a, ix.plain) for a, ix in enumerate(r.index)
-                 if isinstance(ix, Affine) and ix.plain]
+        target = later.target.index
+        plain = []
+        for a, ix in enumerate(r.index):      # the axis the update has a plain index on
+            tv = target[a].plain if a < len(target) and isinstance(target[a], Affine) else None
+            mine = ix.plain if isinstance(ix, Affine) else None
+            if tv is not None and (mine or tv in s.loops):
+                plain.append((mine is not None, a, mine or tv))
+        plain = [(a, v) for _, a, v in sorted(plain, key=lambda p: p[0])]
         hint = (f"; to read an earlier step, write {_hint(r, *plain[0])}" if plain
                 else "; a tensor is read only after its last update, or at an earlier step "
                      "of a loop index (a recurrence)")
@@ -267,9 +273,9 @@ def _recurrence(stmts, comp: list[int]) -> Recurrence:
 
 def _no_step(s: Stmt, t: str, axis: int | None, v: str | None = None) -> str:
     where = f"axis {axis}" if axis is not None else "its step axis"
-    idx = f"'{v}'" if v else "a step index"
+    idx = f" '{v}'" if v else ""
     return (f"'{t}' is updated inside a recurrence, so every target of it there has the "
-            f"step index ({idx}, plainly or plus a literal) on {where}")
+            f"step index{idx} on {where}, plainly or plus a literal")
 
 
 # ------------------------------------------------------------------ order

@@ -26,8 +26,8 @@ from tcc.check import StmtInfo
 from tcc.errors import TccError
 from tcc.ir import Affine, Ref, map_refs, reads
 
-from .operands import Context, ap, shape_tuple
-from .target import Assign, Comment, For, Index, Lit, Name, Op, Slice, Tup, walk
+from .operands import Context, ap, shape_tuple, split_factors, split_terms
+from .target import Assign, Comment, For, If, Index, Lit, Name, Op, Slice, Tup, Update, walk
 
 
 def lower_program(ctx: Context, lower_statement) -> list:
@@ -54,6 +54,7 @@ def _unused_sizes(stmts: list, sizes: set[str]) -> list:
     seen = [n.name for s in stmts for n in walk(s) if isinstance(n, Name)]
     return [s for s in stmts if not (isinstance(s, Assign) and isinstance(s.target, Name)
                                      and s.target.name in sizes and seen.count(s.target.name) == 1)]
+
 
 
 def _touched(s) -> set[str]:
@@ -206,12 +207,80 @@ class _State:
         """An off-cycle statement, over all steps at once."""
         pre: list = []
         s = self.rewrite(si.stmt, False, pre)
+        ranges = si.ranges
         if s.padded:
-            s, pre = self.padded_reads(si, s)
-        body = lower_statement(self.ctx, StmtInfo(s, si.ranges))
+            done = self.restricted(si, s)
+            if done is not None:
+                s, ranges, more = done
+            else:
+                s, more = self.padded_reads(si, s)
+            pre += more
+        body = lower_statement(self.ctx, StmtInfo(s, ranges))
         if body and isinstance(body[0], Comment):
             body[0] = Comment(str(si.stmt))
         return pre + body + self.drop_outside(si.stmt)
+
+    def restricted(self, si: StmtInfo, s):
+        """A product with written ranges whose accesses step outside a tensor
+        only by offsets ``t + c`` along axes of t's length (``U.grad += a.grad[t]
+        * h[t - 1]``): a point outside makes a factor 0, so the product runs over
+        the steps where every access is inside, on views (``a.grad[1:]``,
+        ``h[:-1]``), with no copy. (statement, ranges, statements before), or None."""
+        ctx = self.ctx
+        terms = split_terms(s.expr)
+        if len(terms) != 1 or s.op not in ("+=", "-=") or len(s.written) != 1:
+            return None
+        v, size = s.written[0]
+        factors = [f for up, f in split_factors(terms[0][1]) if up]
+        accesses = [s.target, *reads(s.expr)]
+        offsets = []
+        for r in accesses:
+            for axis, ix in enumerate(r.index):
+                if not isinstance(ix, Affine) or v not in ix.vars:
+                    continue
+                c = _offset(ix)
+                if c is None or ctx.shape_of(r.tensor)[axis] != size or \
+                        r.tensor in self.buffers.values():
+                    return None
+                if c and r is not s.target and not any(f is r for f in factors):
+                    return None       # outside, this read is 0 but the product need not be
+                offsets.append(c)
+        if not any(offsets):
+            return None
+        lo, hi = max(0, -min(offsets)), max(0, max(offsets))
+        out: list = []
+        n = ctx.size(size)
+        inside = self._size_symbol(f"{size}__in{len(self.sizes)}",
+                                   Op("-", (n, Lit(lo + hi))), out)
+        name = Name(ctx.names(inside))
+        out.append(If(Op("<", (name, Lit(0))), (Assign(name, Lit(0)),), ()))
+
+        def view(r: Ref) -> Ref:
+            index = list(r.index)
+            axes = [a for a, ix in enumerate(index) if isinstance(ix, Affine) and v in ix.vars]
+            if not axes:
+                return r
+            name = r.tensor
+            node = ctx.local(r.tensor)
+            shape = list(ctx.shape_of(r.tensor))
+            for a in axes:
+                start = Lit(index[a].const + lo)
+                node = Index(node, (Slice(),) * a + (Slice(start, Op("+", (start,
+                                                                         Name(ctx.names(inside))))),))
+                shape[a] = inside
+                index[a] = replace(index[a], const=0)
+            key = (r.tensor, tuple(index[a].const for a in axes), str(node))
+            if key not in self.copies:
+                vname = f"{name}__in{len(self.copies)}"
+                out.append(Assign(ctx.local(vname), node))
+                ctx.extra_shapes[vname] = tuple(shape)
+                ctx.defined.add(vname)
+                self.copies[key] = vname
+            return Ref(self.copies[key], tuple(index), r.pos)
+        if view(s.target) is not s.target:
+            return None         # a target at an offset: left to the padded copies
+        ranges = {**si.ranges, v: inside}
+        return replace(s, expr=map_refs(s.expr, view), written=()), ranges, out
 
     def padded_reads(self, si: StmtInfo, s):
         """A statement with written ranges whose reads step outside a tensor only
@@ -268,6 +337,35 @@ class _State:
                 fixed = replace(fixed, expr=map_refs(fixed.expr, swap))
         return replace(fixed, written=()), out
 
+    def inside_steps(self, s, v: str, lowered: list) -> list:
+        """A cycle statement updating at an offset step (``h.grad[t - 1]``) runs
+        only at the steps where that is inside: at the others it is dropped."""
+        t = s.target.tensor
+        axis = self.info.step_axes.get(t)
+        c = _offset(s.target.index[axis]) if axis is not None else None
+        if not c:
+            return lowered
+        ctx = self.ctx
+        n = ctx.size(ctx.shape_of(t)[axis])
+        cond = Op(">=", (ctx.local(v), Lit(-c))) if c < 0 else \
+            Op("<", (ctx.local(v), Op("-", (n, Lit(c)))))
+        head = [x for x in lowered if isinstance(x, Comment)][:1]
+        rest = [x for x in lowered if x not in head]
+        return head + [If(cond, tuple(rest), ())]
+
+    def written_once(self, k: int) -> bool:
+        """Whether statement k is its target's only update, sums over no index and
+        writes at the plain step (so each position gets exactly one value, on zeros)."""
+        info = self.info
+        s = info.stmts[k].stmt
+        t = s.target.tensor
+        if t in info.inputs or s.op not in ("=", "+=") or \
+                sum(x.stmt.target.tensor == t for x in info.stmts) != 1:
+            return False
+        plain = [ix.plain for ix in s.target.index if isinstance(ix, Affine)]
+        return all(v in plain for v in s.loops) and len(plain) == len(s.target.index) and \
+            len(set(plain)) == len(plain)
+
     def recurrence(self, rec, lower_statement) -> list:
         """The cycle's statements in one loop over the steps."""
         from .lower import fix_indices
@@ -297,7 +395,10 @@ class _State:
             lowered = lower_statement(ctx, StmtInfo(s, si.ranges))
             if lowered and isinstance(lowered[0], Comment):
                 lowered[0] = Comment(str(si.stmt))
-            body += lowered + self.drop_outside(si.stmt)
+            if self.written_once(k):      # each position of the step written once: assign
+                lowered = [Assign(x.target, x.value) if isinstance(x, Update) and x.op == "+="
+                           and isinstance(x.target, Index) else x for x in lowered]
+            body += self.inside_steps(si.stmt, v, lowered)
         out.append(For(step, count, tuple(body)))
         return out
 

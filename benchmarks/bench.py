@@ -309,6 +309,34 @@ def chain_backward(t, saved, seeds):
 # NumPy (the slow, definitional reference), torch and jax.
 # ---------------------------------------------------------------------------
 
+def rnn_forward(t):
+    """Elman tanh RNN, the time-independent product W x[t] hoisted out of the loop."""
+    x, W, U = t["x"], t["W"], t["U"]
+    a = x @ W.T
+    h = np.empty_like(a)
+    np.tanh(a[0], out=h[0])
+    for k in range(1, len(x)):
+        a[k] += h[k - 1] @ U.T
+        np.tanh(a[k], out=h[k])
+    return {"h": h}, h
+
+
+def rnn_backward(t, h, seeds):
+    """Backpropagation through time: one product per step, then the parameter
+    gradients summed over t and b (and x.grad) each as one product."""
+    x, W, U = t["x"], t["W"], t["U"]
+    n_t, n_b, n_s = h.shape
+    dh = seeds["h"].copy()
+    da = np.empty_like(h)
+    for k in range(n_t - 1, -1, -1):
+        np.multiply(dh[k], 1 - h[k] ** 2, out=da[k])
+        if k:
+            dh[k - 1] += da[k] @ U
+    dU = da[1:].reshape(-1, n_s).T @ h[:-1].reshape(-1, n_s) / n_b
+    dW = da.reshape(-1, n_s).T @ x.reshape(-1, x.shape[2]) / n_b
+    return {"x": da @ W, "W": dW, "U": dU}
+
+
 def lib_softmax(lib, s):
     return {"p": lib.softmax(s)}
 
@@ -334,6 +362,18 @@ def lib_conv2d(lib, X, H):
 
 def lib_chain(lib, A, Bm, C, E):
     return {"D": lib.multi_dot([A, Bm, C, E])}
+
+
+def lib_rnn(lib, x, W, U):
+    return {"h": lib.rnn(x, W, U)}
+
+
+def _loop_rnn(x, W, U):
+    h, out = np.zeros((x.shape[1], W.shape[0]), x.dtype), []
+    for xt in x:
+        h = np.tanh(xt @ W.T + h @ U.T)
+        out.append(h)
+    return np.array(out)
 
 
 def _loop_conv1d(x, W):
@@ -369,7 +409,7 @@ REFERENCE_LIB = SimpleNamespace(
     pick=lambda a, y: a[np.arange(len(y)), y], relu=lambda u: np.maximum(u, 0),
     tanh=np.tanh, sigmoid=lambda u: 1 / (1 + np.exp(-u)),
     conv1d=_loop_conv1d, conv2d=_loop_conv2d,
-    multi_dot=lambda ms: functools.reduce(np.matmul, ms),
+    multi_dot=lambda ms: functools.reduce(np.matmul, ms), rnn=_loop_rnn,
 )
 
 
@@ -383,6 +423,10 @@ def _torch_lib():
         tanh=torch.tanh, sigmoid=torch.sigmoid,
         conv1d=lambda x, W: F.conv1d(x.transpose(1, 2), W, stride=STRIDE).transpose(1, 2),
         conv2d=F.conv2d, multi_dot=torch.linalg.multi_dot,
+        # torch.nn.RNN's own kernel (tanh, no biases, one layer, time first)
+        rnn=lambda x, W, U: torch._VF.rnn_tanh(
+            x, x.new_zeros((1, x.shape[1], W.shape[0])), [W, U], False, 1, 0.0, False, False,
+            False)[0],
     )
     return torch, lib
 
@@ -401,6 +445,9 @@ def _jax_lib():
             x, W, (STRIDE,), "VALID", dimension_numbers=("NWC", "OIW", "NWC")),
         conv2d=lambda X, H: lax.conv_general_dilated(X, H, (1, 1), "VALID"),
         multi_dot=jnp.linalg.multi_dot,
+        rnn=lambda x, W, U: lax.scan(
+            lambda h, xt: (jnp.tanh(xt @ W.T + h @ U.T),) * 2,
+            jnp.zeros((x.shape[1], W.shape[0]), x.dtype), x)[1],
     )
     return jax, lib
 
@@ -449,6 +496,12 @@ def make_chain(rng, dtype, I, J, K, L, M):
     t = {"A": _normal(rng, (I, J), dtype, J ** -0.5), "Bm": _normal(rng, (J, K), dtype, K ** -0.5),
          "C": _normal(rng, (K, L), dtype, L ** -0.5), "E": _normal(rng, (L, M), dtype, M ** -0.5)}
     return t, {"D": _normal(rng, (I, M), dtype)}
+
+
+def make_rnn(rng, dtype, T, B, D, S):
+    t = {"x": _normal(rng, (T, B, D), dtype), "W": _normal(rng, (S, D), dtype, D ** -0.5),
+         "U": _normal(rng, (S, S), dtype, S ** -0.5)}
+    return t, {"h": _normal(rng, (T, B, S), dtype)}
 
 
 @dataclass(frozen=True)
@@ -509,6 +562,10 @@ WORKLOADS = [
              inputs=("A", "Bm", "C", "E"), params=(), batch="",
              sizes=dict(I=700, J=700, K=700, L=700, M=700),
              quick=dict(I=40, J=40, K=40, L=40, M=40), tiny=(dict(I=2, J=3, K=4, L=5, M=3),)),
+    Workload("rnn", make_rnn, Impl(rnn_forward, rnn_backward), lib_rnn,
+             inputs=("x",), params=("W", "U"), batch="h_batch",
+             sizes=dict(T=64, B=64, D=256, S=256), quick=dict(T=8, B=4, D=16, S=16),
+             tiny=(dict(T=1, B=2, D=3, S=2), dict(T=4, B=2, D=3, S=4))),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -552,6 +609,8 @@ def other_impl_column(label: str):
 
 def batch_size(w: Workload, t) -> int:
     """B, which param gradients are averaged over (1 without params)."""
+    if w.batch == "h_batch":       # time first: B is the second axis of x
+        return t["x"].shape[1]
     return len(t[w.batch]) if w.batch else 1
 
 

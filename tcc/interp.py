@@ -66,21 +66,27 @@ def run(program: Program | Info, tensors: dict) -> dict[str, np.ndarray]:
             env[si.stmt.target.tensor][_reachable(si.stmt.target)] = start
     steps = info.step_axes
     with np.errstate(all="ignore"):
-        for unit in info.schedule or [(k,) for k in range(len(info.stmts))]:
-            rec = info.recurrence_of(unit[0])
-            if rec is None:
-                _run_one(info.stmts[unit[0]], env, sizes, dtype, steps)
-                continue
-            # one step at a time, in the recurrence's direction; at each step its
-            # statements in program order over all their other indices
-            lengths = [_size(sizes, info.stmts[k].ranges[rec.step_of(k)]) for k in rec.stmts]
-            order = range(max(lengths, default=0))
-            for step in order if rec.ascending else reversed(order):
-                for k, n in zip(rec.stmts, lengths):
-                    if step < n:
-                        _run_one(info.stmts[k], env, sizes, dtype, steps,
-                                 {rec.step_of(k): step})
+        for k, fixed in run_order(info, sizes):
+            _run_one(info.stmts[k], env, sizes, dtype, steps, fixed)
     return {t: env[t] for t in info.computed}
+
+
+def run_order(info: Info, sizes):
+    """(statement number, {step index: step} or None) in the order they run:
+    units by ``info.schedule``; a recurrence one step at a time, in its
+    direction, its statements in program order at each step over all their
+    other indices."""
+    for unit in info.schedule or [(k,) for k in range(len(info.stmts))]:
+        rec = info.recurrence_of(unit[0])
+        if rec is None:
+            yield unit[0], None
+            continue
+        lengths = [_size(sizes, info.stmts[k].ranges[rec.step_of(k)]) for k in rec.stmts]
+        order = range(max(lengths, default=0))
+        for step in order if rec.ascending else reversed(order):
+            for k, n in zip(rec.stmts, lengths):
+                if step < n:
+                    yield k, {rec.step_of(k): step}
 
 
 def _run_one(si, env, sizes, dtype, steps, fixed=None):
@@ -245,4 +251,4 @@ def _compile_unguarded(e: Expr, env, sizes, dtype, padded, steps=None):
     raise AssertionError(e)
 
 
-__all__ = ["run", "prepare", "math"]
+__all__ = ["run", "run_order", "prepare", "math"]

@@ -517,7 +517,20 @@ def with_declarations(info: Info, stmts: list[Stmt], seeds=()) -> Program:
     for t in info.inputs:
         if info.roles[t] in ("input", "param") and grad_name(t) in computed:
             decls.append(Decl("output", grad_name(t), shape_of(t)))
-    return Program(tuple(decls), tuple(stmts))
+    return _in_run_order(info, Program(tuple(decls), tuple(stmts)))
+
+
+def _in_run_order(info: Info, program: Program) -> Program:
+    """The backward of a program with recurrences with its statements in the
+    order they run (a recurrence's statements together, what reads its results
+    after it): the same program, easier to read."""
+    if not info.recurrences:
+        return program
+    try:
+        order = [k for unit in analyze(program).schedule for k in unit]
+    except TccError:
+        return program          # reported where the program is checked
+    return Program(program.decls, tuple(program.stmts[k] for k in order))
 
 
 __all__ = ["differentiate", "BIN_RULES", "active_tensors"]

@@ -82,8 +82,11 @@ def _pads(info) -> dict[str, tuple[int, int]]:
             ix = r.index[axis]
             c = _offset(ix)
             if c is None:
-                if isinstance(ix, Affine) and not ix.terms and not ix.dims and ix.const >= 0:
-                    continue          # a constant step: a starting state, in range
+                if isinstance(ix, Affine) and not ix.terms and (
+                        (not ix.dims and ix.const >= 0) or
+                        (len(ix.dims) == 1 and ix.dims[0][1] == 1 and ix.const < 0 and
+                         ix.dims[0][0] == info.shapes[r.tensor][axis])):
+                    continue          # a constant step (0, T - 1): a starting state
                 raise TccError(f"the compiled backends lower a recurrence's steps only as "
                                f"the step index plus a literal, not {ix} (the reference "
                                "interpreter runs it: tcc.api.check(..., engine='interp'))",
@@ -319,10 +322,14 @@ class _State:
                     out.append(Comment(f"'{r.tensor}' shifted by {c} on axis {axis}, zeros "
                                        "outside it"))
                     out.append(Assign(bname, ap("zeros", shape_tuple(ctx, shape))))
+                    inside = Name(ctx.names(self._size_symbol(
+                        f"{name}__n", Op("-", (n, Lit(a + b))), out)))
+                    out.append(If(Op("<", (inside, Lit(0))), (Assign(inside, Lit(0)),), ()))
+                    rows = (Slice(),) * axis
                     out.append(Assign(
-                        Index(bname, (Slice(),) * axis + (Slice(Lit(a), Op("-", (n, Lit(b)))),)),
-                        Index(ctx.local(r.tensor), (Slice(),) * axis + (
-                            Slice(Lit(b), Op("-", (n, Lit(a)))),))))
+                        Index(bname, rows + (Slice(Lit(a), Op("+", (Lit(a), inside))),)),
+                        Index(ctx.local(r.tensor), rows + (
+                            Slice(Lit(b), Op("+", (Lit(b), inside))),))))
                     ctx.extra_shapes[name] = shape
                     self.copies[key] = name
                     ctx.defined.add(name)

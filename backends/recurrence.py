@@ -20,6 +20,7 @@ h[t - 1]``, ``h`` data of the backward) reads a zero-padded copy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from tcc.check import StmtInfo
@@ -27,7 +28,7 @@ from tcc.errors import TccError
 from tcc.ir import Affine, Ref, map_refs, reads
 
 from .operands import Context, ap, shape_tuple, split_factors, split_terms
-from .target import Assign, Comment, For, If, Index, Lit, Name, Op, Slice, Tup, Update, walk
+from .target import ALL, Assign, Comment, For, If, Index, Lit, Name, Op, Slice, Tup, Update, walk
 
 
 def lower_program(ctx: Context, lower_statement) -> list:
@@ -146,6 +147,9 @@ class _State:
                 out.append(Assign(name, ap("array", name)))     # a copy: the seed is added to
             else:
                 out.append(Assign(name, ap("zeros", shape_tuple(ctx, shape))))
+            start = self.reduction_start(t)
+            if start is not None:       # max= / min= start at -inf / +inf, inside the steps
+                out.append(Assign(Index(name, (ALL,)), Lit(start)))
             ctx.defined.add(t)
         return out
 
@@ -360,6 +364,10 @@ class _State:
         rest = [x for x in lowered if x not in head]
         return head + [If(cond, tuple(rest), ())]
 
+    def reduction_start(self, t: str) -> float | None:
+        ops = {si.stmt.op for si in self.info.stmts if si.stmt.target.tensor == t}
+        return -math.inf if "max=" in ops else math.inf if "min=" in ops else None
+
     def written_once(self, k: int) -> bool:
         """Whether statement k is its target's only update, sums over no index and
         writes at the plain step (so each position gets exactly one value, on zeros)."""
@@ -402,6 +410,9 @@ class _State:
             lowered = lower_statement(ctx, StmtInfo(s, si.ranges))
             if lowered and isinstance(lowered[0], Comment):
                 lowered[0] = Comment(str(si.stmt))
+            if si.stmt.op in ("max=", "min="):     # allocated once, before the loop
+                lowered = [x for x in lowered if not (isinstance(x, Assign) and
+                                                      x.target == ctx.local(si.stmt.target.tensor))]
             if self.written_once(k):      # each position of the step written once: assign
                 lowered = [Assign(x.target, x.value) if isinstance(x, Update) and x.op == "+="
                            and isinstance(x.target, Index) else x for x in lowered]

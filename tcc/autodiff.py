@@ -253,13 +253,15 @@ def active_tensors(info: Info) -> set[str]:
         for si in info.stmts:
             if any(r.tensor in active for r in reads(si.stmt.expr)):
                 active.add(si.stmt.target.tensor)
-        if len(active) == before:
+        if len(active) == before or not info.recurrences:
             return active
 
 
 def _needs_grad(info: Info, active: set[str]) -> set[str]:
     """The active tensors some output depends on (through a recurrence too)."""
     out = {t for t in info.outputs if t in active}
+    if not info.recurrences:
+        return out          # the differentiator finds them in one reverse pass
     while True:
         before = len(out)
         for si in info.stmts:

@@ -91,6 +91,8 @@ def find(program: Program, updates: dict[str, list[int]]) -> list[Recurrence]:
     """Every recurrence of the program, checked; a TccError at the first broken rule."""
     stmts = program.stmts
     edges = _edges(stmts, updates)
+    if not any(k <= j for j, ks in edges.items() for k in ks):
+        return []           # every read comes after every update it sees: no cycle
     out = []
     for comp in _components(len(stmts), edges):
         if len(comp) == 1 and comp[0] not in edges.get(comp[0], ()):
@@ -285,6 +287,8 @@ def schedule(program: Program, updates: dict[str, list[int]],
     """The run order: units (one statement, or a recurrence's statements), each
     after the units that update what it reads, else in program order."""
     stmts = program.stmts
+    if not recurrences:
+        return [(k,) for k in range(len(stmts))]
     unit_of = {}
     units: list[tuple[int, ...]] = []
     for rec in recurrences:

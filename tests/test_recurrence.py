@@ -65,8 +65,22 @@ for t, b: h[t, b] = tanh(x[t, b] + g[t, b])
 for t, b: g[t + 1, b] += w[b] * h[t, b]
 """
 
+# attention over a step's keys with the query from the previous state, and a
+# max= inside the recurrence (the stable softmax, written out)
+ATTENTION = """
+input  x[T, B, J, S]
+param  Q[S, S]
+output h[T, B, S]
+for t, b, s, r: q[t, b, s] += Q[s, r] * h[t - 1, b, r]
+for t, b, j, s: w[t, b, j] += q[t, b, s] * x[t, b, j, s]
+for t, b, j:    m[t, b] max= w[t, b, j]
+for t, b, j:    e[t, b, j] = exp(w[t, b, j] - m[t, b])
+for t, b, j:    Z[t, b] += e[t, b, j]
+for t, b, j, s: h[t, b, s] += e[t, b, j] / Z[t, b] * x[t, b, j, s]
+"""
+
 PROGRAMS = {"reverse_rnn": REVERSE_RNN, "started": STARTED, "cumsum": CUMSUM,
-            "next_step": NEXT_STEP}
+            "next_step": NEXT_STEP, "attention": ATTENTION}
 
 
 def _text(name: str) -> str:
@@ -288,9 +302,15 @@ def test_elman_module_shape():
     assert "h__pad[t] @ U.T" in fwd                           # one BLAS product per step
     bwd = src[src.index("def backward"):src.index("def random_inputs")]
     assert "for t__step in range(T):" in bwd and "t = T - 1 - t__step" in bwd
-    loop = bwd[bwd.index("for t__step"):]
-    body = loop[:loop.index("\n    #", loop.index("h_grad__pad[:1] = 0"))]
+    lines = bwd[bwd.index("for t__step"):].splitlines()[1:]
+    body = "\n".join(line for line in lines[:next(
+        k for k, line in enumerate(lines) if not line.startswith("        "))])
+    assert "a_grad[t, :, :] = h_grad__pad[1 + t] * (1 - h[t] ** 2)" in body
+    assert "if t >= 1:" in body and "h_grad__pad[t, :, :] += a_grad[t] @ U" in body
     assert "W_grad" not in body and "U_grad" not in body and "x_grad" not in body
+    # the parameter gradients summed over t and b: one product each, on views
+    assert "np.tensordot(a_grad, x, axes=((0, 1), (0, 1)))" in bwd
+    assert "a_grad[1:1 + T__in" in bwd and "h[0:0 + T__in" in bwd
 
 
 # ------------------------------------------------------------------ errors

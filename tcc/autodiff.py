@@ -288,7 +288,7 @@ def _plain_step_target(info: Info, k: int, s: Stmt) -> Stmt:
     if not isinstance(ix, Affine) or dict(ix.terms).get(t) != 1 or len(ix.terms) < 2 \
             or ix.dims:
         return s
-    back = Affine(((t, 1), *((v, -c) for v, c in ix.terms if v != t)), ix.const - 2 * ix.const)
+    back = Affine(((t, 1), *((v, -c) for v, c in ix.terms if v != t)), -ix.const)
     sigma = {t: back}
 
     def over(e):

@@ -74,9 +74,12 @@ def _pads(info) -> dict[str, tuple[int, int]]:
     steps = info.step_axes
     lo: dict[str, int] = {t: 0 for t in steps}
     hi: dict[str, int] = {t: 0 for t in steps}
-    for si in info.stmts:
+    for k, si in enumerate(info.stmts):
         s = si.stmt
-        for r in [s.target, *reads(s.expr)]:
+        # a cycle statement's update at an offset step is guarded by the step
+        # (State.inside_steps): only its reads, and other updates, need zero rows
+        guarded = info.recurrence_of(k) is not None
+        for r in ([] if guarded else [s.target]) + reads(s.expr):
             axis = steps.get(r.tensor)
             if axis is None:
                 continue

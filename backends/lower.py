@@ -31,6 +31,9 @@ from .target import ALL, Apply, Assign, Comment, Do, For, If, Index, Lit, Name, 
 
 def lower_program(ctx: Context) -> list:
     """The statements of one generated function: every update, in order."""
+    if ctx.info.recurrences:
+        from .recurrence import lower_program as lower_recurrences
+        return lower_recurrences(ctx, lower_statement)
     from .breadth import copy_seed
     lowered = []
     for si in ctx.info.stmts:

@@ -574,6 +574,9 @@ def _matmul_forms(a: Operand, b: Operand, summed, res) -> Operand | None:
                     right = ap("contiguous", right)
                 return Operand(ap("matmul", x.node, right), x.vars[:-1] + o,
                                True).aligned(res)
+    if a.vars[:2] == b.vars[:2] and set(a.vars[:2]) == set(summed) and \
+            not has_index(a.node) and not has_index(b.node):
+        return None     # whole arrays summed over their two leading axes: one GEMM
     if len(summed) == 2 and a.vars[0] == b.vars[0] and a.vars[0] in summed:
         bt = a.vars[0]
         c = next(v for v in summed if v != bt)

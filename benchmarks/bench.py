@@ -364,6 +364,34 @@ def attention_backward(t, P, seeds):
 # NumPy (the slow, definitional reference), torch and jax.
 # ---------------------------------------------------------------------------
 
+def rnn_forward(t):
+    """Elman tanh RNN, the time-independent product W x[t] hoisted out of the loop."""
+    x, W, U = t["x"], t["W"], t["U"]
+    a = x @ W.T
+    h = np.empty_like(a)
+    np.tanh(a[0], out=h[0])
+    for k in range(1, len(x)):
+        a[k] += h[k - 1] @ U.T
+        np.tanh(a[k], out=h[k])
+    return {"h": h}, h
+
+
+def rnn_backward(t, h, seeds):
+    """Backpropagation through time: one product per step, then the parameter
+    gradients summed over t and b (and x.grad) each as one product."""
+    x, W, U = t["x"], t["W"], t["U"]
+    n_t, n_b, n_s = h.shape
+    dh = seeds["h"].copy()
+    da = np.empty_like(h)
+    for k in range(n_t - 1, -1, -1):
+        np.multiply(dh[k], 1 - h[k] ** 2, out=da[k])
+        if k:
+            dh[k - 1] += da[k] @ U
+    dU = da[1:].reshape(-1, n_s).T @ h[:-1].reshape(-1, n_s) / n_b
+    dW = da.reshape(-1, n_s).T @ x.reshape(-1, x.shape[2]) / n_b
+    return {"x": da @ W, "W": dW, "U": dU}
+
+
 def lib_softmax(lib, s):
     return {"p": lib.softmax(s)}
 
@@ -405,6 +433,18 @@ def _np_layer_norm(x, g, c):
     return g * xc / np.sqrt((xc * xc).mean(axis=1, keepdims=True) + EPS) + c
 
 
+def lib_rnn(lib, x, W, U):
+    return {"h": lib.rnn(x, W, U)}
+
+
+def _loop_rnn(x, W, U):
+    h, out = np.zeros((x.shape[1], W.shape[0]), x.dtype), []
+    for xt in x:
+        h = np.tanh(xt @ W.T + h @ U.T)
+        out.append(h)
+    return np.array(out)
+
+
 def _loop_conv1d(x, W):
     """f[b, n, o] = sum_{c, i} x[b, S*n + i, c] W[o, c, i], looping over n and i."""
     n_out = (x.shape[1] - W.shape[2]) // STRIDE + 1
@@ -439,6 +479,7 @@ REFERENCE_LIB = SimpleNamespace(
     tanh=np.tanh, sigmoid=lambda u: 1 / (1 + np.exp(-u)),
     conv1d=_loop_conv1d, conv2d=_loop_conv2d,
     multi_dot=lambda ms: functools.reduce(np.matmul, ms), layer_norm=_np_layer_norm,
+    rnn=_loop_rnn,
 )
 
 
@@ -453,6 +494,10 @@ def _torch_lib():
         conv1d=lambda x, W: F.conv1d(x.transpose(1, 2), W, stride=STRIDE).transpose(1, 2),
         conv2d=F.conv2d, multi_dot=torch.linalg.multi_dot,
         layer_norm=lambda x, g, c: F.layer_norm(x, x.shape[1:], g, c, EPS),
+        # torch.nn.RNN's own kernel (tanh, no biases, one layer, time first)
+        rnn=lambda x, W, U: torch._VF.rnn_tanh(
+            x, x.new_zeros((1, x.shape[1], W.shape[0])), [W, U], False, 1, 0.0, False, False,
+            False)[0],
     )
     return torch, lib
 
@@ -473,6 +518,9 @@ def _jax_lib():
         multi_dot=jnp.linalg.multi_dot,
         layer_norm=lambda x, g, c: g * (x - x.mean(1, keepdims=True)) * jax.lax.rsqrt(
             x.var(1, keepdims=True) + EPS) + c,
+        rnn=lambda x, W, U: lax.scan(
+            lambda h, xt: (jnp.tanh(xt @ W.T + h @ U.T),) * 2,
+            jnp.zeros((x.shape[1], W.shape[0]), x.dtype), x)[1],
     )
     return jax, lib
 
@@ -533,6 +581,12 @@ def make_attention(rng, dtype, N, E):
     t = {k: _normal(rng, (N, E), dtype) for k in "QKV"}
     t["M"] = np.triu(np.full((N, N), -1e9, dtype), k=1)
     return t, {"O": _normal(rng, (N, E), dtype)}
+
+
+def make_rnn(rng, dtype, T, B, D, S):
+    t = {"x": _normal(rng, (T, B, D), dtype), "W": _normal(rng, (S, D), dtype, D ** -0.5),
+         "U": _normal(rng, (S, S), dtype, S ** -0.5)}
+    return t, {"h": _normal(rng, (T, B, S), dtype)}
 
 
 @dataclass(frozen=True)
@@ -599,6 +653,10 @@ WORKLOADS = [
     Workload("attention", make_attention, Impl(attention_forward, attention_backward),
              lib_attention, inputs=("Q", "K", "V"), params=(), batch="",
              sizes=dict(N=512, E=64), quick=dict(N=32, E=8), tiny=(dict(N=4, E=3),)),
+    Workload("rnn", make_rnn, Impl(rnn_forward, rnn_backward), lib_rnn,
+             inputs=("x",), params=("W", "U"), batch="h_batch",
+             sizes=dict(T=64, B=64, D=256, S=256), quick=dict(T=8, B=4, D=16, S=16),
+             tiny=(dict(T=1, B=2, D=3, S=2), dict(T=4, B=2, D=3, S=4))),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -642,6 +700,8 @@ def other_impl_column(label: str):
 
 def batch_size(w: Workload, t) -> int:
     """B, which param gradients are averaged over (1 without params)."""
+    if w.batch == "h_batch":       # time first: B is the second axis of x
+        return t["x"].shape[1]
     return len(t[w.batch]) if w.batch else 1
 
 

@@ -209,10 +209,82 @@ def _range_pins(info: Info, si, fixed: list[Ref], factors: list[Expr]) -> list[E
 def active_tensors(info: Info) -> set[str]:
     """Tensors that depend on some input or param."""
     active = set(info.differentiable)
-    for si in info.stmts:
-        if any(r.tensor in active for r in reads(si.stmt.expr)):
-            active.add(si.stmt.target.tensor)
-    return active
+    while True:     # to a fixed point: a recurrence reads what it updates later
+        before = len(active)
+        for si in info.stmts:
+            if any(r.tensor in active for r in reads(si.stmt.expr)):
+                active.add(si.stmt.target.tensor)
+        if len(active) == before or not info.recurrences:
+            return active
+
+
+def _needs_grad(info: Info, active: set[str]) -> set[str]:
+    """The active tensors some output depends on (through a recurrence too)."""
+    out = {t for t in info.outputs if t in active}
+    if not info.recurrences:
+        return out          # the differentiator finds them in one reverse pass
+    while True:
+        before = len(out)
+        for si in info.stmts:
+            if si.stmt.target.tensor in out:
+                out.update(r.tensor for r in reads(si.stmt.expr) if r.tensor in active)
+        if len(out) == before:
+            return out
+
+
+def _plain_step_target(info: Info, k: int, s: Stmt) -> Stmt:
+    """A term scattering into a step that another loop index shifts
+    (``h.grad[t - 1 - i] += q.grad[t, i] * Q[i]``) re-indexed so the step index
+    stands in the target plus a literal, as a recurrence's targets must
+    (``h.grad[t] += q.grad[t + 1 + i, i] * Q[i]``): the same sum over the
+    same points, the points outside the steps reading 0 or dropped."""
+    from .algebra import subst, subst_affine
+    from .ir import IndexCmp, children, rebuild
+    rec = info.recurrence_of(k)
+    axis = info.step_axes.get(base_name(s.target.tensor))
+    if rec is None or axis is None or axis >= len(s.target.index):
+        return s
+    ix = s.target.index[axis]
+    t = rec.step_of(k)
+    if not isinstance(ix, Affine) or dict(ix.terms).get(t) != 1 or len(ix.terms) < 2 \
+            or ix.dims:
+        return s
+    back = Affine(((t, 1), *((v, -c) for v, c in ix.terms if v != t)), -ix.const)
+    sigma = {t: back}
+
+    def over(e):
+        if isinstance(e, IndexCmp):
+            return IndexCmp(e.op, subst_affine(e.lhs, sigma) if isinstance(e.lhs, Affine)
+                            else e.lhs, subst_affine(e.rhs, sigma)
+                            if isinstance(e.rhs, Affine) else e.rhs, e.pos)
+        if isinstance(e, Ref):
+            return subst(e, sigma)
+        return rebuild(e, [over(c) for c in children(e)])
+    expr = over(s.expr)
+    target = subst(s.target, sigma)
+    if expr is None or target is None or any(r is None for r in reads(expr)):
+        return s
+    return Stmt(s.loops, target, s.op, expr, s.pos, origin=s.origin, loop_pos=s.loop_pos,
+                written=s.written)
+
+
+def _step_written(info: Info, si, accesses: list[Ref]) -> tuple:
+    """Written ranges for the step indices at which a backward term reads a
+    tensor a forward recurrence updates at another step (``h[t - 1]``): the
+    backward has that tensor as data, and outside the steps it reads 0."""
+    steps = info.step_axes
+    out = []
+    for r in accesses:
+        axis = steps.get(r.tensor)
+        if axis is None or axis >= len(r.index):
+            continue
+        ix = r.index[axis]
+        if isinstance(ix, Affine) and ix.plain is None:
+            for v in ix.vars:
+                size = si.ranges.get(v)
+                if size is not None and v not in [w for w, _ in out]:
+                    out.append((v, size))
+    return tuple(out)
 
 
 def differentiate(program: Program | Info) -> Program:
@@ -228,6 +300,7 @@ def differentiate(program: Program | Info) -> Program:
             raise TccError(f"'{t}' would need a gradient, '{t}.grad', which is not a name: "
                            f"only data tensors may be called X{suffix}", (decl or first).pos)
     has_grad = {t for t in info.outputs if t in active}
+    needs_grad = _needs_grad(info, active)
     batch = info.batch
     taken = set(info.roles) | set(info.dims) | {grad_name(t) for t in info.roles}
     for si in info.stmts:
@@ -237,7 +310,7 @@ def differentiate(program: Program | Info) -> Program:
     for k, si in reversed(list(enumerate(info.stmts))):
         s = si.stmt
         y = s.target.tensor
-        if y not in has_grad:
+        if y not in has_grad and y not in needs_grad:
             continue
         seed = Ref(grad_name(y), s.target.index)
         extra: list[Expr] = []
@@ -280,10 +353,40 @@ def differentiate(program: Program | Info) -> Program:
                     lead.append(Num(size) if isinstance(size, int) else DimVal(size))
             expr = build_product(lead, coef, nums, dens + more_dens)
             written = tuple((v, size) for v, size in s.written if v in loops)
-            out.append(Stmt(loops, target, op, expr, s.pos, origin=(k, n), written=written))
+            written += tuple(w for w in _step_written(info, si, reads(expr))
+                             if w[0] in loops and w[0] not in dict(written))
+            out.append(_plain_step_target(info, k, Stmt(loops, target, op, expr, s.pos,
+                                                         origin=(k, n), written=written)))
             has_grad.add(x)
+    out = _shifted_first(info, out)
     return with_declarations(info, out, seeds=[grad_name(t) for t in info.outputs
                                                if t in active])
+
+
+def _shifted_first(info: Info, stmts: list[Stmt]) -> list[Stmt]:
+    """Each re-indexed scatter into a step (``h.grad[t] += q.grad[t + 1 + i, i] *
+    Q[i]``) moved before the first statement that reads its target: at step t
+    it reads only other, finished steps of what the backward computes, and its
+    readers read the same step, which must come after its update."""
+    steps = info.step_axes
+    out = list(stmts)
+    for s in stmts:
+        axis = steps.get(base_name(s.target.tensor))
+        if axis is None or s.origin is None or len(reads(s.expr)) == 0:
+            continue
+        computed = {x.target.tensor for x in out}
+        shifted = [r for r in reads(s.expr) if r.tensor in computed]
+        if not shifted or any(
+                steps.get(base_name(r.tensor)) is None or
+                not isinstance(r.index[steps[base_name(r.tensor)]], Affine) or
+                len(r.index[steps[base_name(r.tensor)]].terms) < 2 for r in shifted):
+            continue
+        here = out.index(s)
+        first = next((n for n, x in enumerate(out) if any(
+            r.tensor == s.target.tensor for r in reads(x.expr))), None)
+        if first is not None and first < here:
+            out.insert(first, out.pop(here))
+    return out
 
 
 def with_declarations(info: Info, stmts: list[Stmt], seeds=()) -> Program:
@@ -294,7 +397,8 @@ def with_declarations(info: Info, stmts: list[Stmt], seeds=()) -> Program:
     program adds to the given seed.
     """
     computed = {s.target.tensor for s in stmts}
-    read: list[str] = [t for t in seeds if t in computed]
+    seeds = list(seeds) + [grad_name(t) for t in info.outputs]   # passes give none
+    read: list[str] = [t for t in dict.fromkeys(seeds) if t in computed]
     for s in stmts:
         for r in reads(s.expr):
             if r.tensor not in computed and r.tensor not in read:
@@ -377,7 +481,20 @@ def with_declarations(info: Info, stmts: list[Stmt], seeds=()) -> Program:
     for t in info.inputs:
         if info.roles[t] in ("input", "param") and grad_name(t) in computed:
             decls.append(Decl("output", grad_name(t), shape_of(t)))
-    return Program(tuple(decls), tuple(stmts))
+    return _in_run_order(info, Program(tuple(decls), tuple(stmts)))
+
+
+def _in_run_order(info: Info, program: Program) -> Program:
+    """The backward of a program with recurrences with its statements in the
+    order they run (a recurrence's statements together, what reads its results
+    after it): the same program, easier to read."""
+    if not info.recurrences:
+        return program
+    try:
+        order = [k for unit in analyze(program).schedule for k in unit]
+    except TccError:
+        return program          # reported where the program is checked
+    return Program(program.decls, tuple(program.stmts[k] for k in order))
 
 
 __all__ = ["differentiate", "BIN_RULES", "active_tensors"]

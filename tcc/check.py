@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
+from . import recur
 from .errors import TccError
 from .ir import (REDUCTIONS, base_name, is_grad, Affine, Bin, Gather, Program, Ref, Stmt, dim_uses,
                  index_cmps, reads, shape_owner, stmt_vars)
@@ -48,6 +49,18 @@ class Info:
     plan: list[tuple]
     gather_data: set[str] = field(default_factory=set)
     stacked: set[str] = field(default_factory=set)   # tensors with a stacked constant axis
+    recurrences: list = field(default_factory=list)  # tcc.recur.Recurrence, in program order
+    schedule: list = field(default_factory=list)     # run order: units of statement numbers
+
+    @property
+    def step_axes(self) -> dict[str, int]:
+        """The tensors some recurrence updates, with their step axis: outside the
+        steps they read 0 and updates to them are dropped."""
+        return {t: a for rec in self.recurrences for t, a in rec.axes}
+
+    def recurrence_of(self, k: int):
+        """The recurrence statement k is on, or None."""
+        return next((rec for rec in self.recurrences if k in rec.stmts), None)
 
     def role(self, name: str) -> str:
         return self.roles[name]
@@ -99,6 +112,8 @@ class _Analyzer:
         self.gather_data: set[str] = set()
         self.names: set[str] = set()
         self.stacked: set[str] = set()
+        self.recurrences: list = []
+        self.step_axes: dict[str, int] = {}
 
     # ------------------------------------------------------------ declarations
     def declarations(self):
@@ -168,6 +183,9 @@ class _Analyzer:
                            "tensors and outputs are written", s.target.pos)
             updates.setdefault(t, []).append(k)
         self.updates = updates
+        self.recurrences = recur.find(self.p, updates)
+        self.step_axes = {t: a for rec in self.recurrences for t, a in rec.axes}
+        on_cycle = {k: rec for rec in self.recurrences for k in rec.stmts}
         for t, ks in updates.items():
             ops = [stmts[k].op for k in ks]
             for k in ks[1:]:
@@ -211,6 +229,10 @@ class _Analyzer:
         read_by: dict[str, int] = {}
         for k, s in enumerate(stmts):
             for r in reads(s.expr):
+                axis = dict(on_cycle[k].axes).get(r.tensor) if k in on_cycle else None
+                if axis is not None and not (isinstance(r.index[axis], Affine)
+                                             and r.index[axis].plain):
+                    continue       # a read at another step of the tensor's own recurrence
                 read_by.setdefault(r.tensor, k)
         if not outputs:
             outputs = [t for t in updates if t not in read_by and self.roles.get(t) != "data"]
@@ -230,9 +252,11 @@ class _Analyzer:
 
     def check_read(self, r: Ref, k: int, s: Stmt, last: dict[str, int]):
         t = r.tensor
-        if t == s.target.tensor:
+        if t in self.step_axes:
+            pass    # a tensor a recurrence updates: its rules are tcc.recur's
+        elif t == s.target.tensor:
             raise _err(f"the statement reads its own target '{t}'", r.pos)
-        if t in last and last[t] > k:
+        elif t in last and last[t] > k:
             later = self.p.stmts[last[t]]
             raise _err(f"'{t}' is read here but updated later, at line {later.pos.line}: "
                        "a tensor is read only after its last update", r.pos)
@@ -352,6 +376,16 @@ class _Analyzer:
                 self.plan.append(("equal", names[0], ints[0],
                                   f"index '{v}' ranges over both {names[0]} and {ints[0]}"))
 
+        # A step index no plain use fixes: the steps of the recurrence tensor it
+        # indexes (outside them, reads are 0 and updates dropped).
+        for v in [v for v in s.loops if v not in ranges]:
+            for t, index, _, _ in acc:
+                axis, shape = self.step_axes.get(t), self.known_shape(t)
+                if axis is not None and shape is not None and axis < len(index) and \
+                        isinstance(index[axis], Affine) and (v, 1) in index[axis].terms:
+                    ranges[v] = shape[axis]
+                    break
+
         # Indices no plain use fixes: the largest range keeping accesses in bounds.
         unfixed = [v for v in s.loops if v not in ranges]
         target_decl = self.declared.get(s.target.tensor)
@@ -364,7 +398,8 @@ class _Analyzer:
                     if shape is None:
                         continue
                     for axis, ix in enumerate(index):
-                        if not isinstance(ix, Affine) or v not in ix.vars:
+                        if not isinstance(ix, Affine) or v not in ix.vars or \
+                                self.step_axes.get(t) == axis:
                             continue
                         others = [(c, u) for u, c in ix.terms if u != v]
                         if any(u in unfixed for _, u in others):
@@ -404,6 +439,8 @@ class _Analyzer:
                 continue
             in_cmp = (t, index, pos, False) in cmp_acc
             for axis, ix in enumerate(index):
+                if self.step_axes.get(t) == axis and not in_cmp:
+                    continue    # outside the steps: reads 0, updates dropped
                 if isinstance(ix, Affine) and (ix.plain is None or in_cmp):
                     terms = tuple((c, ranges[u]) for u, c in ix.terms)
                     const = (ix.const, tuple((c, d) for d, c in ix.dims))
@@ -484,6 +521,9 @@ class _Analyzer:
         shape = []
         for axis, ix in enumerate(s.target.index):
             v = ix.plain if isinstance(ix, Affine) else None
+            if v is None and self.step_axes.get(t) == axis and isinstance(ix, Affine) and \
+                    len(ix.terms) == 1:
+                v = ix.terms[0][0]      # h.grad[t - 1]: the step axis has t's range
             stacked = self.stacked_length(t, axis)
             if v is None and stacked is None:
                 if tie is not None:
@@ -558,7 +598,8 @@ class _Analyzer:
                 raise _err(f"'{name}' names both a dim and a tensor", self.decl_pos.get(name))
         return Info(self.p, dict(self.roles), dict(self.shapes), list(self.dims), self.batch,
                     inputs, list(self.outputs), computed, stmt_infos, list(self.plan),
-                    set(self.gather_data), set(self.stacked))
+                    set(self.gather_data), set(self.stacked), list(self.recurrences),
+                    recur.schedule(self.p, self.updates, self.recurrences))
 
 
 def _tie_count_of(s: Stmt) -> str | None:
@@ -600,6 +641,9 @@ def describe(info: Info) -> str:
             shape = info.shapes.get(t, ())
             text = f"{t}[{', '.join(map(str, shape))}]" if shape else t
             lines.append(f"# intermediate {text}")
-    for si in info.stmts:
-        lines.append(str(si.stmt))
+    for k, si in enumerate(info.stmts):
+        rec = info.recurrence_of(k)
+        if rec is not None and k == rec.stmts[0]:
+            lines.append(f"# {rec.describe()}: the statements marked '# <- {rec.step_of(k)}'")
+        lines.append(str(si.stmt) + (f"  # <- {rec.step_of(k)}" if rec is not None else ""))
     return "\n".join(lines) + "\n"

@@ -100,9 +100,10 @@ def complete_backward(forward: Info, text: str, filename: str | None) -> Program
     seen = set()
     for s in user.stmts:
         for t, _pos in _names_used(s):
-            if t in declared or t in computed or t in seen:
-                continue
             base = base_name(t)
+            seed = t != base and base in forward.outputs    # updated, it adds to the seed
+            if t in declared or (t in computed and not seed) or t in seen:
+                continue
             if base in forward.roles and (t == base or base in forward.outputs):
                 shape = forward.shapes.get(base, ())
                 decls.append(Decl("data", t, tuple(shape) or None))
@@ -146,14 +147,20 @@ class _Backward:
             env[c] = np.full(shape, -np.inf if any(
                 si.stmt.op == "max=" and si.stmt.target.tensor == c for si in self.info.stmts)
                 else 0, dtype=dtype)
-        out = []
+        for c in self.info.computed:     # a seed the backward adds to starts at the seed
+            if c in arrays:
+                env[c] = np.array(arrays[c], dtype=dtype, copy=True)
+        added: dict[int, object] = {}
         with np.errstate(all="ignore"):
-            for si in self.info.stmts:
+            for k, fixed in interp.run_order(self.info, sizes):
+                si = self.info.stmts[k]
                 before = np.array(env[t], copy=True) if t in env else None
-                interp._run_stmt(si.stmt, si.ranges, env, sizes, dtype)
+                interp._run_stmt(si.stmt, si.ranges, env, sizes, dtype, self.info.step_axes,
+                                 fixed)
                 if si.stmt.target.tensor == t:
-                    out.append((si.stmt, env[t] - (before if before is not None else 0)))
-        return out
+                    delta = env[t] - (before if before is not None else 0)
+                    added[k] = delta if k not in added else added[k] + delta
+        return [(self.info.stmts[k].stmt, added[k]) for k in sorted(added)]
 
     def data(self, seeds: dict, inputs: dict, saved: dict) -> dict:
         data = {}
@@ -210,7 +217,10 @@ def check(text_or_path, sizes: dict | None = None, seed: int = 0,
         raise ValueError("--seeds must be at least 1")
     kinds = gradcheck.check_data_kinds(info, dict(data or {}))
     chosen = gradcheck.choose_sizes(info, sizes)
-    forward = _Forward(info, text, engine)
+    try:
+        forward = _Forward(info, text, engine)
+    except TccError as err:     # a form the compiled backends refuse: name the file
+        raise err.attach(filename, text) from None
     mine = reference = None
     if backward is not None:
         btext, bname = read_source(backward)

@@ -64,14 +64,37 @@ def run(program: Program | Info, tensors: dict) -> dict[str, np.ndarray]:
         start = {"max=": -np.inf, "min=": np.inf}.get(si.stmt.op)
         if start is not None:
             env[si.stmt.target.tensor][_reachable(si.stmt.target)] = start
+    steps = info.step_axes
     with np.errstate(all="ignore"):
-        for si in info.stmts:
-            try:
-                _run_stmt(si.stmt, si.ranges, env, sizes, dtype)
-            except ValueError as err:
-                where = f"line {si.stmt.pos.line}: " if si.stmt.pos else ""
-                raise ValueError(f"{err} (in the statement at {where}{si.stmt})") from None
+        for k, fixed in run_order(info, sizes):
+            _run_one(info.stmts[k], env, sizes, dtype, steps, fixed)
     return {t: env[t] for t in info.computed}
+
+
+def run_order(info: Info, sizes):
+    """(statement number, {step index: step} or None) in the order they run:
+    units by ``info.schedule``; a recurrence one step at a time, in its
+    direction, its statements in program order at each step over all their
+    other indices."""
+    for unit in info.schedule or [(k,) for k in range(len(info.stmts))]:
+        rec = info.recurrence_of(unit[0])
+        if rec is None:
+            yield unit[0], None
+            continue
+        lengths = [_size(sizes, info.stmts[k].ranges[rec.step_of(k)]) for k in rec.stmts]
+        order = range(max(lengths, default=0))
+        for step in order if rec.ascending else reversed(order):
+            for k, n in zip(rec.stmts, lengths):
+                if step < n:
+                    yield k, {rec.step_of(k): step}
+
+
+def _run_one(si, env, sizes, dtype, steps, fixed=None):
+    try:
+        _run_stmt(si.stmt, si.ranges, env, sizes, dtype, steps, fixed)
+    except ValueError as err:
+        where = f"line {si.stmt.pos.line}: " if si.stmt.pos else ""
+        raise ValueError(f"{err} (in the statement at {where}{si.stmt})") from None
 
 
 def _reachable(target: Ref) -> tuple:
@@ -85,11 +108,16 @@ def _size(sizes, entry) -> int:
     return entry if isinstance(entry, int) else sizes[entry]
 
 
-def _run_stmt(s, ranges, env, sizes, dtype):
+def _run_stmt(s, ranges, env, sizes, dtype, steps=None, fixed=None):
+    """steps: {tensor: step axis} of the tensors recurrences update (outside the
+    steps they read 0, updates are dropped); fixed: {loop index: value}."""
     loops = s.loops
-    extents = [range(_size(sizes, ranges[v])) for v in loops]
-    value = _compile(s.expr, env, sizes, dtype, s.padded)
-    where = _compile_index(s.target, env, sizes, s.padded)
+    fixed = fixed or {}
+    extents = [range(fixed[v], fixed[v] + 1) if v in fixed else range(_size(sizes, ranges[v]))
+               for v in loops]
+    steps = steps or {}
+    value = _compile(s.expr, env, sizes, dtype, s.padded, steps)
+    where = _compile_index(s.target, env, sizes, s.padded, steps.get(s.target.tensor))
     target = env[s.target.tensor]
     op = s.op
     for point in itertools.product(*extents):
@@ -108,7 +136,7 @@ def _run_stmt(s, ranges, env, sizes, dtype):
             target[pos] = np.minimum(target[pos], v)
 
 
-def _compile_index(ref: Ref, env, sizes, padded=False):
+def _compile_index(ref: Ref, env, sizes, padded=False, step_axis=None):
     """A function from loop values to the checked position tuple of ``ref``.
 
     padded: a position outside the tensor on an affine axis gives None (the
@@ -126,13 +154,19 @@ def _compile_index(ref: Ref, env, sizes, padded=False):
         outside = False
         for axis, (i, n) in enumerate(zip(pos, shape)):
             if not 0 <= i < n:
-                if padded and not gathered[axis]:
+                if (padded and not gathered[axis]) or axis == step_axis:
                     outside = True
                     continue
                 raise ValueError(f"tensor '{name}' axis {axis} has size {n}, but the "
                                  f"program accesses position {i}")
         return None if outside else pos
     return position
+
+
+def _padded_ref(e: Ref, padded: bool, steps) -> tuple[bool, int | None]:
+    """Whether a read can fall outside its tensor and read 0."""
+    axis = steps.get(e.tensor)
+    return padded or axis is not None, axis
 
 
 def _compile_position(ix, env, sizes):
@@ -159,7 +193,7 @@ def _guards(e: Expr) -> list[IndexCmp]:
     return []
 
 
-def _compile(e: Expr, env, sizes, dtype, padded=False):
+def _compile(e: Expr, env, sizes, dtype, padded=False, steps=None):
     """A function from loop values to the expression's value (a NumPy scalar).
 
     padded: reads outside a tensor (on affine axes) read 0."""
@@ -167,13 +201,14 @@ def _compile(e: Expr, env, sizes, dtype, padded=False):
     guards = _guards(e) if isinstance(e, Bin) and e.op in "*/" else []
     if guards:
         tests = [_compile(g, env, sizes, dtype) for g in guards]
-        body = _compile_unguarded(e, env, sizes, dtype, padded)
+        body = _compile_unguarded(e, env, sizes, dtype, padded, steps)
         zero = scalar(0)
         return lambda at: body(at) if all(t(at) for t in tests) else zero
-    return _compile_unguarded(e, env, sizes, dtype, padded)
+    return _compile_unguarded(e, env, sizes, dtype, padded, steps)
 
 
-def _compile_unguarded(e: Expr, env, sizes, dtype, padded):
+def _compile_unguarded(e: Expr, env, sizes, dtype, padded, steps=None):
+    steps = steps or {}
     scalar = dtype.type
     if isinstance(e, IndexCmp):
         lhs, rhs = (_compile_position(ix, env, sizes) for ix in e.sides)
@@ -188,25 +223,26 @@ def _compile_unguarded(e: Expr, env, sizes, dtype, padded):
         return lambda at: c
     if isinstance(e, Ref):
         array = env[e.tensor]
-        where = _compile_index(e, env, sizes, padded)
-        if padded:
+        zero_outside, axis = _padded_ref(e, padded, steps)
+        where = _compile_index(e, env, sizes, padded, axis)
+        if zero_outside:
             zero = scalar(0)
             return lambda at: zero if (p := where(at)) is None else scalar(array[p])
         if array.dtype != dtype:  # integer data read as a number
             return lambda at: scalar(array[where(at)])
         return lambda at: array[where(at)]
     if isinstance(e, Neg):
-        f = _compile(e.arg, env, sizes, dtype, padded)
+        f = _compile(e.arg, env, sizes, dtype, padded, steps)
         return lambda at: -f(at)
     if isinstance(e, Bin):
-        f, g = (_compile(a, env, sizes, dtype, padded) for a in (e.lhs, e.rhs))
+        f, g = (_compile(a, env, sizes, dtype, padded, steps) for a in (e.lhs, e.rhs))
         op = _BINOPS[e.op]
         if e.op in ("<", ">", "<=", ">=", "==", "!="):
             return lambda at: scalar(op(f(at), g(at)))
         return lambda at: op(f(at), g(at))
     if isinstance(e, Call):
         fn = functions.lookup(e.fn, e.pos).numpy
-        args = [_compile(a, env, sizes, dtype, padded) for a in e.args]
+        args = [_compile(a, env, sizes, dtype, padded, steps) for a in e.args]
         if len(args) == 1:
             a0 = args[0]
             return lambda at: scalar(fn(a0(at)))
@@ -215,4 +251,4 @@ def _compile_unguarded(e: Expr, env, sizes, dtype, padded):
     raise AssertionError(e)
 
 
-__all__ = ["run", "prepare", "math"]
+__all__ = ["run", "run_order", "prepare", "math"]

@@ -178,8 +178,7 @@ def inline(program: Program, ctx: Context) -> Program:
         ups, rds = updates(stmts), readers(stmts)
         for k, s in enumerate(stmts):
             t = s.target.tensor
-            if t in ctx.outputs or t in given or len(ups[t]) != 1 or not elementwise_def(s) \
-                    or s.written:
+            if t in ctx.outputs or t in given or len(ups[t]) != 1 or not elementwise_def(s):
                 continue
             uses = rds.get(t, [])
             if len(uses) != 1:
@@ -202,8 +201,16 @@ def inline(program: Program, ctx: Context) -> Program:
             value = algebra.subst(Neg(s.expr) if s.op == "-=" else s.expr, sigma)
             if value is None or clash:
                 continue
+            # written ranges pad: the reader keeps them, at its own index names
+            written = [(sigma.get(v), size) for v, size in s.written]
+            if any(not isinstance(w, str) or w not in reader.loops for w, _ in written):
+                continue
+            written = reader.written + tuple(w for w in written
+                                             if w[0] not in dict(reader.written))
+            if s.written and not _same_ranges(ctx, stmts, j, written):
+                continue    # the reader's own range of a carried index differs
             new_expr = algebra.simplify(_replace_ref(reader.expr, refs[0], value))
-            t2 = replace(reader, expr=new_expr)
+            t2 = replace(reader, expr=new_expr, written=written)
             if not set(reader.loops) <= set(stmt_vars(t2)):
                 continue    # a broadcast value: the read was the only use of a loop index
             ctx.add("inline", f"{t} is used once: computing it in place saves an array",
@@ -212,6 +219,16 @@ def inline(program: Program, ctx: Context) -> Program:
             break
         else:
             return ctx.program(stmts)
+
+
+def _same_ranges(ctx: Context, stmts, j: int, written) -> bool:
+    """Whether statement j already runs each written index over its written
+    size (so carrying the written range into it pads nothing it reads)."""
+    try:
+        ranges = analyze(ctx.program(stmts)).stmts[j].ranges
+    except Exception:  # noqa: BLE001 - not inlined then
+        return False
+    return all(ranges.get(v) == size for v, size in written)
 
 
 def _replace_ref(e: Expr, old: Ref, new: Expr) -> Expr:
@@ -277,21 +294,27 @@ def merge(program: Program, ctx: Context) -> Program:
         ups = updates(stmts)
         done = True
         try:   # the same loop names may range differently in two statements
-            ranges = [si.ranges for si in analyze(ctx.program(stmts)).stmts]
+            checked = analyze(ctx.program(stmts))
+            ranges = [si.ranges for si in checked.stmts]
         except Exception:  # noqa: BLE001 - no merging then; the program is checked later
             return ctx.program(stmts)
+        # a statement on a recurrence's cycle runs step by step: merging one
+        # that runs over all steps at once into it would undo the hoisting
+        cycle = [checked.recurrence_of(k) for k in range(len(stmts))]
         for t, ks in ups.items():
             for i, j in itertools.combinations(ks, 2):
                 a, b = stmts[i], stmts[j]
                 if a.target != b.target or set(a.loops) != set(b.loops) or \
                         a.op not in ("+=", "-=") or b.op not in ("+=", "-=") or \
-                        ranges[i] != ranges[j] or dict(a.written) != dict(b.written):
+                        ranges[i] != ranges[j] or cycle[i] != cycle[j]:
                     continue
                 if any(r.tensor == t for r in reads(a.expr) + reads(b.expr)):
                     continue
                 lhs = a.expr if a.op == "+=" else Neg(a.expr)
                 expr = Bin("+" if b.op == "+=" else "-", lhs, b.expr)
-                m = replace(b, expr=algebra.simplify(expr), op="+=")
+                # written ranges pad; the other statement's accesses are in range
+                written = b.written + tuple(w for w in a.written if w[0] not in dict(b.written))
+                m = replace(b, expr=algebra.simplify(expr), op="+=", written=written)
                 if isinstance(m.expr, Neg):
                     m = replace(m, expr=m.expr.arg, op="-=")
                 ctx.add("merge", f"two updates of {t} over the same loops", [a, b], [m])

@@ -119,6 +119,8 @@ def _expand(e) -> list[tuple[float, list, list]]:
         if e.op == "**":
             return _power(e)
         return [(1.0, [e], [])]                      # a comparison
+    if isinstance(e, IndexCmp):
+        return [(1.0, [e], [])]                      # an index comparison: a 0/1 factor
     raise TypeError(f"cannot normalize {type(e).__name__}: {e}")
 
 
@@ -223,6 +225,14 @@ class _Renderer:
             elif op in ("==", "!=") and b < a:
                 a, b = b, a
             return f"({a} {op} {b})"
+        if isinstance(f, IndexCmp):                              # an index comparison
+            a, b = self.index(f.lhs, m), self.index(f.rhs, m)
+            op = f.op
+            if op in ("<", "<="):
+                a, b, op = b, a, _FLIP[op]
+            elif op in ("==", "!=") and b < a:
+                a, b = b, a
+            return f"[{a} {op} {b}]"
         raise TypeError(f"unexpected factor {f!r}")
 
     def product(self, coef, num, den, m) -> tuple[str, tuple, tuple]:

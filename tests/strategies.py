@@ -1072,13 +1072,88 @@ def _reads_name(rhs: str, name: str) -> bool:
 
 @st.composite
 def programs(draw, max_stmts: int = 8, grad_names: bool = True,
-             breadth: bool = False) -> Generated:
+             breadth: bool = False, recurrence: bool = False) -> Generated:
     """A random valid program with its sizes and a seed for its arrays.
 
     breadth: also draw issue 12's forms (index comparisons, stacked constant
     targets, written ranges with padding, ``min=``, outputs read later). Off
-    by default, so that the strategy's coverage test counts the other forms."""
+    by default, so that the strategy's coverage test counts the other forms.
+    recurrence: draw a recurrence instead (``recurrences()``); off by default,
+    so the other properties see the programs they always saw."""
+    if recurrence:
+        return draw(recurrences())
     return _Gen(draw, grad_names, breadth).program(max_stmts)
+
+
+# ------------------------------------------------------------ recurrences
+
+# cells: (the statements that make h[t] from the pre-activation a[t] and the
+# state read at the first distance, hp), h in [-1, 1] so that the state stays bounded
+_CELLS = {
+    "tanh": ["for t, b, s: h[t, b, s] = tanh(a[t, b, s])"],
+    "sigmoid": ["for t, b, s: h[t, b, s] = 2 * sigmoid(a[t, b, s]) - 1"],
+    "sin": ["for t, b, s: h[t, b, s] = sin(a[t, b, s])"],
+    "gated": ["for t, b, s: g[t, b, s] = sigmoid(a[t, b, s] + c[s])",
+              "for t, b, s: h[t, b, s] = g[t, b, s] * HP + (1 - g[t, b, s]) * tanh(a[t, b, s])"],
+    "accumulate": ["for t, b, s: h[t, b, s] += 0.5 * tanh(a[t, b, s])",
+                   "for t, b, s: h[t, b, s] += 0.5 * HP"],
+}
+
+
+@st.composite
+def recurrences(draw) -> Generated:
+    """A random valid recurrence: an RNN-like cell over steps t (a random cell
+    from ``_CELLS``), reading the state at distances 1..3 in either direction
+    (``h[t - k]`` upwards, ``h[t + k]`` downwards), with an input term over all
+    steps before it, optionally a starting state at the first step, and either
+    ``h`` as the output or a readout after the recurrence (with ``h`` an
+    intermediate, or an output read later)."""
+    up = draw(st.booleans())
+    dists = sorted(draw(st.sets(st.integers(1, 3), min_size=1, max_size=3)))
+    cell = draw(st.sampled_from(sorted(_CELLS)))
+    sizes = {"T": draw(st.integers(1, 5)), "B": draw(st.integers(1, 3)),
+             "S": draw(st.integers(1, 3)), "D": draw(st.integers(1, 3))}
+    sign = "-" if up else "+"
+    first = "0" if up else "T - 1"
+    lines, features = [], {f"recurrence {'up' if up else 'down'}", f"cell {cell}"}
+    params = ["W[S, D]"] + [f"U{k}[S, S]" for k in dists]
+    inputs = ["x[T, B, D]"]
+    if cell == "gated":
+        params.append("c[S]")
+    body = ["for t, b, s, d: a[t, b, s] += W[s, d] * x[t, b, d]"]
+    if draw(st.booleans()):
+        features.add("starting state")
+        inputs.append("h0[B, S]")
+        params.append("V[S, S]")
+        body.append(f"for b, s, r: a[{first}, b, s] += V[s, r] * h0[b, r]")
+    for k in dists:
+        scale = draw(st.sampled_from(["", "0.5 * "]))
+        body.append(f"for t, b, s, r: a[t, b, s] += {scale}U{k}[s, r] * h[t {sign} {k}, b, r]")
+    hp = f"h[t {sign} {dists[0]}, b, s]"
+    body += [line.replace("HP", hp) for line in _CELLS[cell]]
+    readout = draw(st.sampled_from(["none", "loss", "readout"]))
+    features.add(f"readout {readout}")
+    if readout == "loss":
+        body.append("for t, b, s: L[b] += h[t, b, s] ** 2")
+    elif readout == "readout":
+        params.append("R[S]")
+        body.append("for t, b, s: y[t, b] += R[s] * h[t, b, s]")
+    outputs = {"none": ["h[T, B, S]"], "loss": ["L[B]"],
+               "readout": draw(st.sampled_from([["y[T, B]"], ["h[T, B, S]", "y[T, B]"]]))}
+    if readout == "readout" and len(outputs["readout"]) == 2:
+        features.add("output read later")
+    lines.append("input  " + ", ".join(inputs))
+    lines.append("param  " + ", ".join(params))
+    lines.append("output " + ", ".join(outputs[readout]))
+    lines += body
+    text = "\n".join(lines) + "\n"
+    shapes = {}
+    for decl in inputs + params:
+        name, dims = decl[:-1].split("[")
+        shapes[name] = tuple(sizes[d.strip()] for d in dims.split(","))
+    kinds = {t: "float" for t in shapes}
+    return Generated(text, sizes, draw(st.integers(0, 2 ** 31 - 1)), shapes, kinds, {},
+                     frozenset(features))
 
 
 def scaled(factor: float, floor: int = 3) -> int:

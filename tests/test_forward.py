@@ -26,7 +26,11 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from catalogue import CATALOGUE, COURSE_EXAMPLES, EXAMPLE_SIZES, example_path  # noqa: E402
+from catalogue import CATALOGUE, EXAMPLE_SIZES, RECURRENCE_EXAMPLES, example_path  # noqa: E402
+from catalogue import COURSE_EXAMPLES as _COURSE  # noqa: E402
+
+# forward mode refuses recurrences yet (a positioned error, tested below)
+COURSE_EXAMPLES = [n for n in _COURSE if n not in RECURRENCE_EXAMPLES]
 from normal_form import assert_same  # noqa: E402
 
 import tcc  # noqa: E402

@@ -49,6 +49,9 @@ class Backend:
     helpers: dict[str, tuple[str, ...]] = field(default_factory=dict)   # op -> helpers used
     requires: str = "NumPy"                     # what the module needs, for its docstring
     op_imports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # op -> imports
+    runtime: str = "numpy"                      # the module runtime (tcc/compiler.py RUNTIMES)
+    helper_module: str = "helpers"              # where the helpers' source is (in backends/)
+    decorator: str = ""                         # a line before forward() and backward()
 
     def imports_for(self, used: set[str]) -> list[str]:
         """The module's imports: the backend's own, and those of the operations it printed."""
@@ -72,10 +75,11 @@ class Backend:
     def extend(self, name: str, imports=None, code=None, helpers=None, requires=None,
                module=None, op_imports=None) -> "Backend":
         """A backend that overrides some of this one's entries."""
-        return Backend(name, list(imports if imports is not None else self.imports),
-                       {**self.code, **(code or {})}, module or self.module,
-                       {**self.helpers, **(helpers or {})}, requires or self.requires,
-                       {**self.op_imports, **(op_imports or {})})
+        return type(self)(name, list(imports if imports is not None else self.imports),
+                          {**self.code, **(code or {})}, module or self.module,
+                          {**self.helpers, **(helpers or {})}, requires or self.requires,
+                          {**self.op_imports, **(op_imports or {})}, self.runtime,
+                          self.helper_module, self.decorator)
 
 
 def _axis(p: Printer, x, axis) -> str:

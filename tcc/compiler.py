@@ -32,6 +32,32 @@ def _runtime_source() -> str:
     return "\n".join(body).strip() + "\n"
 
 
+@functools.lru_cache(maxsize=1)
+def _torch_runtime_source() -> str:
+    """The torch module's runtime: _rt.py's size checks (bind_sizes renamed
+    _bind_sizes, which torch's bind_sizes calls on tensor shapes), then
+    _rt_torch.py without its imports."""
+    import ast
+    text = resources.files("tcc").joinpath("_rt.py").read_text()
+    tree = ast.parse(text)
+    shared = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name in ("_rt_size", "_rt_span",
+                                                               "bind_sizes"):
+            shared.append(ast.get_source_segment(text, node))
+    shared[-1] = shared[-1].replace("def bind_sizes(", "def _bind_sizes(", 1)
+    own = resources.files("tcc").joinpath("_rt_torch.py").read_text()
+    body = [line for line in own.splitlines()
+            if not line.startswith(("#", "import ", "_bind_sizes = "))]
+    return "\n\n\n".join(shared) + "\n\n\n" + "\n".join(body).strip() + "\n"
+
+
+def _runtime_parts(backend) -> list[str]:
+    if backend.runtime == "torch":
+        return [_torch_runtime_source()]
+    return [_runtime_source(), _module_runtime()]
+
+
 def _plan_py(plan):
     """The plan with tensor names spelled as Python names (the keyword names)."""
     out = []
@@ -80,9 +106,11 @@ gradients against finite differences on random inputs.
 '''
 
 
-def _helper_source(names: set[str]) -> str:
-    from .backends import helpers
+def _helper_source(names: set[str], module: str = "helpers") -> str:
+    import importlib
+    helpers = importlib.import_module(f"tcc.backends.{module}")
     order = ["_sigmoid", "_ix", "_view", "_add_affine", "_contract"]
+    order += [n for n in sorted(names) if n not in order]
     parts = []
     for name in order:
         if name in names:
@@ -140,7 +168,8 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     returned = list(info.outputs) + [t for t in p.saved if t not in info.outputs]
     if not p.optimize:
         returned = list(info.outputs) + [t for t in info.computed if t not in info.outputs]
-    fwd = ["def forward(**tensors):"]
+    deco = [backend.decorator] if backend.decorator else []
+    fwd = [*deco, "def forward(**tensors):"]
     fwd.append(f'    """Run the program. Takes {_takes(info)}.')
     fwd.append("")
     kept = [py_name(t) for t in returned if t not in info.outputs]
@@ -152,7 +181,7 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     fwd.append(("    sizes = " if fsizes else "    ") + "bind_sizes(_FORWARD_PLAN, arrays)")
     pre = _unpack(info.inputs, names)
     for t, name in fctx.value_casts.items():
-        pre.append(f"{name} = {local_name(t)}.astype(dt)")
+        pre.append(f"{name} = {_cast(printer, local_name(t))}")
     pre += fsizes
     fwd += ["    " + line for line in pre + fbody]
     fwd.append("    return {" + ", ".join(f'"{py_name(t)}": {local_name(t)}'
@@ -166,7 +195,7 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     for t in info.computed:
         bkinds[py_name(t)] = "float"
     optional = [py_name(t) for t in info.computed]
-    bwd = ["def backward(grads, /, **tensors):"]
+    bwd = [*deco, "def backward(grads, /, **tensors):"]
     bwd.append('    """Gradients. grads: {output name: its .grad} (a missing one counts as')
     bwd.append("    zero); tensors: the forward's inputs and the dict forward() returned.")
     bwd.append(f"    Returns {{name: gradient}} for {', '.join(info.differentiable) or 'nothing'}"
@@ -187,7 +216,7 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
         bwd.append(f'    arrays["{py_name(t)}"] = seed(grads, "{o}", {shape}, dt)')
     bpre = _unpack(binfo.inputs, names)
     for t, name in bctx.value_casts.items():
-        bpre.append(f"{name} = {local_name(t)}.astype(dt)")
+        bpre.append(f"{name} = {_cast(printer, local_name(t))}")
     size_lines = _size_lines(bctx, names)
     bwd.append(("    sizes = " if size_lines else "    ") +
                "bind_sizes(_BACKWARD_PLAN, arrays, sizes)")
@@ -202,7 +231,7 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
             shape = "(" + ", ".join(f'sizes["{d}"]' if isinstance(d, str) else str(d)
                                     for d in info.shapes[t]) + \
                 ("," if len(info.shapes[t]) == 1 else "") + ")"
-            ret.append(f'"{t}": np.zeros({shape}, dtype=dt)')
+            ret.append(f'"{t}": {_zeros(printer, shape)}')
     bwd.append("    return {" + ", ".join(ret) + "}")
 
     helpers = backend.helpers_for(printer.used)
@@ -239,20 +268,32 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
         _header(p, backend),
         "# ruff: noqa: E501  (each statement is one line, quoted above the code for it)",
         "\n".join(backend.imports_for(printer.used) +
-                  (["import itertools"] if "_add_affine" in helpers else [])),
+                  (["import itertools"] if "_add_affine" in helpers and
+                   "import itertools" not in backend.imports else [])),
         "# ---- run-time checks, shared with tcc's reference interpreter",
-        _runtime_source(),
-        _module_runtime(),
+        *_runtime_parts(backend),
     ]
     if helpers:
-        parts.append("# ---- helpers\n\n" + _helper_source(helpers))
+        parts.append("# ---- helpers\n\n" + _helper_source(helpers, backend.helper_module))
     parts += [
         "# ---- the program's tensors, sizes and checks\n\n" + "\n".join(consts),
         "\n".join(fwd),
         "\n".join(bwd),
-        _TAIL,
+        _TORCH_TAIL if backend.runtime == "torch" else _TAIL,
     ]
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
+
+
+def _cast(printer, name: str) -> str:
+    """Integer data read as a number, in the computation dtype."""
+    from .backends.target import Apply, Name
+    return printer.expr(Apply("as_float", (Name(name),)))
+
+
+def _zeros(printer, shape: str) -> str:
+    """A zero gradient (no output depends on the tensor)."""
+    from .backends.target import Apply
+    return printer.expr(Apply("zeros", (shape,)))
 
 
 def _takes(info: Info) -> str:
@@ -333,6 +374,68 @@ def _self_check(seed=0):
     def loss(tensors):
         out = forward(**tensors)
         return sum(float(np.sum(seeds[o] * out[o.replace(".grad", "_grad")]))
+                   for o in _OUTPUTS)
+
+    sizes = bind_sizes(_FORWARD_PLAN, inputs)
+    scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
+             if role == "param" and _BATCH}
+    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".grad", "_grad")] for o in _OUTPUTS},
+                                  seeds)
+    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
+    print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")
+    for name, shape, err, _skipped, ok, note in rows:
+        shown = str(list(shape)) if shape else "scalar"
+        print(f"{name + '.grad':<16} {shown:<16} {err:>16.2e}  "
+              f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
+    return all(row[4] for row in rows)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(0 if _self_check() else 1)
+    print(__doc__)
+    print("Run with --check to check the gradients against finite differences.")'''
+
+
+_TORCH_TAIL = '''def random_inputs(seed=0, **sizes):
+    """Valid random inputs, as CPU tensors: float64 values, int64 positions in
+    range for gather data (move them with .to(device)). Sizes default to small
+    ones; pass e.g. B=8 to change one."""
+    unknown = [d for d in sizes if d not in _DEFAULT_SIZES]
+    if unknown:
+        raise ValueError(f"unknown size {', '.join(unknown)}; the sizes are "
+                         f"{', '.join(_DEFAULT_SIZES) or 'none'}")
+    dims = {**_DEFAULT_SIZES, **sizes}
+    rng = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, (entries, kind) in _RANDOM.items():
+        shape = tuple(e if isinstance(e, int) else dims[e] for e in entries)
+        if kind == "gather":
+            out[name] = torch.zeros(shape, dtype=torch.int64)
+        elif kind == "positive":
+            out[name] = 0.5 + torch.rand(shape, generator=rng, dtype=torch.float64)
+        else:
+            out[name] = torch.randn(shape, generator=rng, dtype=torch.float64)
+    full = bind_sizes(_FORWARD_PLAN, out)
+    for name, syms in _GATHER_LIMITS.items():
+        high = min(s if isinstance(s, int) else full[s] for s in syms)
+        out[name] = torch.randint(0, max(high, 1), out[name].shape, generator=rng)
+    return out
+
+
+def _self_check(seed=0):
+    """Check backward() against central finite differences of forward()."""
+    inputs = random_inputs(seed)
+    fwd = forward(**inputs)
+    rng = torch.Generator().manual_seed(seed + 1)
+    seeds = {o: torch.randn(fwd[o.replace(".grad", "_grad")].shape, generator=rng,
+                            dtype=torch.float64) for o in _OUTPUTS}
+    grads = backward(seeds, **inputs, **fwd)
+
+    def loss(tensors):
+        out = forward(**tensors)
+        return sum(float((seeds[o] * out[o.replace(".grad", "_grad")]).sum())
                    for o in _OUTPUTS)
 
     sizes = bind_sizes(_FORWARD_PLAN, inputs)

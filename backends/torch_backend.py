@@ -159,8 +159,8 @@ class TorchBackend(Backend):
         return TorchPrinter(self.code, self.module, self.name)
 
 
-BACKEND = TorchBackend("torch", ["import itertools", "", "import torch"], {**NUMPY_CODE, **TORCH_CODE}, "torch",
-                       TORCH_HELPERS, "torch", runtime="torch",
-                       helper_module="torch_helpers",
+BACKEND = TorchBackend("torch", ["import itertools", "", "import torch"],
+                       {**NUMPY_CODE, **TORCH_CODE}, "torch", TORCH_HELPERS, "torch",
+                       runtime="torch", helper_module="torch_helpers",
                        # the module computes gradients itself: no autograd tape
                        decorator="@torch.no_grad()")

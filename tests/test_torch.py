@@ -1,0 +1,189 @@
+"""The torch backend (``backend="torch"``): every course example and catalogue
+program against the reference interpreter, forward and backward, float64 and
+float32, optimized and not; the module imports only torch and has no
+CPU-only code; its run-time errors are the NumPy module's; ``--check`` passes
+in a process where tcc cannot be imported; on CUDA (skipped without it) every
+course example runs on the GPU and agrees with the CPU.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import test_backends as tb  # noqa: E402
+from catalogue import COURSE_EXAMPLES, example_path  # noqa: E402
+
+import tcc  # noqa: E402
+from tcc.ir import py_name  # noqa: E402
+
+torch.set_num_threads(1)       # small tensors: threads only add overhead here
+
+_DT = {np.float64: torch.float64, np.float32: torch.float32}
+
+
+def _to_torch(kw, device="cpu"):
+    return {k: torch.as_tensor(v).to(device) for k, v in kw.items()}
+
+
+def _close(actual, expected, rtol, atol, what):
+    assert isinstance(actual, torch.Tensor), f"{what}: {type(actual).__name__}, not a tensor"
+    tb.assert_close(actual.detach().cpu().numpy(), expected, rtol, atol, what)
+
+
+def _run(case_id, optimize, dtype, rtol, atol, device="cpu"):
+    source, _, _ = tb.CASES[case_id]
+    ref = tb.reference(case_id)
+    info = ref.info
+    k = tcc.compile(source, backend="torch", optimize=optimize)
+    kw = _to_torch(ref.kwargs(dtype, np.int64), device)
+    before = {t: a.clone() for t, a in kw.items()}
+    fwd = k.forward(**kw)
+    label = f"{case_id} [torch, {'optimized' if optimize else 'not optimized'}, " \
+            f"{np.dtype(dtype).name}, {device}]"
+    for key, value in fwd.items():
+        assert value.dtype == _DT[dtype], f"{label}: forward()['{key}'] is {value.dtype}"
+        assert value.device.type == torch.device(device).type, f"{label}: {key} moved"
+    if not optimize:
+        assert set(fwd) == {py_name(t) for t in info.computed}
+    for t in (info.computed if not optimize else info.outputs):
+        _close(fwd[py_name(t)], ref.computed[t], rtol, atol, f"{label}: forward {t}")
+    seeds = {o: torch.as_tensor(s.astype(dtype)).to(device) for o, s in ref.seeds.items()}
+    grads = k.backward(seeds, **kw, **fwd)
+    assert set(grads) == set(info.differentiable)
+    for t in info.differentiable:
+        assert grads[t].dtype == _DT[dtype], f"{label}: {t}.grad is {grads[t].dtype}"
+        _close(grads[t], ref.grads[t], rtol, atol, f"{label}: {t}.grad")
+    for t, a in before.items():
+        assert torch.equal(kw[t], a), f"{label}: the module modified its argument '{t}'"
+
+
+@pytest.mark.parametrize("optimize", (True, False), ids=["opt", "noopt"])
+@pytest.mark.parametrize("case_id", tb.CASE_IDS)
+def test_float64_matches_interpreter(case_id, optimize):
+    _run(case_id, optimize, np.float64, tb.RTOL64, tb.ATOL64)
+
+
+@pytest.mark.parametrize("case_id", tb.CASE_IDS)
+def test_float32_stays_float32(case_id):
+    _run(case_id, True, np.float32, tb.RTOL32, tb.ATOL32)
+
+
+# ------------------------------------------------------------------ the module's text
+
+def _module(name):
+    return tcc.compile_source(example_path(name), backend="torch")
+
+
+@pytest.mark.parametrize("name", COURSE_EXAMPLES)
+def test_imports_only_torch_and_has_no_host_code(name):
+    source = _module(name)
+    tree = ast.parse(source)
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"torch", "itertools", "sys"}, imported
+    code = source.split("def forward(", 1)[1].split("def random_inputs(", 1)[0]
+    for bad in ("np.", "numpy", ".numpy()", ".cpu()", "cuda", ".item()", ".tolist()"):
+        assert bad not in code, f"{name}: the generated functions use {bad!r}"
+
+
+def test_check_runs_without_tcc(tmp_path):
+    """`python mod.py --check` in a fresh process, where `import tcc` fails."""
+    for name in ("conv2d", "softmax_xent", "ugrnn_cell"):
+        path = tmp_path / f"{name}.py"
+        path.write_text(_module(name))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        r = subprocess.run([sys.executable, str(path), "--check"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "ok" in r.stdout and "FAIL" not in r.stdout
+        r = subprocess.run([sys.executable, "-c", "import tcc"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0
+
+
+def test_cli_compiles_torch(tmp_path, capsys):
+    out = tmp_path / "m.py"
+    assert tb.cli_main(["compile", example_path("ttic_softmax"), "--backend", "torch",
+                        "-o", str(out)]) in (0, None)
+    assert "import torch" in out.read_text()
+
+
+# ------------------------------------------------------------------ run-time errors
+
+_MISUSE = ["test_wrong_rank", "test_sizes_disagree_between_tensors",
+           "test_size_disagrees_with_a_literal", "test_dim_checked_against_a_literal_at_run_time",
+           "test_declared_dim_shared_by_two_tensors", "test_affine_access_out_of_bounds",
+           "test_missing_and_unknown_tensors", "test_unknown_seed",
+           "test_seed_of_the_wrong_shape", "test_missing_saved_value",
+           "test_saved_value_of_the_wrong_shape", "test_a_tensor_named_grads"]
+
+
+@pytest.mark.parametrize("name", _MISUSE)
+def test_errors_as_the_numpy_module(name):
+    """The NumPy module's misuse tests, on the torch module (they pass NumPy
+    arrays, which it takes as tensors)."""
+    getattr(tb, name)("torch")
+
+
+@pytest.mark.parametrize("bad", [3, -1])
+def test_gather_out_of_range(bad):
+    tb.test_gather_out_of_range("torch", bad)
+
+
+def test_tensors_on_two_devices_or_complex():
+    k = tcc.compile(example_path("ttic_ugrnn_linear"), backend="torch")
+    kw = _to_torch(tb.reference("ttic_ugrnn_linear").kwargs())
+    kw["x"] = kw["x"].to(torch.complex128)
+    with pytest.raises(ValueError, match="'x' is complex"):
+        k.forward(**kw)
+    kw = _to_torch(tb.reference("softmax_xent").kwargs())
+    kw["y"] = kw["y"].double()
+    with pytest.raises(ValueError, match="'y' holds gather positions"):
+        tcc.compile(example_path("softmax_xent"), backend="torch").forward(**kw)
+
+
+def test_missing_seed_and_zero_gradients():
+    k = tcc.compile("input x[N]\ninput z[N]\noutput q[N]\noutput r\n"
+                    "for i: q[i] = 2 * x[i]\nfor i: r += x[i] * x[i]\n", backend="torch")
+    x, z = torch.arange(3.0), torch.ones(3)
+    fwd = k.forward(x=x, z=z)
+    g = k.backward({"r": torch.tensor(1.0)}, x=x, z=z, **fwd)
+    assert torch.equal(g["x"], 2 * x) and torch.equal(g["z"], torch.zeros(3))
+
+
+def test_integer_and_int32_inputs():
+    k = tcc.compile(example_path("softmax_xent"), backend="torch")
+    fwd = k.forward(s=torch.zeros(2, 3, dtype=torch.int32), y=torch.tensor([0, 2],
+                                                                             dtype=torch.int32))
+    assert fwd["L"].dtype == torch.float64
+    assert torch.allclose(fwd["L"], torch.full((2,), float(np.log(3)), dtype=torch.float64))
+
+
+def test_random_inputs_are_tensors():
+    k = tcc.compile(example_path("softmax_xent"), backend="torch")
+    a, b = k.random_inputs(seed=3), k.random_inputs(seed=3)
+    assert all(torch.equal(a[t], b[t]) for t in a)
+    assert a["s"].dtype == torch.float64 and a["y"].dtype == torch.int64
+    k.forward(**a)
+
+
+# ------------------------------------------------------------------ on the GPU
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("case_id", COURSE_EXAMPLES)
+def test_cuda(case_id):
+    _run(case_id, True, np.float64, tb.RTOL64, tb.ATOL64, device="cuda")
+    _run(case_id, True, np.float32, tb.RTOL32, tb.ATOL32, device="cuda")

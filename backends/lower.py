@@ -36,6 +36,9 @@ def lower_program(ctx: Context) -> list:
 def lower_statement(ctx: Context, si: StmtInfo) -> list:
     """The statements for one update, preceded by a comment quoting it."""
     from .flatconv import flat_plan, lower_flat
+    if id(si) in ctx.kernels:       # part of a group that one library call computes
+        from .kernels import lower_group
+        return lower_group(ctx, si, ctx.kernels[id(si)])
     windows = tap_windows(si.stmt)
     if windows:
         return _lower_taps(ctx, si, windows)

@@ -75,6 +75,7 @@ class Context:
     loop_names: set = field(default_factory=set)    # Python loop variables (tap loops)
     flat_layouts: dict = field(default_factory=dict)  # padded flat copies already made
     extra_shapes: dict = field(default_factory=dict)  # shapes of the lowering's own views
+    kernels: dict = field(default_factory=dict)     # statement -> library kernel (kernels.py)
 
     def shape_of(self, tensor: str):
         if tensor in self.extra_shapes:

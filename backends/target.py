@@ -164,6 +164,12 @@ OPS = {
     "add_at": "unbuffered base[index] += value (positions may repeat)",
     "max_at": "unbuffered base[index] = max(base[index], value)",
     "add_affine": "dst[offsets + sum coefs*i] += value, positions may repeat",
+    # library kernels (backends/kernels.py; only backends whose table has them)
+    "softmax": "softmax of x over axis dim (the maximum subtracted)",
+    "log_softmax": "log-softmax of x over axis dim",
+    "logsumexp": "log of the sum of exp(x) over axis dim (the maximum subtracted)",
+    "softmax_backward": "y * (g - sum(g * y, dim)): the softmax backward, y the softmax",
+    "stride": "a tensor's strides in elements (torch)",
 }
 
 

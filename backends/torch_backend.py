@@ -129,6 +129,13 @@ TORCH_CODE = {
                          f"{p.atom(x)}.clone()", 0),
     "owned": (lambda p, x, shape: f"{p.atom(x)}._base is None and {p.atom(x)}.dtype == "
                                   f"dt.dtype and {p.atom(x)}.shape == {_shape(p, shape)}", 0),
+    # library kernels (backends/kernels.py recognizes the statements they replace)
+    "softmax": (lambda p, x, dim: f"torch.softmax({p.expr(x)}, dim={dim})", ATOM),
+    "log_softmax": (lambda p, x, dim: f"torch.log_softmax({p.expr(x)}, dim={dim})", ATOM),
+    "logsumexp": (lambda p, x, dim: f"torch.logsumexp({p.expr(x)}, dim={dim})", ATOM),
+    "softmax_backward": (lambda p, g, y, dim: f"torch.ops.aten._softmax_backward_data("
+                                              f"{p.expr(g)}, {p.expr(y)}, {dim}, dt.dtype)",
+                         ATOM),
     "add_at": call("_add_at({0}, {1}, {2})"),
     "max_at": call("_max_at({0}, {1}, {2})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),

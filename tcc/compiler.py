@@ -120,12 +120,17 @@ def _helper_source(names: set[str], module: str = "helpers") -> str:
     return "\n\n".join(parts)
 
 
-def _function_body(info: Info, names, printer) -> tuple[list[str], object]:
-    """The lowered statements of one generated function, printed."""
+def _function_body(info: Info, names, printer, keep=()) -> tuple[list[str], object]:
+    """The lowered statements of one generated function, printed; ``keep``: the
+    tensors it returns (a library kernel never hides one of them)."""
+    from .backends import kernels
     from .backends.lower import lower_program
     from .backends.operands import Context
     from .backends.target import Name, walk
     ctx = Context(info, names)
+    ops = {op for op in kernels.KERNEL_OPS if op in printer.code}
+    if ops:
+        ctx.kernels = kernels.plan(info, keep, ops)
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
     for t in sorted(info.gather_data & value_reads):
@@ -163,11 +168,11 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     gradcheck_positive = _positive(p.original)
 
     # ---- forward
-    fbody, fctx = _function_body(info, names, printer)
-    kinds = {py_name(t): ("gather" if t in info.gather_data else "float") for t in info.inputs}
     returned = list(info.outputs) + [t for t in p.saved if t not in info.outputs]
     if not p.optimize:
         returned = list(info.outputs) + [t for t in info.computed if t not in info.outputs]
+    fbody, fctx = _function_body(info, names, printer, returned)
+    kinds = {py_name(t): ("gather" if t in info.gather_data else "float") for t in info.inputs}
     deco = [backend.decorator] if backend.decorator else []
     fwd = [*deco, "def forward(**tensors):"]
     fwd.append(f'    """Run the program. Takes {_takes(info)}.')
@@ -188,7 +193,8 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
                                          for t in returned) + "}")
 
     # ---- backward
-    bbody, bctx = _function_body(binfo, names, printer)
+    bbody, bctx = _function_body(binfo, names, printer,
+                                 [grad_name(t) for t in info.differentiable])
     seeds = [t for t in binfo.inputs if is_grad(t) and base_name(t) in info.outputs]
     saved = [t for t in binfo.inputs if t not in seeds and t not in info.inputs]
     bkinds = dict(kinds)

@@ -187,3 +187,87 @@ def test_random_inputs_are_tensors():
 def test_cuda(case_id):
     _run(case_id, True, np.float64, tb.RTOL64, tb.ATOL64, device="cuda")
     _run(case_id, True, np.float32, tb.RTOL32, tb.ATOL32, device="cuda")
+
+
+# ------------------------------------------------------------------ library kernels
+
+_KERNELS = {
+    "softmax over the first axis": (
+        "input s[B, J]\noutput p[B, J]\nfor b, j: Z[j] += exp(s[b, j])\n"
+        "for b, j: p[b, j] = exp(s[b, j]) / Z[j]\n",
+        ["torch.softmax(s, dim=0)", "torch.ops.aten._softmax_backward_data(p_grad, p, 0,"]),
+    "softmax of a product, three axes": (
+        "input x[B, T, K]\nparam W[J, K]\noutput p[B, T, J]\n"
+        "for b, t, j, k: s[b, t, j] += W[j, k] * x[b, t, k]\n"
+        "for b, t, j: Z[b, t] += exp(s[b, t, j])\n"
+        "for b, t, j: p[b, t, j] = exp(s[b, t, j]) / Z[b, t]\n",
+        ["torch.softmax(s, dim=2)", "_softmax_backward_data(p_grad, p, 2,"]),
+    "log-sum-exp": (      # (the stable pass subtracts the maximum, then it is recognized)
+        "data s[B, K]\noutput L[B]\nfor b, k: Z[b] += exp(s[b, k])\nfor b: L[b] = log(Z[b])\n",
+        ["L = torch.logsumexp(s, dim=1)"]),
+    "log-softmax, stabilized by tcc": (
+        "data s[B, K]\noutput q[B, K]\nfor b, k: Z[b] += exp(s[b, k])\n"
+        "for b, k: q[b, k] = s[b, k] - log(Z[b])\n",
+        ["q = torch.log_softmax(s, dim=1)"]),
+    "log-softmax": (
+        "data s[B, K]\noutput q[B, K]\nfor b, k: m[b] max= s[b, k]\n"
+        "for b, k: E[b, k] = exp(s[b, k] - m[b])\nfor b, k: Z[b] += E[b, k]\n"
+        "for b, k: q[b, k] = s[b, k] - m[b] - log(Z[b])\n",
+        ["q = torch.log_softmax(s, dim=1)"]),
+}
+
+
+def _against_interpreter(text, optimize=True):
+    dims = {d for d in ("B", "J", "K", "T") if d in text}
+    ref = tb.Ref(text, {d: n for d, n in {"B": 3, "J": 4, "K": 5, "T": 2}.items() if d in dims})
+    k = tcc.compile(text, backend="torch", optimize=optimize)
+    kw = _to_torch(ref.kwargs())
+    fwd = k.forward(**kw)
+    for o in ref.info.outputs:
+        _close(fwd[py_name(o)], ref.computed[o], tb.RTOL64, tb.ATOL64, f"{o}")
+    grads = k.backward({o: torch.as_tensor(s) for o, s in ref.seeds.items()}, **kw, **fwd)
+    for t in ref.info.differentiable:
+        _close(grads[t], ref.grads[t], tb.RTOL64, tb.ATOL64, f"{t}.grad")
+
+
+@pytest.mark.parametrize("name", list(_KERNELS))
+def test_library_kernels(name):
+    """Groups of statements that are one torch kernel are lowered as that call
+    (and only on the torch backend); the results are the interpreter's."""
+    text, calls = _KERNELS[name]
+    source = tcc.compile_source(text, backend="torch")
+    for c in calls:
+        assert c in source, f"{name}: {c!r} not in\n{source}"
+    assert "one library kernel" not in tcc.compile_source(text)      # NumPy: as before
+    _against_interpreter(text)
+
+
+def test_kernels_keep_what_is_read_elsewhere():
+    """The maximum and the sum are returned for the backward: no kernel hides them."""
+    text = ("input s[B, K]\noutput L[B]\nfor b, k: m[b] max= s[b, k]\n"
+            "for b, k: Z[b] += exp(s[b, k] - m[b])\nfor b: L[b] = log(Z[b]) + m[b]\n")
+    assert "logsumexp" not in tcc.compile_source(text, backend="torch")
+    _against_interpreter(text)
+    _against_interpreter(text, optimize=False)
+
+
+def test_explain_shows_the_kernels():
+    from tcc.explain import explain
+    text, _ = explain(example_path("ttic_softmax"))
+    assert "torch.softmax over axis 1 of s computes p" in text
+    assert "torch's softmax backward over axis 1" in text
+
+
+def test_a_function_without_a_torch_row_fails_at_generation():
+    from tcc import functions
+    functions.register(functions.Function(
+        "softplus", 1, lambda x: np.logaddexp(0, x), lambda x: np.logaddexp(0.0, x),
+        "np.logaddexp(0, {0})", (lambda args, call: functions.Call("sigmoid", args),)))
+    try:
+        text = "input x[N]\noutput y\nfor i: y += softplus(x[i])\n"
+        assert "np.logaddexp" in tcc.compile_source(text)
+        with pytest.raises(NotImplementedError, match="torch backend has no code for "
+                                                      "function 'softplus'"):
+            tcc.compile_source(text, backend="torch")
+    finally:
+        del functions.TABLE["softplus"]

@@ -271,3 +271,24 @@ def test_a_function_without_a_torch_row_fails_at_generation():
             tcc.compile_source(text, backend="torch")
     finally:
         del functions.TABLE["softplus"]
+
+
+def test_readme_torch_examples():
+    """The README's kernel listing is what tcc explain prints, and its adapter
+    example runs."""
+    import re
+    readme = open(os.path.join(os.path.dirname(HERE), "README.md"), encoding="utf-8").read()
+    (block,) = [b for b in re.findall(r"```text\n(.*?)```", readme, re.S)
+                if "Library kernels" in b]
+    from tcc.explain import explain
+    text, _ = explain(example_path("ttic_softmax"))
+    shown = block.splitlines()[1:]
+    assert "\n".join(shown) in text
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
+               if "from tcc.torch import Module, function" in b]
+    cwd = os.getcwd()
+    os.chdir(os.path.dirname(HERE))
+    try:
+        exec(compile(code, "README.md", "exec"), {})
+    finally:
+        os.chdir(cwd)

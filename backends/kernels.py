@@ -17,15 +17,17 @@ less the reduced one j, in order):
     log-softmax  m max= x;  E = exp(x - m);  Z += E;  q = x - m - log(Z)
     log-sum-exp  m max= x;  Z += exp(x - m);  L = log(Z) + m   (or with E = exp(x - m))
     softmax bwd  e += g * p;  s.grad += p * (g - e)             (e dead elsewhere)
+    var-mean     mu += x / N;  xc = x - mu;  var += xc ** 2 / N   (N the reduced range;
+                 layer norm's statistics: mu and var from one pass, xc as written)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tcc.ir import Affine, Bin, Call, Ref, reads
+from tcc.ir import Affine, Bin, Call, DimVal, Num, Ref, reads
 
-KERNEL_OPS = ("softmax", "log_softmax", "logsumexp", "softmax_backward")
+KERNEL_OPS = ("softmax", "log_softmax", "logsumexp", "softmax_backward", "var_mean")
 
 
 @dataclass
@@ -37,11 +39,17 @@ class Group:
     args: tuple[str, ...]   # the tensors it reads (x; or g, p for the backward)
     dim: int                # the reduced axis of x
     index: tuple            # x's (and the target's) index
+    also: tuple[str, ...] = ()    # var-mean: the mean (the target is the variance)
+    members: tuple[int, ...] = ()  # the statements it replaces (default: all of them)
 
     def describe(self) -> str:
         call = {"softmax": "torch.softmax", "log_softmax": "torch.log_softmax",
                 "logsumexp": "torch.logsumexp",
-                "softmax_backward": "torch's softmax backward"}[self.kind]
+                "softmax_backward": "torch's softmax backward",
+                "var_mean": "torch.var_mean"}[self.kind]
+        if self.also:
+            return (f"{call} over axis {self.dim} of {', '.join(self.args)} computes "
+                    f"{self.target} and {', '.join(self.also)}")
         return f"{call} over axis {self.dim} of {', '.join(self.args)} computes {self.target}"
 
 
@@ -94,8 +102,42 @@ def _tail(i, count, x, m, Z, dim, last, dead):
     return None
 
 
-def _match_at(stmts, i):
+def _var_mean(stmts, ranges, i):
+    """mu += x / N; xc = x - mu; var += xc ** 2 / N, N the range of the summed index."""
+    if i + 2 >= len(stmts):
+        return None
+    a, b, c = stmts[i:i + 3]
+    if a.op != "+=" or not isinstance(a.expr, Bin) or a.expr.op != "/" or \
+            not isinstance(a.expr.lhs, Ref):
+        return None
+    x, mu = a.expr.lhs, a.target
+    xv, mv = _plain(x.index), _plain(mu.index)
+    if xv is None or mv is None or set(a.loops) != set(xv):
+        return None
+    rest = [v for v in xv if v not in mv]
+    if len(rest) != 1 or tuple(v for v in xv if v != rest[0]) != mv:
+        return None
+    n = DimVal(ranges[i][rest[0]]) if isinstance(ranges[i][rest[0]], str) else \
+        Num(ranges[i][rest[0]])
+    if a.expr.rhs != n or b.op != "=" or b.expr != Bin("-", x, mu) or \
+            _plain(b.target.index) != xv:
+        return None
+    if b.target.tensor in (x.tensor, mu.tensor):
+        return None
+    xc = _ref(b.target.tensor, x.index)
+    if c.op != "+=" or c.expr != Bin("/", Bin("**", xc, Num(2)), n) or \
+            _plain(c.target.index) != mv or c.target.tensor in (mu.tensor, xc.tensor):
+        return None
+    return Group("var_mean", i, 3, c.target.tensor, (x.tensor,), xv.index(rest[0]), x.index,
+                 (mu.tensor,), (i, i + 2)), set()
+
+
+def _match_at(stmts, i, ranges=None):
     n = len(stmts)
+    if ranges is not None:
+        found = _var_mean(stmts, ranges, i)
+        if found is not None:
+            return found
     head = _max_head(stmts[i]) if i < n else None
     if head is not None:
         x, m, j, dim = head
@@ -150,9 +192,10 @@ def find(info, keep, ops) -> list[Group]:
     """The kernel groups of a checked program whose operations are in ``ops``;
     ``keep``: the tensors the function returns."""
     stmts = [si.stmt for si in info.stmts]
+    ranges = [si.ranges for si in info.stmts]
     found, i = [], 0
     while i < len(stmts):
-        m = _match_at(stmts, i) if ops else None
+        m = _match_at(stmts, i, ranges) if ops else None
         if m is not None and m[0].kind in ops:
             group, dead = m
             inside = range(group.first, group.first + group.count)
@@ -162,8 +205,12 @@ def find(info, keep, ops) -> list[Group]:
                 {g.tensor for s in outside for r in [s.target, *reads(s.expr)]
                  for g in r.index if not isinstance(g, Affine)}
             targets = [stmts[k].target.tensor for k in inside]
+            defined = {group.target, *group.also}
+            later = {s.target.tensor for s in stmts[:i]} | \
+                {s.target.tensor for s in stmts[group.first + group.count:]}
             if not (dead & (used | set(keep))) and group.target not in targets[:-1] and \
-                    group.target not in {s.target.tensor for s in stmts[:i]}:
+                    not (defined & {s.target.tensor for s in stmts[:i]}) and \
+                    not (group.also and defined & later):
                 found.append(group)
                 i += group.count
                 continue
@@ -175,7 +222,7 @@ def plan(info, keep, ops) -> dict[int, Group]:
     """{id of the group's StmtInfo: group} for the lowering's hook, every member."""
     out = {}
     for g in find(info, keep, ops):
-        for k in range(g.first, g.first + g.count):
+        for k in g.members or range(g.first, g.first + g.count):
             out[id(info.stmts[k])] = g
     return out
 
@@ -183,15 +230,19 @@ def plan(info, keep, ops) -> dict[int, Group]:
 def lower_group(ctx, si, group: Group) -> list:
     """The group's statements, at its first member (its others lower to nothing)."""
     from .operands import ap, read_operand
-    from .target import Assign, Comment
+    from .target import Assign, Comment, Tup
     info = ctx.info
     if id(si) != id(info.stmts[group.first]):
         return []
-    members = [info.stmts[k] for k in range(group.first, group.first + group.count)]
+    members = [info.stmts[k] for k in group.members or
+               range(group.first, group.first + group.count)]
     out = [Comment(str(m.stmt)) for m in members]
-    out.append(Comment(f"(one library kernel: {group.describe()}, the {group.count} "
+    out.append(Comment(f"(one library kernel: {group.describe()}, the {len(members)} "
                        "statements above)"))
     ranges = members[0].ranges
     args = [read_operand(ctx, Ref(t, group.index), ranges).node for t in group.args]
-    ctx.defined.add(group.target)
-    return out + [Assign(ctx.local(group.target), ap(group.kind, *args, dim=group.dim))]
+    ctx.defined.update([group.target, *group.also])
+    target = ctx.local(group.target)
+    if group.also:
+        target = Tup((target, *map(ctx.local, group.also)))
+    return out + [Assign(target, ap(group.kind, *args, dim=group.dim))]

@@ -169,6 +169,7 @@ OPS = {
     "log_softmax": "log-softmax of x over axis dim",
     "logsumexp": "log of the sum of exp(x) over axis dim (the maximum subtracted)",
     "softmax_backward": "y * (g - sum(g * y, dim)): the softmax backward, y the softmax",
+    "var_mean": "(variance, mean) of x over axis dim, the variance over N (not N - 1)",
     "stride": "a tensor's strides in elements (torch)",
 }
 

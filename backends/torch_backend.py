@@ -136,6 +136,8 @@ TORCH_CODE = {
     "softmax_backward": (lambda p, g, y, dim: f"torch.ops.aten._softmax_backward_data("
                                               f"{p.expr(g)}, {p.expr(y)}, {dim}, dt.dtype)",
                          ATOM),
+    "var_mean": (lambda p, x, dim: f"torch.var_mean({p.expr(x)}, dim={dim}, correction=0)",
+                 ATOM),
     "add_at": call("_add_at({0}, {1}, {2})"),
     "max_at": call("_max_at({0}, {1}, {2})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),

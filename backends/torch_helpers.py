@@ -58,9 +58,10 @@ def _view(a, offsets, shape, coefs):
 
 
 def _indices(base, index):
-    # advanced-index parts as int64 tensors on base's device (sizes become 0-d tensors)
+    # advanced-index parts as int64 tensors on base's device (sizes become 0-d tensors,
+    # filled on the device: no copy from the host)
     return tuple(i.long() if isinstance(i, torch.Tensor) else
-                 torch.tensor(i, device=base.device) for i in index)
+                 base.new_full((), i, dtype=torch.long) for i in index)
 
 
 def _add_at(base, index, value):

@@ -238,7 +238,7 @@ def _kernel_lines(p: Pipeline) -> list[str]:
         for g in kernels.find(info, keep[stage], kernels.KERNEL_OPS):
             out.append("")
             out.append(f"  [{stage}] {g.describe()}")
-            for k in range(g.first, g.first + g.count):
+            for k in g.members or range(g.first, g.first + g.count):
                 out.append(f"       {info.stmts[k].stmt}")
     if out:
         out = ["", "Library kernels (the torch backend calls one torch function for each "

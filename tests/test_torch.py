@@ -292,3 +292,10 @@ def test_readme_torch_examples():
         exec(compile(code, "README.md", "exec"), {})
     finally:
         os.chdir(cwd)
+
+
+def test_layer_norm_statistics_in_one_kernel():
+    text = tb.CASES["layer_norm"][1]
+    source = tcc.compile_source(text, backend="torch")
+    assert "(var, mu) = torch.var_mean(x, dim=1, correction=0)" in source
+    _against_interpreter(text)

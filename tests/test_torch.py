@@ -100,18 +100,23 @@ def test_imports_only_torch_and_has_no_host_code(name):
 
 
 def test_check_runs_without_tcc(tmp_path):
-    """`python mod.py --check` in a fresh process, where `import tcc` fails."""
+    """`python mod.py --check` in a fresh process where `import tcc` fails (a
+    fake tcc that raises, first on the path)."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "tcc.py").write_text("raise ImportError('a generated module must not import tcc')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(PYTHONPATH=str(fake), PYTHONDONTWRITEBYTECODE="1")
     for name in ("conv2d", "softmax_xent", "ugrnn_cell"):
         path = tmp_path / f"{name}.py"
         path.write_text(_module(name))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         r = subprocess.run([sys.executable, str(path), "--check"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "ok" in r.stdout and "FAIL" not in r.stdout
-        r = subprocess.run([sys.executable, "-c", "import tcc"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode != 0
+    r = subprocess.run([sys.executable, "-c", "import tcc"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "must not import tcc" in r.stderr
 
 
 def test_cli_compiles_torch(tmp_path, capsys):

@@ -170,6 +170,10 @@ OPS = {
     "logsumexp": "log of the sum of exp(x) over axis dim (the maximum subtracted)",
     "softmax_backward": "y * (g - sum(g * y, dim)): the softmax backward, y the softmax",
     "var_mean": "(variance, mean) of x over axis dim, the variance over N (not N - 1)",
+    "conv": "x (batch, channels, positions...) convolved with w (out, in, taps...), "
+            "valid, at stride (n: the number of position axes)",
+    "conv_weight": "the gradient of conv with respect to w (of shape), given the output's g",
+    "conv_input": "the gradient of conv with respect to x (of shape), given the output's g",
     "stride": "a tensor's strides in elements (torch)",
 }
 

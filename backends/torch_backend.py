@@ -138,6 +138,14 @@ TORCH_CODE = {
                          ATOM),
     "var_mean": (lambda p, x, dim: f"torch.var_mean({p.expr(x)}, dim={dim}, correction=0)",
                  ATOM),
+    "conv": (lambda p, x, w, n, stride: f"torch.nn.functional.conv{n}d({p.expr(x)}, "
+                                        f"{p.expr(w)}, stride={literal(stride)})", ATOM),
+    "conv_weight": (lambda p, x, shape, g, n, stride: f"torch.nn.grad.conv{n}d_weight("
+                    f"{p.expr(x)}, {p.expr(shape)}, {p.expr(g)}, stride={literal(stride)})",
+                    ATOM),
+    "conv_input": (lambda p, shape, w, g, n, stride: f"torch.nn.grad.conv{n}d_input("
+                   f"{p.expr(shape)}, {p.expr(w)}, {p.expr(g)}, stride={literal(stride)})",
+                   ATOM),
     "add_at": call("_add_at({0}, {1}, {2})"),
     "max_at": call("_max_at({0}, {1}, {2})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),

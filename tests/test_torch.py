@@ -304,3 +304,33 @@ def test_layer_norm_statistics_in_one_kernel():
     source = tcc.compile_source(text, backend="torch")
     assert "(var, mu) = torch.var_mean(x, dim=1, correction=0)" in source
     _against_interpreter(text)
+
+
+@pytest.mark.parametrize("name, calls", [
+    ("conv2d", ["torch.nn.functional.conv2d(", "torch.nn.grad.conv2d_weight(",
+                "torch.nn.grad.conv2d_input("]),
+    ("conv1d_stride2", ["torch.nn.functional.conv1d(", "torch.nn.grad.conv1d_weight(",
+                        "torch.nn.grad.conv1d_input(", "stride=(2,)"]),
+])
+def test_convolutions_through_torch(name, calls):
+    """A convolution statement and its two gradients are torch's convolution
+    calls (on permuted views; the input cut to the extent the outputs reach)."""
+    source = _module(name)
+    for c in calls:
+        assert c in source, c
+    _run(name, True, np.float64, tb.RTOL64, tb.ATOL64)
+
+
+def test_batched_strided_convolution_with_averaging():
+    text = open(os.path.join(os.path.dirname(HERE), "benchmarks", "programs",
+                             "conv1d.loop")).read()
+    source = tcc.compile_source(text, backend="torch")
+    assert "torch.nn.grad.conv1d_weight(" in source and "1 / dt.new_full((), B)" in source
+    ref = tb.Ref(text, {"B": 2, "L": 9, "C": 3, "O": 2, "F": 3})
+    k = tcc.compile(text, backend="torch")
+    kw = _to_torch(ref.kwargs())
+    fwd = k.forward(**kw)
+    _close(fwd["f"], ref.computed["f"], tb.RTOL64, tb.ATOL64, "f")
+    grads = k.backward({o: torch.as_tensor(s) for o, s in ref.seeds.items()}, **kw, **fwd)
+    for t in ref.info.differentiable:
+        _close(grads[t], ref.grads[t], tb.RTOL64, tb.ATOL64, f"{t}.grad")

@@ -321,6 +321,12 @@ def _conv(s, i):
         if vs is None:
             return None
         plain[id(r)] = vs
+    # the window index of the first windowed axis, as the tap-by-tap lowering reads
+    # it (``tap_windows``): the smaller coefficient, or the index the loops list later
+    terms = sorted(spatial[0][1].items(), key=lambda t: (-abs(t[1]), s.loops.index(t[0])))
+    window = terms[1][0]
+    if window not in plain[id(others[0])]:
+        others = others[::-1]
     for w, y in (others, others[::-1]):
         found = _conv_roles(s, i, x, w, y, spatial, xplain, plain[id(w)], plain[id(y)])
         if found is not None:

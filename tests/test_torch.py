@@ -321,6 +321,17 @@ def test_convolutions_through_torch(name, calls):
     _run(name, True, np.float64, tb.RTOL64, tb.ATOL64)
 
 
+def test_the_forward_convolution_is_a_forward_convolution():
+    """With stride 1 the statement reads alike as a convolution or as a weight
+    gradient; the window index is the one the loops list later (as the tap
+    lowering has it), so the forward is conv2d, not a weight gradient."""
+    text = open(os.path.join(os.path.dirname(HERE), "benchmarks", "programs",
+                             "conv2d.loop")).read()
+    source = tcc.compile_source(text, backend="torch")
+    assert "Y = torch.nn.functional.conv2d(X[:, :, " in source
+    assert "torch.nn.grad.conv2d_weight(X[:, :, " in source
+
+
 def test_batched_strided_convolution_with_averaging():
     text = open(os.path.join(os.path.dirname(HERE), "benchmarks", "programs",
                              "conv1d.loop")).read()

@@ -197,7 +197,7 @@ def find(info, keep, ops) -> list[Group]:
     found, i = [], 0
     while i < len(stmts):
         m = _match_at(stmts, i, ranges) if ops else None
-        if m is None and ops & set(CONV_OPS):
+        if m is None and set(ops) & set(CONV_OPS):
             conv = _conv(stmts[i], i)
             m = None if conv is None else (conv, set())
         if m is not None and m[0].kind in ops:

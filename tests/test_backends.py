@@ -893,4 +893,4 @@ def test_compile_caches():
     assert tcc.compile(path) is tcc.compile(path)
     assert k.source == tcc.compile_source(text)
     with pytest.raises(ValueError, match="backend"):
-        tcc.compile(text, backend="torch")
+        tcc.compile(text, backend="jax")

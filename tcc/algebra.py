@@ -303,16 +303,7 @@ def simplify(e: Expr) -> Expr:
     if isinstance(e, Call):
         return rebuild_node(e, [simplify(a) for a in e.args])
     if isinstance(e, Bin) and e.op in ("+", "-"):
-        a, b = simplify(e.lhs), simplify(e.rhs)
-        if _is_zero(b):
-            return a
-        if _is_zero(a):
-            return b if e.op == "+" else simplify(Neg(b))
-        if isinstance(a, Num) and isinstance(b, Num):
-            return Num(_int(a.value + b.value if e.op == "+" else a.value - b.value))
-        if isinstance(b, Neg):
-            return Bin("-" if e.op == "+" else "+", a, b.arg, e.pos)
-        return Bin(e.op, a, b, e.pos)
+        return _simplify_sum(e)
     if isinstance(e, Bin) and e.op in ("*", "/", "**") or isinstance(e, Neg):
         if isinstance(e, Bin) and e.op == "**":
             a, b = simplify(e.lhs), simplify(e.rhs)
@@ -334,6 +325,60 @@ def simplify(e: Expr) -> Expr:
             e = Bin(e.op, simplify(e.lhs), simplify(e.rhs), e.pos)
         coef, factors = flatten(e)
         return rebuild(coef, factors)
+    return e
+
+
+def _terms(e: Expr, sign: int, out: list[tuple[float, Factors]]) -> None:
+    """The signed terms of a sum, each simplified and flattened."""
+    if isinstance(e, Bin) and e.op in ("+", "-"):
+        _terms(e.lhs, sign, out)
+        _terms(e.rhs, sign if e.op == "+" else -sign, out)
+    elif isinstance(e, Neg) and isinstance(e.arg, Bin) and e.arg.op in ("+", "-"):
+        _terms(e.arg, -sign, out)
+    else:
+        t = simplify(e)
+        if isinstance(t, Bin) and t.op in ("+", "-") or \
+                isinstance(t, Neg) and isinstance(t.arg, Bin) and t.arg.op in ("+", "-"):
+            _terms(t, sign, out)
+            return
+        coef, factors = flatten(t)
+        out.append((sign * coef, factors))
+
+
+def _simplify_sum(e: Bin) -> Expr:
+    """A sum with equal terms added (``a + a`` is ``2 * a``, ``a - a`` drops),
+    zeros dropped, the positive terms first, and a sum of negative terms
+    written as the negation of a sum (so that an update prints ``-=``)."""
+    terms: list[tuple[float, Factors]] = []
+    _terms(e, 1, terms)
+    merged: list[tuple[float, Factors]] = []
+    for coef, factors in terms:
+        key = sorted(map(str, factors))
+        for n, (c, fs) in enumerate(merged):
+            if sorted(map(str, fs)) == key and fs and factors:
+                merged[n] = (_int(c + coef), fs)
+                break
+            if not fs and not factors:
+                merged[n] = (_int(c + coef), fs)
+                break
+        else:
+            merged.append((coef, factors))
+    merged = [(c, fs) for c, fs in merged if c != 0 or any(isinstance(f, Num) for f, _ in fs)]
+    if not merged:
+        return Num(0)
+    pos = [(c, fs) for c, fs in merged if c > 0]
+    neg = [(-c, fs) for c, fs in merged if c < 0]
+    if not pos:
+        return Neg(_sum([rebuild(c, fs) for c, fs in neg], []))
+    return _sum([rebuild(c, fs) for c, fs in pos], [rebuild(c, fs) for c, fs in neg])
+
+
+def _sum(plus: list[Expr], minus: list[Expr]) -> Expr:
+    e = plus[0]
+    for t in plus[1:]:
+        e = Bin("+", e, t)
+    for t in minus:
+        e = Bin("-", e, t)
     return e
 
 

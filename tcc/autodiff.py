@@ -14,11 +14,12 @@ of the local derivatives along the path from the root to it (the chain rule).
 from __future__ import annotations
 
 from . import functions
+from .algebra import split_product
 from .check import Info, analyze
 from .errors import TccError
 from .ir import (COMPARISONS, REDUCTIONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num,
                  Program, Ref, Stmt, base_name, dim_uses, grad_name, index_cmps, index_vars,
-                 is_grad, reads, stmt_vars)
+                 children, is_grad, reads, stmt_vars)
 from .names import fresh
 
 # ------------------------------------------------------------------ building
@@ -112,22 +113,12 @@ def local_partial(e: Expr, k: int) -> Expr | None:
     raise KeyError(f"no derivative rule for {type(e).__name__} {e}")
 
 
-def _children(e: Expr) -> tuple[Expr, ...]:
-    if isinstance(e, Neg):
-        return (e.arg,)
-    if isinstance(e, Bin):
-        return (e.lhs, e.rhs)
-    if isinstance(e, Call):
-        return e.args
-    return ()
-
-
 def read_paths(e: Expr, path=()):
     """(path, Ref) for every read in e, in source order; a path is child positions."""
     if isinstance(e, Ref):
         yield path, e
         return
-    for k, c in enumerate(_children(e)):
+    for k, c in enumerate(children(e)):
         yield from read_paths(c, path + (k,))
 
 
@@ -140,41 +131,11 @@ def derivative(e: Expr, path: tuple[int, ...]) -> list[Expr] | None:
         if p is None:
             return None
         factors.append(p)
-        node = _children(node)[k]
+        node = children(node)[k]
     return factors
 
 
 # --------------------------------------------------------------- products
-
-def split_product(factors: list[Expr]):
-    """Flatten factors into (coefficient, numerators, denominators)."""
-    coef, nums, dens = 1, [], []
-
-    def visit(f: Expr, up: bool):
-        nonlocal coef
-        if isinstance(f, Num) and not up and f.value == 0:
-            dens.append(f)              # x / 0 is IEEE's inf or nan, at run time
-        elif isinstance(f, Num):
-            v = f.value
-            coef = coef * v if up else coef / v
-        elif isinstance(f, Neg):
-            coef = -coef
-            visit(f.arg, up)
-        elif isinstance(f, Bin) and f.op == "*":
-            visit(f.lhs, up)
-            visit(f.rhs, up)
-        elif isinstance(f, Bin) and f.op == "/":
-            visit(f.lhs, up)
-            visit(f.rhs, not up)
-        else:
-            (nums if up else dens).append(f)
-
-    for f in factors:
-        visit(f, True)
-    if isinstance(coef, float) and coef.is_integer():
-        coef = int(coef)
-    return coef, nums, dens
-
 
 def build_product(lead: list[Expr], coef, nums: list[Expr], dens: list[Expr]) -> Expr:
     """``lead * coef * nums... / dens...`` with the constant first (coef > 0)."""

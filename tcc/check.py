@@ -9,6 +9,11 @@ checks them.
 A size symbol is a dim name (``"B"``), an integer literal, or a derived name
 for a range tcc infers: ``<T>_<k>`` for axis k of a computed tensor T, or
 ``_<var><n>`` for an index that names no tensor axis.
+
+This module is over 500 lines on purpose: the rules, the roles and the
+range inference read and write one ``Info`` together, in one order (a rule's
+error often needs the ranges inferred so far); split, they would pass that
+half-built state between modules.
 """
 
 from __future__ import annotations

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.loop")
     p.add_argument("--verify", action="store_true",
                    help="run each rewrite's before and after on random data")
+    p.add_argument("--lowered", action="store_true",
+                   help="also print the target IR the backends print (views, contractions, "
+                        "scatters)")
     return ap
 
 
@@ -172,7 +175,7 @@ def run(args) -> int:
         return 0
     if args.command == "explain":
         from .explain import explain
-        text, ok = explain(args.file, verify_rewrites=args.verify)
+        text, ok = explain(args.file, verify_rewrites=args.verify, lowered=args.lowered)
         sys.stdout.write(text)
         return 0 if ok else 1
     raise AssertionError(args.command)

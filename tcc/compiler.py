@@ -7,11 +7,13 @@ source text and options.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import functools
 import inspect
 import os
 import pprint
+import re
 from importlib import resources
 
 from . import __version__
@@ -26,10 +28,47 @@ def _backend(name: str):
 
 
 @functools.lru_cache(maxsize=1)
-def _runtime_source() -> str:
+def _runtime_parts() -> tuple[tuple[str, frozenset, frozenset, str], ...]:
+    """tcc/_rt.py, the one source of the run-time code that tcc and every
+    module share, as its top-level pieces: (kind, names defined, names read,
+    text). A module copies only the pieces its code reaches."""
     text = resources.files("tcc").joinpath("_rt.py").read_text()
-    body = [line for line in text.splitlines() if not line.startswith("#")]
-    return "\n".join(body).strip() + "\n"
+    lines = text.splitlines()
+    tree = ast.parse(text)
+    parts = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            kind, defined = "import", frozenset()
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            kind, defined = "def", frozenset([node.name])
+        elif isinstance(node, ast.Assign):
+            kind = "def"
+            defined = frozenset(t.id for t in node.targets if isinstance(t, ast.Name))
+        else:
+            continue
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        used = frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name)) - defined
+        parts.append((kind, defined, used, "\n".join(lines[start - 1:node.end_lineno])))
+    return tuple(parts)
+
+
+def _runtime_source(code: str) -> str:
+    """The pieces of the runtime that ``code`` (the rest of the module) reaches,
+    directly or through each other, in the runtime's order."""
+    parts = _runtime_parts()
+    words = set(re.findall(r"[A-Za-z_]\w*", code))
+    keep: set[int] = set()
+    todo = [i for i, (kind, defined, _, _) in enumerate(parts)
+            if kind == "def" and defined & words]
+    while todo:
+        i = todo.pop()
+        if i in keep:
+            continue
+        keep.add(i)
+        todo += [j for j, (kind, defined, _, _) in enumerate(parts)
+                 if kind == "def" and j not in keep and defined & parts[i][2]]
+    chosen = [text for i, (kind, _, _, text) in enumerate(parts) if kind == "import" or i in keep]
+    return "\n\n\n".join(chosen) + "\n"
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,10 +91,6 @@ def _torch_runtime_source() -> str:
     return "\n\n\n".join(shared) + "\n\n\n" + "\n".join(body).strip() + "\n"
 
 
-def _runtime_parts(backend) -> list[str]:
-    if backend.runtime == "torch":
-        return [_torch_runtime_source()]
-    return [_runtime_source(), _module_runtime()]
 
 
 def _plan_py(plan):
@@ -270,23 +305,25 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
         "_FORWARD_PLAN = " + pprint.pformat(_plan_py(info.plan), width=96, compact=True),
         "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(binfo.plan), width=96, compact=True),
     ]
+    torch = backend.runtime == "torch"
+    rest = [] if torch else [_module_runtime()]
+    if helpers:
+        rest.append("# ---- helpers\n\n" + _helper_source(helpers, backend.helper_module))
+    rest += [
+        "# ---- the program's tensors, sizes and checks\n\n" + "\n".join(consts),
+        "\n".join(fwd),
+        "\n".join(bwd),
+        _TORCH_TAIL if backend.runtime == "torch" else _TAIL,
+    ]
     parts = [
         _header(p, backend),
         "# ruff: noqa: E501  (each statement is one line, quoted above the code for it)",
         "\n".join(backend.imports_for(printer.used) +
                   (["import itertools"] if "_add_affine" in helpers and
                    "import itertools" not in backend.imports else [])),
-        "# ---- run-time checks, shared with tcc's reference interpreter",
-        *_runtime_parts(backend),
-    ]
-    if helpers:
-        parts.append("# ---- helpers\n\n" + _helper_source(helpers, backend.helper_module))
-    parts += [
-        "# ---- the program's tensors, sizes and checks\n\n" + "\n".join(consts),
-        "\n".join(fwd),
-        "\n".join(bwd),
-        _TORCH_TAIL if backend.runtime == "torch" else _TAIL,
-    ]
+        "# ---- run-time checks, shared with tcc's reference interpreter (tcc/_rt.py)",
+        _torch_runtime_source() if torch else _runtime_source("\n".join(rest)),
+    ] + rest
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
 
 

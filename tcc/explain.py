@@ -181,7 +181,7 @@ def verify(p: Pipeline, rw: Rewrite, seed: int = 0) -> float:
 # ---------------------------------------------------------------- report
 
 def explain(text_or_path, verify_rewrites: bool = False, sizes: dict | None = None,
-            verify: bool | None = None) -> tuple[str, bool]:
+            verify: bool | None = None, lowered: bool = False) -> tuple[str, bool]:
     """The text ``tcc explain`` prints, and whether every check passed."""
     if verify is not None:
         verify_rewrites = verify
@@ -223,6 +223,8 @@ def explain(text_or_path, verify_rewrites: bool = False, sizes: dict | None = No
             lines.append(f"  {label:<22}{_fmt_flops(fl):>14}{_fmt_bytes(mem):>16}")
         except (ValueError, KeyError) as err:
             lines.append(f"  {label:<22}  (not estimated: {err})")
+    if lowered:
+        lines += ["", *lowered_lines(opt)]
     return "\n".join(lines) + "\n", ok
 
 
@@ -243,6 +245,27 @@ def _kernel_lines(p: Pipeline) -> list[str]:
     if out:
         out = ["", "Library kernels (the torch backend calls one torch function for each "
                "group):"] + out
+    return out
+
+
+def lowered_lines(p: Pipeline) -> list[str]:
+    """The target IR the backends print for the optimized forward and backward:
+    every strategy the lowering chose (views, contractions and their order,
+    scatters), before any backend's table spells it."""
+    from .backends.lower import lower_program
+    from .backends.operands import Context, Names
+    from .check import require_lowerable
+    from .errors import TccError
+    try:
+        require_lowerable(p.info)
+    except TccError as err:
+        return [f"Lowered: not lowered ({err.message})"]
+    names = Names(dict.fromkeys([*p.info.roles, *p.binfo.roles, *p.info.dims, *p.binfo.dims]))
+    out = ["Lowered (the target IR; each backend prints these nodes through its table):"]
+    for label, info in (("forward", p.info), ("backward", p.binfo)):
+        out += ["", f"  {label}:"]
+        out += ["    " + line for s in lower_program(Context(info, names))
+                for line in str(s).splitlines()]
     return out
 
 

@@ -6,6 +6,10 @@ whole program is read: a name is a dim if some declaration says so (``dim``,
 a shape entry or ``batch``), a loop index if the statement's ``for`` lists it
 (or, with ``for`` omitted, if it is used in an index and is not a dim), and
 a tensor otherwise.
+
+It is one module over 500 lines on purpose: the transformer's rules, the
+name resolution and the hints of the parse errors all follow the grammar's
+rule and terminal names, and change together with ``loop.lark``.
 """
 
 from __future__ import annotations

@@ -855,3 +855,37 @@ def test_a_fixed_point_cap_is_logged_and_explained(monkeypatch):
     assert "cap" in names, names
     out, ok = explain(path, verify_rewrites=True)
     assert ok and "[cap, backward] stopped after 1 rounds" in out, out
+
+
+BIAS_TWICE = """\
+param c[J]
+input x[B, J]
+for b, j: a[b, j] += x[b, j] - c[j]
+for b, j: y[b, j] += a[b, j] * a[b, j] - c[j]
+"""
+
+
+def test_negative_terms_print_as_minus_equals_and_equal_terms_fold():
+    # Issue 13: the merged bias gradient printed `+= -(1 / B * ...) - 1 / B * ...`
+    # and the square's gradient `y.grad * a + y.grad * a`.
+    text = tcc.grad_text(BIAS_TWICE)
+    assert "c.grad[j] -= 1 / B * y.grad[b, j] + 1 / B * a.grad[b, j]" in text
+    assert "a.grad[b, j] += 2 * y.grad[b, j] * a[b, j]" in text
+    assert "+= -" not in text
+    # and the folded program still computes the gradient
+    assert api.check(BIAS_TWICE, sizes={"B": 3, "J": 4}).ok
+
+
+@pytest.mark.parametrize("expr, expected", [
+    ("x[i] + x[i]", "2 * x[i]"),
+    ("x[i] - x[i] + y[i]", "y[i]"),
+    ("-x[i] - y[i]", "-(x[i] + y[i])"),
+    ("-x[i] + y[i]", "y[i] - x[i]"),
+    ("2 * x[i] * y[i] - y[i] * x[i]", "x[i] * y[i]"),
+    ("1 + x[i] - 1", "x[i]"),
+])
+def test_sums_simplify_term_by_term(expr, expected):
+    from tcc import algebra
+    from tcc.parse import parse
+    stmt = parse(f"input x[I], y[I]\nfor i: z[i] += {expr}\n").stmts[0]
+    assert str(algebra.simplify(stmt.expr)) == expected

@@ -201,3 +201,34 @@ def test_readme_target_ir_example(capsys):
     finally:
         os.chdir(cwd)
     assert capsys.readouterr().out.splitlines() == shown
+
+
+def test_a_module_copies_only_the_runtime_it_reaches():
+    # The runtime (tcc/_rt.py) is one source for tcc and the modules; a module
+    # takes the pieces its code names, and what those pieces name in turn.
+    from tcc.compiler import _runtime_source
+    sizes_only = _runtime_source("sizes = bind_sizes(_FORWARD_PLAN, arrays)")
+    assert "def bind_sizes(" in sizes_only and "def _rt_span(" in sizes_only
+    assert "def fd_check(" not in sizes_only and "FD_NOISE" not in sizes_only
+    checking = _runtime_source("rows = fd_check(loss, inputs, grads, scale)")
+    assert "def compare(" in checking and "class Compared" in checking
+    assert "def bind_sizes(" not in checking
+    ns: dict = {}
+    exec(checking, ns)   # the chosen pieces are complete on their own
+    assert callable(ns["fd_check"])
+
+
+def test_explain_lowered_prints_the_target_ir(capsys):
+    from tcc.cli import main
+    path = os.path.join(EXAMPLES, "conv1d_stride2.loop")
+    assert main(["explain", "--lowered", path]) == 0
+    out = capsys.readouterr().out
+    lowered = out[out.index("Lowered (the target IR"):]
+    # the strategy the lowering chose, before a backend spells it: tap loops of
+    # matrix products on strided slices, and the affine scatter of the backward
+    assert "for i in range(F):" in lowered
+    assert "matmul(x[i:" in lowered and ":2]" in lowered
+    assert "add_affine(x_grad" in lowered
+    assert "np." not in lowered
+    assert main(["explain", path]) == 0
+    assert "Lowered" not in capsys.readouterr().out

@@ -47,7 +47,7 @@ gradients against finite differences on random inputs.
 
 import numpy as np
 
-# ---- run-time checks, shared with tcc's reference interpreter
+# ---- run-time checks, shared with tcc's reference interpreter (tcc/_rt.py)
 
 import numpy as _np_rt
 

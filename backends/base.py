@@ -52,6 +52,9 @@ class Backend:
     runtime: str = "numpy"                      # the module runtime (tcc/compiler.py RUNTIMES)
     helper_module: str = "helpers"              # where the helpers' source is (in backends/)
     decorator: str = ""                         # a line before forward() and backward()
+    # run groups of elementwise and row-reduction statements on row blocks, threaded
+    # (``row_blocks``); a backend whose library threads its own kernels leaves it off
+    row_blocks: bool = False
 
     def imports_for(self, used: set[str]) -> list[str]:
         """The module's imports: the backend's own, and those of the operations it printed."""
@@ -73,13 +76,15 @@ class Backend:
         return out
 
     def extend(self, name: str, imports=None, code=None, helpers=None, requires=None,
-               module=None, op_imports=None) -> "Backend":
-        """A backend that overrides some of this one's entries."""
+               module=None, op_imports=None, row_blocks: bool = False) -> "Backend":
+        """A backend that overrides some of this one's entries (row blocks are
+        a choice each backend makes for itself: off unless asked for)."""
         return type(self)(name, list(imports if imports is not None else self.imports),
                           {**self.code, **(code or {})}, module or self.module,
                           {**self.helpers, **(helpers or {})}, requires or self.requires,
-                          {**self.op_imports, **(op_imports or {})}, self.runtime,
-                          self.helper_module, self.decorator)
+                          {**self.op_imports, **(op_imports or {})}, runtime=self.runtime,
+                          helper_module=self.helper_module, decorator=self.decorator,
+                          row_blocks=row_blocks)
 
 
 def _axis(p: Printer, x, axis) -> str:
@@ -141,8 +146,18 @@ NUMPY_CODE: dict[str, Entry] = {
     "if_nonzero": (lambda p, v, n: f"({p.expr(v)} if {p.expr(n)} else 0.0)", ATOM),
     "add_at": call("np.add.at({0}, {1}, {2})"),
     "max_at": call("np.maximum.at({0}, {1}, {2})"),
+    "min_at": call("np.minimum.at({0}, {1}, {2})"),
+    "arange": call("np.arange({0})"),
+    "diagonal": (lambda p, x, axis1=0, axis2=1: f"np.diagonal({p.expr(x)})" if (axis1, axis2)
+                 == (0, 1) else f"np.diagonal({p.expr(x)}, 0, {axis1}, {axis2})", ATOM),
+    "where": call("np.where({0}, {1}, 0.0)"),
+    "both": call("({0}) & ({1})"),
+    "pad": call("np.pad({0}, {1})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
+    "row_blocks": call("_row_blocks({0}, {1}, {2})"),
 }
 
 NUMPY_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
-                 "add_affine": ("_add_affine",)}
+                 "add_affine": ("_add_affine",), "row_blocks": ("_row_blocks",)}
+NUMPY_OP_IMPORTS = {"row_blocks": ("import os", "import threading",
+                                   "from concurrent.futures import ThreadPoolExecutor")}

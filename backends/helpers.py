@@ -2,6 +2,9 @@
 ones a module uses, so a module never imports tcc)."""
 
 import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -69,3 +72,42 @@ def _contract(spec, path, *operands):
 
 
 oe = None  # replaced by `import opt_einsum as oe` in modules of that backend
+
+
+# Row blocks. A group of elementwise and row-reduction statements runs on blocks of
+# rows (about _BLOCK_BYTES of its arrays each) while they are in cache, on a thread
+# pool when the arrays are large: NumPy releases the GIL in ufuncs and reductions,
+# and no BLAS call runs inside a group, so the pool never competes with BLAS's threads.
+# Blocks split rows only, never a reduction: any thread count gives the same bits.
+_BLOCK_BYTES = 1 << 19
+_SMALL_BYTES = 1 << 18
+_POOLS = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _threads():
+    # TCC_NUM_THREADS, by default (and at most) the cores this process may run on
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    want = os.environ.get("TCC_NUM_THREADS", "").strip()
+    return max(1, min(cores or 1, int(want) if want.isdigit() else cores or 1))
+
+
+def _row_blocks(fn, n, arrays):
+    # fn(*rows) on the same rows lo:hi of every array (each has n rows), block by block
+    row = sum(a.itemsize * (a.size // n) for a in arrays) if n else 0
+    if n * row < _SMALL_BYTES:
+        fn(*arrays)
+        return
+    step = max(1, _BLOCK_BYTES // max(row, 1))
+    blocks = [tuple(a[lo:lo + step] for a in arrays) for lo in range(0, n, step)]
+    threads = min(_threads(), len(blocks))
+    if threads <= 1:
+        for block in blocks:
+            fn(*block)
+        return
+    with _POOL_LOCK:                    # one pool per size, made at first use
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="tcc")
+    for done in [pool.submit(fn, *block) for block in blocks]:
+        done.result()

@@ -8,7 +8,10 @@ they are strided slice-adds looping only over the window indices
 (``add_affine``); at gathered positions, unbuffered ``add_at``/``max_at``.
 Convolution-shaped updates run tap by tap: on flattened rows where each tap
 is one matrix product on a view (``flatconv.py``), else one product per tap
-on basic slices, else through the im2col view in one contraction.
+on basic slices, else through the im2col view in one contraction. A statement
+with written ranges runs on zero-padded copies (``breadth.py``); index
+comparisons select the factors they multiply (``operands.py``), and an
+equality that fixes a summed index removes it (``breadth.eliminate``).
 """
 
 from __future__ import annotations
@@ -16,71 +19,113 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tcc.check import StmtInfo
-from tcc.ir import Affine, DimVal, Gather, Ref, map_refs, reads
+from tcc.ir import Affine, DimVal, Gather, Ref, index_cmps, map_refs, reads
 
-from .operands import (Context, Operand, add, align, ap, contract, elementwise, expr_vars,
-                       index_vars, mul, product_operands, shape_tuple, simple_axes, slice_part,
-                       split_factors, split_terms, const_value, advanced_index)
+from .operands import (Context, Operand, add, align, ap, condition, contract, elementwise,
+                       expr_vars, index_vars, is_guard, mul, product_operands, select,
+                       shape_tuple, simple_axes, slice_part, split_factors, split_terms,
+                       const_value, advanced_index)
 from .target import ALL, Apply, Assign, Comment, Do, For, If, Index, Lit, Name, Op, Slice, Tup, \
     Update
 
 
 def lower_program(ctx: Context) -> list:
     """The statements of one generated function: every update, in order."""
-    out: list = []
+    from .breadth import copy_seed
+    lowered = []
     for si in ctx.info.stmts:
-        out += lower_statement(ctx, si)
-    return out
+        t = si.stmt.target.tensor
+        # a seed the backward adds to starts from its given values
+        seed = ctx.info.roles.get(t) == "data" and t not in ctx.defined
+        copy = copy_seed(ctx, t) if seed else []
+        body = lower_statement(ctx, si)
+        lowered.append((si, body[:1] + copy + body[1:]))
+    if ctx.row_blocks:
+        from .rowblocks import group
+        return group(ctx, lowered, ctx.returned)
+    return [n for _, nodes in lowered for n in nodes]
 
 
 def lower_statement(ctx: Context, si: StmtInfo) -> list:
     """The statements for one update, preceded by a comment quoting it."""
+    from .breadth import lower_padded
     from .flatconv import flat_plan, lower_flat
     if id(si) in ctx.kernels:       # part of a group that one library call computes
         from .kernels import lower_group
         return lower_group(ctx, si, ctx.kernels[id(si)])
-    windows = tap_windows(si.stmt)
-    if windows:
-        return _lower_taps(ctx, si, windows)
-    plan = flat_plan(si.stmt)
-    if plan is not None:
-        return lower_flat(ctx, si, plan)
+    if si.stmt.padded:
+        return lower_padded(ctx, si, lower_statement)
+    if not index_cmps(si.stmt.expr):
+        windows = tap_windows(si.stmt)
+        if windows:
+            return _lower_taps(ctx, si, windows)
+        plan = flat_plan(si.stmt)
+        if plan is not None:
+            return lower_flat(ctx, si, plan)
     return lower_update(ctx, si)
 
 
 # --------------------------------------------------------------- one update
 
 def _max_update(ctx: Context, si: StmtInfo, tname, tvars_order, summed, plain_target) -> list:
+    """``max=`` (``min=``): a maximum reduction over the summed indices, written
+    into a tensor that starts at -inf (+inf) wherever an update can write it and
+    at 0 elsewhere (positions a constant axis skips)."""
     s, ranges = si.stmt, si.ranges
+    red = "max" if s.op == "max=" else "min"
+    start = Lit(float("-inf") if red == "max" else float("inf"))
     allv = tuple(tvars_order) + tuple(summed)
     val = elementwise(ctx, s.expr, allv, ranges)
     if expr_vars(s.expr) != set(allv):
         val = ap("broadcast_to", val, Tup(tuple(ctx.var_size(ranges, v) for v in allv)))
     if summed:
         axes = tuple(range(len(tvars_order), len(allv)))
-        val = ap("max", val, axis=axes[0] if len(axes) == 1 else axes)
-    full = ap("full", shape_tuple(ctx, ctx.shape_of(s.target.tensor)), Lit(float("-inf")))
+        val = ap(red, val, axis=axes[0] if len(axes) == 1 else axes)
+    shape = shape_tuple(ctx, ctx.shape_of(s.target.tensor))
     if plain_target and tvars_order:
         return [Assign(tname, align(val, tvars_order, tvars_order))]
     if plain_target:
-        return [Assign(tname, full), Assign(Index(tname, (ALL,)), val)]
-    return [Assign(tname, full), *_scatter(ctx, s, tname, Operand(val, tvars_order, True),
-                                           False, ranges, "max_at")]
+        return [Assign(tname, ap("full", shape, start)), Assign(Index(tname, (ALL,)), val)]
+    index = s.target.index
+    consts = [isinstance(ix, Affine) and not ix.terms and not ix.dims for ix in index]
+    parts = None
+    if simple_axes(index):      # each position written once: the reduction is the value
+        target = s.target.tensor
+        parts = tuple(slice_part(ctx, ix, ranges, ctx.shape_of(target)[k])
+                      for k, ix in enumerate(index))
+    if any(consts):
+        reach = tuple(const_value(ctx, ix) if c else Slice() for ix, c in zip(index, consts))
+        init = [Assign(tname, ap("zeros", shape))]
+        if parts is None or any(p != Slice() for p, c in zip(parts, consts) if not c):
+            init.append(Assign(Index(tname, reach), start))
+    else:
+        init = [Assign(tname, ap("full", shape, start))]
+    if parts is not None:
+        return init + [Assign(Index(tname, parts), val)]
+    return init + _scatter(ctx, s, tname, Operand(val, tvars_order, True), False, ranges,
+                           f"{red}_at")
 
 
 def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
-    """The right-hand side with summed indices: (value, covered indices)."""
+    """The right-hand side with summed indices: (value, covered indices, whether
+    the value is a new array rather than a view of a tensor)."""
     s, ranges, loops = si.stmt, si.ranges, si.stmt.loops
     parts = []
+    from .breadth import eliminate
     for tsign, term in split_terms(s.expr):
-        scalar, operands = product_operands(ctx, split_factors(term), loops, ranges)
+        # an equality that fixes a summed index leaves one point of its sum
+        factors, gone = eliminate(ctx, split_factors(term), summed, ranges)
+        # comparisons over the target's indices select the term once it is summed
+        post = [f for up, f in factors if is_guard(up, f) and set(f.vars) <= set(tvars_order)]
+        factors = [(up, f) for up, f in factors if not (is_guard(up, f) and f in post)]
+        scalar, operands = product_operands(ctx, factors, loops, ranges)
         res = contract(ctx, operands, tvars_order, ranges) if operands else \
             Operand(Lit(1.0), ())
         node = align(res.node, res.vars, tvars_order) if res.vars else res.node
         # summed indices this term does not depend on: each adds the term again
         present = set().union(*(o.vars for o in operands)) if operands else set()
         for v in summed:
-            if v not in present:
+            if v not in present and v not in gone:
                 scalar = ctx.var_size(ranges, v) if scalar is None else \
                     mul(scalar, ctx.var_size(ranges, v))
         # a batch average over an empty batch: the loops run no update, so 0
@@ -96,17 +141,24 @@ def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
             scalar = ap("if_nonzero", scalar, count)
         if scalar is not None:
             node = scalar if node == Lit(1.0) else mul(scalar, node)
-        parts.append((tsign, node, res.vars))
+        vars_ = res.vars
+        if post:
+            node = select(condition(ctx, post, tvars_order, ranges), node)
+            kept = set(vars_).union(*(c.vars for c in post))
+            vars_ = tuple(v for v in tvars_order if v in kept)
+        # (a view of a tensor, where an equality left one point of the sum)
+        fresh = res.fresh or scalar is not None or bool(post) or tsign < 0
+        parts.append((tsign, node, vars_, fresh))
     node = None
-    for tsign, n, _ in parts:
+    for tsign, n, _, _ in parts:
         if node is None:
             node = n if tsign > 0 else Op("neg", (n,))
         else:
             node = Op("+" if tsign > 0 else "-", (node, n))
-    covered = set().union(*(set(v) for _, _, v in parts))
-    if len(parts) > 1 and any(set(v) != covered for _, _, v in parts):
+    covered = set().union(*(set(v) for _, _, v, _ in parts))
+    if len(parts) > 1 and any(set(v) != covered for _, _, v, _ in parts):
         covered = set()     # a sum of parts each missing some index: broadcast it
-    return node, covered
+    return node, covered, len(parts) > 1 or parts[0][3]
 
 
 def lower_update(ctx: Context, si: StmtInfo) -> list:
@@ -115,7 +167,8 @@ def lower_update(ctx: Context, si: StmtInfo) -> list:
     t = s.target.tensor
     tname = ctx.local(t)
     tvars = index_vars(s.target.index)
-    plain_target = all(isinstance(ix, Affine) and ix.plain for ix in s.target.index) and \
+    plain_target = all(isinstance(ix, Affine) and ix.plain and ctx.whole_axis(t, k)
+                       for k, ix in enumerate(s.target.index)) and \
         len(set(tvars)) == len(s.target.index)
     tvars_order = tvars
     if not plain_target and not any(isinstance(ix, Gather) for ix in s.target.index):
@@ -126,7 +179,7 @@ def lower_update(ctx: Context, si: StmtInfo) -> list:
     ctx.defined.add(t)
     zeros = ap("zeros", shape_tuple(ctx, ctx.shape_of(t)))
 
-    if s.op == "max=":
+    if s.op in ("max=", "min="):
         return out + _max_update(ctx, si, tname, tvars_order, summed, plain_target)
 
     if not summed:
@@ -134,8 +187,7 @@ def lower_update(ctx: Context, si: StmtInfo) -> list:
         covered = expr_vars(s.expr)
         fresh = not isinstance(s.expr, Ref)
     else:
-        node, covered = _sum_of_products(ctx, si, tvars_order, summed)
-        fresh = True
+        node, covered, fresh = _sum_of_products(ctx, si, tvars_order, summed)
     # the value broadcasts over the target's indices; partial if it lacks some
     partial = set(covered) != set(tvars_order)
     update = "-=" if s.op == "-=" else "+="
@@ -205,7 +257,7 @@ def tap_windows(s) -> tuple[str, ...]:
     its window index, and with those fixed every access must be a basic slice
     whose innermost axis stays a plain index (so each tap's slices feed BLAS
     without a copy). Otherwise the im2col view (one contraction) is used."""
-    if s.op == "max=":
+    if s.op in ("max=", "min="):
         return ()
     tvars = set(index_vars(s.target.index))
     if all(v in tvars for v in s.loops):

@@ -14,12 +14,13 @@ convolution); gathers are advanced indexing.
 from __future__ import annotations
 
 import keyword
+import math
 from dataclasses import dataclass, field
 
 from tcc import algebra, contraction, functions
 from tcc.check import Info
-from tcc.ir import (Affine, Bin, Call, DimVal, Expr, Gather, Neg, Ref, base_name, py_name,
-                    reads)
+from tcc.ir import (Affine, Bin, Call, DimVal, Expr, Gather, IndexCmp, Neg, Num, Ref, base_name,
+                    index_cmps, py_name, reads)
 
 from .target import ALL, NEW, Apply, Index, Lit, Name, Op, Slice, Tup, walk
 
@@ -76,6 +77,12 @@ class Context:
     flat_layouts: dict = field(default_factory=dict)  # padded flat copies already made
     extra_shapes: dict = field(default_factory=dict)  # shapes of the lowering's own views
     kernels: dict = field(default_factory=dict)     # statement -> library kernel (kernels.py)
+    size_values: dict = field(default_factory=dict)   # size symbols of those views -> values
+    padded: dict = field(default_factory=dict)        # zero-padded copy -> its padded axes
+    copies: dict = field(default_factory=dict)        # (what, tensor, ...) -> a local made once
+    row_blocks: bool = False                        # group row-local statements (rowblocks.py)
+    returned: set = field(default_factory=set)      # tensors the function returns
+    row_groups: int = 0                             # row-block functions made so far
 
     def shape_of(self, tensor: str):
         if tensor in self.extra_shapes:
@@ -87,6 +94,8 @@ class Context:
         """A size as a value: a literal, or the local that holds it."""
         if isinstance(sym, int):
             return Lit(sym)
+        if sym in self.size_values:
+            return self.size_values[sym]
         if sym not in self.loop_names:
             self.used.add(sym)
         return Name(self.names(sym))
@@ -96,6 +105,11 @@ class Context:
 
     def local(self, name: str) -> Name:
         return Name(self.names(name))
+
+    def whole_axis(self, tensor: str, axis: int) -> bool:
+        """Whether a plain index spans the whole axis (not so on a padded copy's
+        padded axes, where it reads a window)."""
+        return axis not in self.padded.get(tensor, ())
 
 
 @dataclass
@@ -203,9 +217,18 @@ def read_operand(ctx: Context, ref: Ref, ranges, as_value: bool = True) -> Opera
     if not ref.index:
         return Operand(name, ())
     vars_ = index_vars(ref.index)
-    plains = [ix.plain if isinstance(ix, Affine) else None for ix in ref.index]
+    plains = [ix.plain if isinstance(ix, Affine) and ctx.whole_axis(ref.tensor, k) else None
+              for k, ix in enumerate(ref.index)]
     if all(plains) and len(set(plains)) == len(plains):
         return Operand(name, tuple(plains))
+    if all(plains) and len(set(plains)) == len(plains) - 1:
+        # one index on two axes, A[i, i]: the diagonal, a view (the other axes
+        # first, the diagonal last)
+        v = next(p for p in plains if plains.count(p) == 2)
+        a1, a2 = (k for k, p in enumerate(plains) if p == v)
+        kw = {} if (a1, a2) == (0, 1) else {"axis1": a1, "axis2": a2}
+        rest = tuple(p for p in plains if p != v)
+        return Operand(ap("diagonal", name, **kw), rest + (v,))
     if any(isinstance(ix, Gather) for ix in ref.index):
         return Operand(Index(name, advanced_index(ctx, ref.index, vars_, ranges)), vars_, True)
     if simple_axes(ref.index):
@@ -258,8 +281,15 @@ def elementwise(ctx: Context, e: Expr, order: tuple[str, ...], ranges):
     if isinstance(e, Ref):
         op = read_operand(ctx, e, ranges)
         return align(op.node, op.vars, order) if op.vars else op.node
+    if isinstance(e, IndexCmp):
+        return ap("as_float", compare(ctx, e, order, ranges))
     if isinstance(e, Neg):
         return Op("neg", (elementwise(ctx, e.arg, order, ranges),))
+    if isinstance(e, Bin) and e.op in ("*", "/") and guards_of(e):
+        # a product with index comparisons for factors: a select, exactly 0
+        # where one is false (whatever inf or nan the other factors hold)
+        return select(condition(ctx, guards_of(e), order, ranges),
+                      elementwise(ctx, strip_guards(e), order, ranges))
     if isinstance(e, Bin):
         a = elementwise(ctx, e.lhs, order, ranges)
         b = elementwise(ctx, e.rhs, order, ranges)
@@ -276,7 +306,92 @@ def expr_vars(e: Expr) -> set[str]:
     out = set()
     for r in reads(e):
         out.update(index_vars(r.index))
+    for c in index_cmps(e):
+        out.update(c.vars)
     return out
+
+
+# ------------------------------------------------------- index comparisons
+
+def index_value(ctx: Context, ix, order: tuple[str, ...], ranges):
+    """The positions an index form names, over ``order`` (broadcasting): a loop
+    index is an ``arange`` view along its axis, a gather reads its data."""
+    if isinstance(ix, Gather):
+        inner = read_operand(ctx, Ref(ix.tensor, ix.index), ranges, as_value=False)
+        return align(inner.node, inner.vars, order) if inner.vars else inner.node
+    node = None
+    parts = [(align(ap("arange", ctx.var_size(ranges, v)), (v,), order), c) for v, c in ix.terms]
+    for val, c in parts + [(ctx.size(d), c) for d, c in ix.dims]:
+        term = val if abs(c) == 1 else mul(Lit(abs(c)), val)
+        node = (term if c > 0 else Op("neg", (term,))) if node is None else \
+            Op("+" if c > 0 else "-", (node, term))
+    if node is None:
+        return Lit(ix.const)
+    if ix.const:
+        node = Op("+" if ix.const > 0 else "-", (node, Lit(abs(ix.const))))
+    return node
+
+
+def compare(ctx: Context, c: IndexCmp, order, ranges):
+    """An index comparison as a boolean array over (its indices in) ``order``."""
+    return Op(c.op, (index_value(ctx, c.lhs, order, ranges),
+                     index_value(ctx, c.rhs, order, ranges)))
+
+
+def condition(ctx: Context, cmps, order, ranges):
+    """Several comparisons that must all hold, as one boolean array."""
+    out = None
+    for c in cmps:
+        test = compare(ctx, c, order, ranges)
+        out = test if out is None else ap("both", out, test)
+    return out
+
+
+def select(cond, value):
+    """value where cond holds, else exactly 0: the meaning of an index comparison
+    that is a factor (a select, not a product, so inf * 0 is 0, not nan)."""
+    if isinstance(value, Lit) and isinstance(value.value, (int, float)) and \
+            math.isfinite(value.value):
+        flag = ap("as_float", cond)
+        return flag if value.value == 1 else mul(flag, value)
+    if isinstance(value, Lit):
+        value = ap("scalar", value)
+    return ap("where", cond, value)
+
+
+def guards_of(e: Expr) -> list[IndexCmp]:
+    """The index comparisons that are factors of the product ``e`` (through ``*``,
+    a numerator and unary minus): where one is false, e is exactly 0."""
+    if isinstance(e, IndexCmp):
+        return [e]
+    if isinstance(e, Neg):
+        return guards_of(e.arg)
+    if isinstance(e, Bin) and e.op == "*":
+        return guards_of(e.lhs) + guards_of(e.rhs)
+    if isinstance(e, Bin) and e.op == "/":
+        return guards_of(e.lhs)
+    return []
+
+
+def strip_guards(e: Expr) -> Expr:
+    """The product ``e`` without the factors ``guards_of`` finds (1 if nothing is left)."""
+    if isinstance(e, IndexCmp):
+        return Num(1)
+    if isinstance(e, Neg):
+        return Neg(strip_guards(e.arg), e.pos)
+    if isinstance(e, Bin) and e.op == "*":
+        a, b = strip_guards(e.lhs), strip_guards(e.rhs)
+        if a == Num(1):
+            return b
+        return a if b == Num(1) else Bin("*", a, b, e.pos)
+    if isinstance(e, Bin) and e.op == "/":
+        return Bin("/", strip_guards(e.lhs), e.rhs, e.pos)
+    return e
+
+
+def is_guard(up: bool, f: Expr) -> bool:
+    """A factor of a product that selects (an index comparison multiplying)."""
+    return up and isinstance(f, IndexCmp)
 
 
 # ------------------------------------------------------- sums of products
@@ -292,6 +407,8 @@ def split_terms(e: Expr, sign: int = 1) -> list[tuple[int, Expr]]:
 
 def split_factors(e: Expr, up: bool = True) -> list[tuple[bool, Expr]]:
     """The factors of a product: (True, f) multiplies, (False, f) divides."""
+    if isinstance(e, Neg) and guards_of(e.arg):     # -(i == j) * x: -1 and a select
+        return [(up, Num(-1))] + split_factors(e.arg, up)
     if isinstance(e, Bin) and e.op == "*":
         return split_factors(e.lhs, up) + split_factors(e.rhs, up)
     if isinstance(e, Bin) and e.op == "/":
@@ -304,7 +421,10 @@ def ordered(vs, loops) -> tuple[str, ...]:
 
 
 def factor_value(ctx, factors: list[tuple[bool, Expr]], order, ranges):
-    """Multiply and divide factors elementwise over ``order``."""
+    """Multiply and divide factors elementwise over ``order``; index comparisons
+    among them select."""
+    guards = [f for up, f in factors if is_guard(up, f)]
+    factors = [(up, f) for up, f in factors if not is_guard(up, f)]
     node = None
     for up, f in factors:
         if up:
@@ -315,10 +435,14 @@ def factor_value(ctx, factors: list[tuple[bool, Expr]], order, ranges):
     for up, f in factors:
         if not up:
             node = Op("/", (node, elementwise(ctx, f, order, ranges)))
+    if guards:
+        node = select(condition(ctx, guards, order, ranges), node)
     return node
 
 
 def _is_plain_read(fs) -> bool:
+    """One tensor read, with (or without) index comparisons selecting it."""
+    fs = [(up, f) for up, f in fs if not is_guard(up, f)]
     return len(fs) == 1 and fs[0][0] and isinstance(fs[0][1], Ref)
 
 
@@ -351,7 +475,7 @@ def product_operands(ctx, factors, loops, ranges) -> tuple[object, list[Operand]
                 break
     operands = []
     for vs, fs in groups:
-        if _is_plain_read(fs):
+        if _is_plain_read(fs) and len(fs) == 1:
             operands.append(read_operand(ctx, fs[0][1], ranges))
         else:
             operands.append(Operand(factor_value(ctx, fs, vs, ranges), vs, True))

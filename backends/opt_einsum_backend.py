@@ -15,4 +15,4 @@ def _contract(p, spec, *args, path=None):
 BACKEND = NUMPY.extend("opt_einsum", code={"einsum": (_contract, 9)},
                        helpers={"einsum": ("_contract",)},
                        op_imports={"einsum": ("import opt_einsum as oe",)},
-                       requires="NumPy and opt_einsum")
+                       requires="NumPy and opt_einsum", row_blocks=True)

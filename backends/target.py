@@ -24,6 +24,8 @@ Statements
     Do(value)                an operation run for its effect (``add_at``, ``add_affine``)
     For(var, count, body)    a loop over taps or steps: ``for var in range(count)``
     If(cond, then, orelse)   on sizes or buffers, never on data
+    Def(name, params, body)  a local function: the body of a row-block group,
+                             run by ``row_blocks`` on blocks of rows
 ``str(node)`` prints a node in a neutral, readable form (for tests and
 ``tcc explain``); ``Printer`` prints it as a backend's code.
 """
@@ -163,6 +165,12 @@ OPS = {
     "imax": "the larger of two sizes",
     "add_at": "unbuffered base[index] += value (positions may repeat)",
     "max_at": "unbuffered base[index] = max(base[index], value)",
+    "min_at": "unbuffered base[index] = min(base[index], value)",
+    "arange": "the positions 0 .. n - 1 (an index comparison's side)",
+    "diagonal": "a read-only view of the diagonal of axes axis1, axis2 (moved last)",
+    "where": "a select: value where the condition holds, else exactly 0 (even for inf, nan)",
+    "both": "elementwise logical and of two boolean arrays",
+    "pad": "a copy with zeros added before and after each axis (widths: (before, after) pairs)",
     "add_affine": "dst[offsets + sum coefs*i] += value, positions may repeat",
     # library kernels (backends/kernels.py; only backends whose table has them)
     "softmax": "softmax of x over axis dim (the maximum subtracted)",
@@ -175,6 +183,8 @@ OPS = {
     "conv_weight": "the gradient of conv with respect to w (of shape), given the output's g",
     "conv_input": "the gradient of conv with respect to x (of shape), given the output's g",
     "stride": "a tensor's strides in elements (torch)",
+    "row_blocks": "run a row-block function (a Def) on blocks of rows of its arrays, "
+                  "on a thread pool when they are large",
 }
 
 
@@ -241,7 +251,18 @@ class If:
         return out
 
 
-Stmt = Union[Comment, Assign, Update, Do, For, If]
+@dataclass(frozen=True)
+class Def:
+    name: str
+    params: tuple[str, ...]
+    body: tuple
+
+    def __str__(self) -> str:
+        inner = "\n".join("    " + line for s in self.body for line in str(s).splitlines())
+        return f"def {self.name}({', '.join(self.params)}):\n{inner}"
+
+
+Stmt = Union[Comment, Assign, Update, Do, For, If, Def]
 
 
 # ---------------------------------------------------------------- printing
@@ -359,6 +380,11 @@ class Printer:
             for b in s.body:
                 out += self.stmt(b, indent + "    ")
             return out
+        if isinstance(s, Def):
+            out = [f"{indent}def {s.name}({', '.join(s.params)}):"]
+            for b in s.body:
+                out += self.stmt(b, indent + "    ")
+            return out
         if isinstance(s, If):
             out = [f"{indent}if {self.expr(s.cond)}:"]
             for b in s.then:
@@ -398,6 +424,8 @@ def walk(n):
         kids = (n.count, *n.body)
     elif isinstance(n, If):
         kids = (n.cond, *n.then, *n.orelse)
+    elif isinstance(n, Def):
+        kids = n.body
     else:
         kids = ()
     for k in kids:

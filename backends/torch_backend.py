@@ -146,16 +146,24 @@ TORCH_CODE = {
     "conv_input": (lambda p, shape, w, g, n, stride: f"torch.nn.grad.conv{n}d_input("
                    f"{p.expr(shape)}, {p.expr(w)}, {p.expr(g)}, stride={literal(stride)})",
                    ATOM),
+    "min_at": call("_min_at({0}, {1}, {2})"),
+    "arange": call("torch.arange({0}, device=dt.device)"),
+    "diagonal": (lambda p, x, axis1=0, axis2=1: f"torch.diagonal({p.expr(x)}, dim1={axis1}, "
+                                                f"dim2={axis2})", ATOM),
+    "where": call("torch.where({0}, _tensor({1}, dt), 0.0)"),
+    "pad": call("_pad({0}, {1})"),
     "add_at": call("_add_at({0}, {1}, {2})"),
     "max_at": call("_max_at({0}, {1}, {2})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
 }
-assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero"}, \
+assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "both", "row_blocks"}, \
     set(NUMPY_CODE) - set(TORCH_CODE)
 
 TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
                  "add_affine": ("_add_affine",), "add_at": ("_add_at", "_indices", "_tensor"),
                  "max_at": ("_max_at", "_indices", "_tensor"), "max": ("_amax",),
+                 "min_at": ("_min_at", "_indices", "_tensor"), "where": ("_tensor",),
+                 "pad": ("_pad",),
                  "min": ("_amin",), "broadcast_to": ("_tensor",), "array": ("_array",),
                  "asarray": ("_asarray",)}
 

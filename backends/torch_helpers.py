@@ -69,14 +69,24 @@ def _add_at(base, index, value):
     base.index_put_(_indices(base, index), _tensor(value, base), accumulate=True)
 
 
-def _max_at(base, index, value):
+def _max_at(base, index, value, how="amax"):
     # unbuffered base[index] = max(base[index], value), through flat positions
     index = torch.broadcast_tensors(*_indices(base, index))
     flat = torch.zeros_like(index[0])
     for i, n in zip(index, base.shape, strict=True):
         flat = flat * n + i
     value = torch.broadcast_to(_tensor(value, base), flat.shape)
-    base.view(-1).scatter_reduce_(0, flat.reshape(-1), value.reshape(-1), "amax")
+    base.view(-1).scatter_reduce_(0, flat.reshape(-1), value.reshape(-1), how)
+
+
+def _min_at(base, index, value):
+    # unbuffered base[index] = min(base[index], value)
+    _max_at(base, index, value, "amin")
+
+
+def _pad(x, widths):
+    # a copy with zeros before and after each axis: widths ((before, after), ...)
+    return torch.nn.functional.pad(x, [w for pair in reversed(widths) for w in pair])
 
 
 def _add_affine(dst, val, offsets, coefs):

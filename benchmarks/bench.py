@@ -303,6 +303,61 @@ def chain_backward(t, saved, seeds):
     return {"A": dAB @ t["Bm"].T, "Bm": t["A"].T @ dAB, "C": dCE @ t["E"].T, "E": t["C"].T @ dCE}
 
 
+EPS = 1e-5  # the epsilon written in programs/layernorm.loop
+
+
+def layernorm_forward(t):
+    x = t["x"]
+    D = x.shape[1]
+    xc = x - x.mean(axis=1, keepdims=True)
+    rs = 1 / np.sqrt(np.einsum("bd,bd->b", xc, xc) / D + EPS)
+    xhat = xc
+    xhat *= rs[:, None]
+    y = xhat * t["g"]
+    y += t["c"]
+    return {"y": y}, (xhat, rs)
+
+
+def layernorm_backward(t, saved, seeds):
+    xhat, rs = saved
+    dy = seeds["y"]
+    B, D = dy.shape
+    dc = dy.sum(axis=0) / B
+    dg = np.einsum("bd,bd->d", dy, xhat) / B
+    dxhat = dy * t["g"]
+    proj = np.einsum("bd,bd->b", dxhat, xhat) / D
+    dx = dxhat
+    dx -= dxhat.mean(axis=1, keepdims=True)
+    dx -= xhat * proj[:, None]
+    dx *= rs[:, None]
+    return {"x": dx, "g": dg, "c": dc}
+
+
+def attention_forward(t):
+    Q, K, V = t["Q"], t["K"], t["V"]
+    scale = Q.shape[1] ** -0.5
+    S = Q @ K.T
+    S *= scale
+    S += t["M"]
+    S -= S.max(axis=1, keepdims=True)
+    np.exp(S, out=S)
+    S *= 1 / S.sum(axis=1, keepdims=True)
+    return {"O": S @ V}, S
+
+
+def attention_backward(t, P, seeds):
+    Q, K, V = t["Q"], t["K"], t["V"]
+    scale = Q.shape[1] ** -0.5
+    dO = seeds["O"]
+    dV = P.T @ dO
+    dP = dO @ V.T
+    e = np.einsum("ij,ij->i", P, dP)
+    dP -= e[:, None]
+    dP *= P
+    dP *= scale
+    return {"Q": dP @ K, "K": dP.T @ Q, "V": dV}
+
+
 # ---------------------------------------------------------------------------
 # The forward once more, written for autograd frameworks and for the
 # self-test's reference: `lib` supplies the few functions that differ between
@@ -334,6 +389,20 @@ def lib_conv2d(lib, X, H):
 
 def lib_chain(lib, A, Bm, C, E):
     return {"D": lib.multi_dot([A, Bm, C, E])}
+
+
+def lib_layernorm(lib, x, g, c):
+    return {"y": lib.layer_norm(x, g, c)}
+
+
+def lib_attention(lib, Q, K, V, M):
+    scale = Q.shape[1] ** -0.5
+    return {"O": lib.softmax(Q @ K.T * scale + M) @ V}
+
+
+def _np_layer_norm(x, g, c):
+    xc = x - x.mean(axis=1, keepdims=True)
+    return g * xc / np.sqrt((xc * xc).mean(axis=1, keepdims=True) + EPS) + c
 
 
 def _loop_conv1d(x, W):
@@ -369,7 +438,7 @@ REFERENCE_LIB = SimpleNamespace(
     pick=lambda a, y: a[np.arange(len(y)), y], relu=lambda u: np.maximum(u, 0),
     tanh=np.tanh, sigmoid=lambda u: 1 / (1 + np.exp(-u)),
     conv1d=_loop_conv1d, conv2d=_loop_conv2d,
-    multi_dot=lambda ms: functools.reduce(np.matmul, ms),
+    multi_dot=lambda ms: functools.reduce(np.matmul, ms), layer_norm=_np_layer_norm,
 )
 
 
@@ -383,6 +452,7 @@ def _torch_lib():
         tanh=torch.tanh, sigmoid=torch.sigmoid,
         conv1d=lambda x, W: F.conv1d(x.transpose(1, 2), W, stride=STRIDE).transpose(1, 2),
         conv2d=F.conv2d, multi_dot=torch.linalg.multi_dot,
+        layer_norm=lambda x, g, c: F.layer_norm(x, x.shape[1:], g, c, EPS),
     )
     return torch, lib
 
@@ -401,6 +471,8 @@ def _jax_lib():
             x, W, (STRIDE,), "VALID", dimension_numbers=("NWC", "OIW", "NWC")),
         conv2d=lambda X, H: lax.conv_general_dilated(X, H, (1, 1), "VALID"),
         multi_dot=jnp.linalg.multi_dot,
+        layer_norm=lambda x, g, c: g * (x - x.mean(1, keepdims=True)) * jax.lax.rsqrt(
+            x.var(1, keepdims=True) + EPS) + c,
     )
     return jax, lib
 
@@ -449,6 +521,18 @@ def make_chain(rng, dtype, I, J, K, L, M):
     t = {"A": _normal(rng, (I, J), dtype, J ** -0.5), "Bm": _normal(rng, (J, K), dtype, K ** -0.5),
          "C": _normal(rng, (K, L), dtype, L ** -0.5), "E": _normal(rng, (L, M), dtype, M ** -0.5)}
     return t, {"D": _normal(rng, (I, M), dtype)}
+
+
+def make_layernorm(rng, dtype, B, D):
+    t = {"x": _normal(rng, (B, D), dtype), "g": 1 + _normal(rng, D, dtype, 0.1),
+         "c": _normal(rng, D, dtype, 0.1)}
+    return t, {"y": _normal(rng, (B, D), dtype)}
+
+
+def make_attention(rng, dtype, N, E):
+    t = {k: _normal(rng, (N, E), dtype) for k in "QKV"}
+    t["M"] = np.triu(np.full((N, N), -1e9, dtype), k=1)
+    return t, {"O": _normal(rng, (N, E), dtype)}
 
 
 @dataclass(frozen=True)
@@ -509,6 +593,12 @@ WORKLOADS = [
              inputs=("A", "Bm", "C", "E"), params=(), batch="",
              sizes=dict(I=700, J=700, K=700, L=700, M=700),
              quick=dict(I=40, J=40, K=40, L=40, M=40), tiny=(dict(I=2, J=3, K=4, L=5, M=3),)),
+    Workload("layernorm", make_layernorm, Impl(layernorm_forward, layernorm_backward),
+             lib_layernorm, inputs=("x",), params=("g", "c"), batch="x",
+             sizes=dict(B=1024, D=1024), quick=dict(B=32, D=64), tiny=(dict(B=3, D=5),)),
+    Workload("attention", make_attention, Impl(attention_forward, attention_backward),
+             lib_attention, inputs=("Q", "K", "V"), params=(), batch="",
+             sizes=dict(N=512, E=64), quick=dict(N=32, E=8), tiny=(dict(N=4, E=3),)),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 

@@ -109,10 +109,10 @@ WORKLOADS = {
                dict(B=4, I=16, O=32, Lr=16, Lc=16, Fr=3, Fc=3), ("X", "H")),
     "chain": ("chain.loop", t_chain, bench.make_chain, dict(I=700, J=700, K=700, L=700, M=700),
               dict(I=200, J=200, K=200, L=200, M=200), ("A", "Bm", "C", "E")),
-    "layernorm": ("layernorm.loop", t_layernorm, make_layernorm, dict(B=1024, D=1024),
+    "layernorm": ("layernorm_affine.loop", t_layernorm, make_layernorm, dict(B=1024, D=1024),
                   dict(B=256, D=256), ("x", "g", "be")),
-    "attention": ("attention.loop", t_attention, make_attention, dict(B=16, N=512, D=64, E=64),
-                  dict(B=4, N=128, D=64, E=64), ("Q", "K", "V")),
+    "attention": ("attention_causal.loop", t_attention, make_attention,
+                  dict(B=16, N=512, D=64, E=64), dict(B=4, N=128, D=64, E=64), ("Q", "K", "V")),
 }
 
 

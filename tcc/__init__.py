@@ -40,7 +40,8 @@ def parse(text_or_path, filename: str | None = None) -> Program:
     return _parse_text(text, filename or fname)
 
 
-from .api import check, differentiate, grad_text, optimize  # noqa: E402
+from .api import (check, differentiate, grad_text, hessian_text, hvp_text,  # noqa: E402
+                  jvp_text, optimize)
 from .check import analyze  # noqa: E402
 from .compiler import Kernel, compile, compile_source  # noqa: E402,A004
 
@@ -53,4 +54,5 @@ def lower(program, backend: str = "numpy", optimize: bool = True) -> str:
 
 
 __all__ = ["TccError", "Program", "Kernel", "parse", "analyze", "differentiate", "optimize",
-           "lower", "compile", "compile_source", "grad_text", "check", "__version__"]
+           "lower", "compile", "compile_source", "grad_text", "jvp_text", "hvp_text",
+           "hessian_text", "check", "__version__"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import functions
-from .ir import Affine, Bin, Call, DimVal, Expr, Gather, Neg, Num, Ref, children, reads, rebuild \
-    as rebuild_node
+from .ir import Affine, Bin, Call, DimVal, Expr, Gather, IndexCmp, Neg, Num, Ref, children, reads, \
+    rebuild as rebuild_node
 
 Factors = list[tuple[Expr, int]]
 
@@ -126,7 +126,7 @@ def fold(e: Expr):
     (also where Python cannot compute it: 1 / 0, an overflow)."""
     if isinstance(e, Num):
         return e.value
-    if isinstance(e, (Ref, DimVal)):
+    if isinstance(e, (Ref, DimVal, IndexCmp)):
         return None
     args = [fold(c) for c in children(e)]
     if any(a is None for a in args):
@@ -168,21 +168,29 @@ def subst_affine(a: Affine, sigma: dict) -> Affine | Gather | None:
 def subst(e: Expr, sigma: dict) -> Expr | None:
     """e with loop variables replaced per sigma (var -> var, Affine or Gather)."""
     if isinstance(e, Ref):
-        index = []
-        for ix in e.index:
-            if isinstance(ix, Gather):
-                inner = [subst_affine(a, sigma) for a in ix.index]
-                if any(not isinstance(a, Affine) for a in inner):
-                    return None
-                index.append(Gather(ix.tensor, tuple(inner), ix.pos))
-            else:
-                r = subst_affine(ix, sigma)
-                if r is None:
-                    return None
-                index.append(r)
-        return Ref(e.tensor, tuple(index), e.pos)
+        index = _subst_index(e.index, sigma)
+        return None if index is None else Ref(e.tensor, index, e.pos)
+    if isinstance(e, IndexCmp):          # (i == j): both sides are index forms
+        sides = _subst_index(e.sides, sigma)
+        return None if sides is None else IndexCmp(e.op, *sides, e.pos)
     kids = [subst(c, sigma) for c in children(e)]
     return None if any(k is None for k in kids) else rebuild_node(e, kids)
+
+
+def _subst_index(index, sigma: dict) -> tuple | None:
+    out = []
+    for ix in index:
+        if isinstance(ix, Gather):
+            inner = [subst_affine(a, sigma) for a in ix.index]
+            if any(not isinstance(a, Affine) for a in inner):
+                return None         # gathers do not nest
+            out.append(Gather(ix.tensor, tuple(inner), ix.pos))
+        else:
+            r = subst_affine(ix, sigma)
+            if r is None:
+                return None
+            out.append(r)
+    return tuple(out)
 
 
 # ------------------------------------------------------------- matching

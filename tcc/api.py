@@ -47,6 +47,57 @@ def grad_text(text_or_path, optimize: bool = True) -> str:
     return str(Pipeline(text, filename, optimize).backward)
 
 
+def _derived(kind: str, text_or_path, optimize: bool):
+    from . import forward
+    text, filename = read_source(text_or_path)
+    program = _parse_text(text, filename)
+    try:
+        build = {"jvp": forward.jvp, "hvp": forward.hvp,
+                 "hessian": forward.hessian_diagonal}[kind]
+        return build(analyze(program), optimize=optimize)
+    except TccError as err:
+        raise err.attach(filename, text) from None
+
+
+_ZERO = {
+    "jvp": "# every output's tangent is 0: no output depends on an input or param",
+    "hvp": "# every H v is 0: the outputs are linear (or piecewise linear) in the inputs "
+           "and params",
+    "hessian": "# the diagonal Hessian is 0: the outputs are linear (or piecewise linear) in "
+               "the inputs and params",
+}
+
+
+def _text_of(kind: str, text_or_path, optimize: bool) -> str:
+    derived = _derived(kind, text_or_path, optimize)
+    out = str(derived.program)
+    if not derived.results:
+        out += _ZERO[kind] + "\n"
+    return out
+
+
+def jvp_text(text_or_path, optimize: bool = True) -> str:
+    """What ``tcc jvp`` prints: the tangent program, ``Y.dot`` for every output
+    from ``X.dot`` for every input and param, reading the forward's values."""
+    return _text_of("jvp", text_or_path, optimize)
+
+
+def hvp_text(text_or_path, optimize: bool = True) -> str:
+    """What ``tcc hvp`` prints: ``X.grad.dot`` (H v, with the gradient's 1/B for
+    params) for every input and param, by forward mode over the backward."""
+    return _text_of("hvp", text_or_path, optimize)
+
+
+def hessian_text(text_or_path, optimize: bool = True, diagonal: bool = True) -> str:
+    """What ``tcc hessian --diagonal`` prints: ``X.hess``, the diagonal of the
+    second derivative by the Becker-LeCun recursion (off-diagonal terms
+    neglected), for every input and param."""
+    if not diagonal:
+        raise ValueError("only the diagonal Hessian is printed (diagonal=True); for "
+                         "products with the full Hessian use hvp_text")
+    return _text_of("hessian", text_or_path, optimize)
+
+
 # ------------------------------------------------------------- engines
 
 def backward_data(binfo: Info, seeds: dict, tensors: dict, saved: dict) -> dict:
@@ -93,4 +144,5 @@ def generate_plain(program: Program) -> str:
 
 from .grader import check, complete_backward  # noqa: E402
 
-__all__ = ["differentiate", "optimize", "grad_text", "check", "load", "complete_backward", "np"]
+__all__ = ["differentiate", "optimize", "grad_text", "jvp_text", "hvp_text", "hessian_text",
+           "check", "load", "complete_backward", "np"]

@@ -19,7 +19,7 @@ from .check import Info, analyze
 from .errors import TccError
 from .ir import (COMPARISONS, REDUCTIONS, Affine, Bin, Call, Decl, DimVal, Expr, Neg, Num,
                  Program, Ref, Stmt, base_name, dim_uses, grad_name, index_cmps, index_vars,
-                 children, is_grad, reads, stmt_vars)
+                 children, is_grad, reads, shape_owner, stmt_vars)
 from .names import fresh
 
 # ------------------------------------------------------------------ building
@@ -220,12 +220,13 @@ def differentiate(program: Program | Info) -> Program:
     info = program if isinstance(program, Info) else analyze(program)
     active = active_tensors(info)
     for t in [*info.inputs, *info.computed]:
-        if t in active and is_grad(t):     # its gradient would be t.grad.grad
+        suffix = t[len(shape_owner(t)):]   # .grad, .dot, .grad.dot, .hess
+        if t in active and suffix:         # its gradient would be t.grad.grad, t.dot.grad
             decl = next((d for d in info.program.decls if d.name == t), None)
             first = next((si.stmt.target for si in info.stmts if si.stmt.target.tensor == t),
                          None)
             raise TccError(f"'{t}' would need a gradient, '{t}.grad', which is not a name: "
-                           "only data tensors may be called X.grad", (decl or first).pos)
+                           f"only data tensors may be called X{suffix}", (decl or first).pos)
     has_grad = {t for t in info.outputs if t in active}
     batch = info.batch
     taken = set(info.roles) | set(info.dims) | {grad_name(t) for t in info.roles}

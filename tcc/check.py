@@ -23,7 +23,7 @@ from typing import Union
 
 from .errors import TccError
 from .ir import (REDUCTIONS, base_name, is_grad, Affine, Bin, Gather, Program, Ref, Stmt, dim_uses,
-                 index_cmps, reads, stmt_vars)
+                 index_cmps, reads, shape_owner, stmt_vars)
 
 Size = Union[str, int]
 
@@ -261,6 +261,8 @@ class _Analyzer:
             return self.shapes[t]
         if is_grad(t) and base_name(t) in self.shapes:
             return self.shapes[base_name(t)]
+        if shape_owner(t) != t and shape_owner(t) in self.shapes:   # X.dot, X.hess
+            return self.shapes[shape_owner(t)]
         decl = self.declared.get(t)
         if decl is not None and self.roles.get(t) == "output":
             if all(isinstance(e, int) or e in self.bound for e in decl):
@@ -557,41 +559,6 @@ class _Analyzer:
         return Info(self.p, dict(self.roles), dict(self.shapes), list(self.dims), self.batch,
                     inputs, list(self.outputs), computed, stmt_infos, list(self.plan),
                     set(self.gather_data), set(self.stacked))
-
-
-def backend_gaps(info: Info) -> list[tuple[str, object]]:
-    """(what, position) for each of issue 12's forms in the program that the
-    compiled backends do not lower yet (the reference interpreter, the
-    differentiator and the printer handle them all)."""
-    gaps = []
-    read = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
-    for si in info.stmts:
-        s = si.stmt
-        t = s.target.tensor
-        if s.op == "min=":
-            gaps.append(("'min='", s.pos))
-        if s.written:
-            gaps.append(("a written range ('for n in N')", s.pos_of(s.written[0][0])))
-        for c in index_cmps(s.expr):
-            gaps.append((f"the index comparison {c}", c.pos or s.pos))
-        if t in info.stacked:
-            gaps.append((f"the stacked constant target {s.target}", s.target.pos))
-        if info.roles.get(t) == "data":
-            gaps.append((f"an update of the seed '{t}'", s.target.pos))
-    for t in info.outputs:
-        if t in read:
-            first = next(r for si in info.stmts for r in reads(si.stmt.expr) if r.tensor == t)
-            gaps.append((f"the output '{t}' read by a later statement", first.pos))
-    return gaps
-
-
-def require_lowerable(info: Info) -> None:
-    """A TccError at the first form the compiled backends do not lower yet."""
-    gaps = backend_gaps(info)
-    if gaps:
-        what, pos = gaps[0]
-        raise TccError(f"{what} is not supported by the compiled backends yet; the reference "
-                       "interpreter runs it (tcc.api.check(..., engine='interp'))", pos)
 
 
 def _tie_count_of(s: Stmt) -> str | None:

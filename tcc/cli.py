@@ -1,4 +1,5 @@
-"""The ``tcc`` command line: parse, grad, compile, check, explain."""
+"""The ``tcc`` command line: parse, grad, jvp, hvp, hessian, compile, check, graph,
+explain."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from .grader import DEFAULT_SEEDS
 EPILOG = """examples:
   tcc parse softmax.loop            how tcc read the program, with inferred shapes
   tcc grad softmax.loop             the backward program (TTIC style += loops)
+  tcc jvp softmax.loop              the tangent program (forward mode: X.dot -> Y.dot)
+  tcc hvp softmax.loop              Hessian-vector products (X.grad.dot)
+  tcc hessian mlp.loop --diagonal   the diagonal Hessian recursion (X.hess)
   tcc compile softmax.loop -o softmax.py
   tcc check softmax.loop --sizes B=3,J=5
   tcc check ugrnn.loop --backward my_answer.loop
@@ -78,11 +82,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.loop")
     p.add_argument("--no-optimize", action="store_true", help="print the raw backward")
 
+    p = sub.add_parser("jvp", help="print the tangent program (forward mode)")
+    p.add_argument("file", metavar="FILE.loop")
+    p.add_argument("--no-optimize", action="store_true", help="print the raw tangents")
+
+    p = sub.add_parser("hvp", help="print the Hessian-vector product program")
+    p.add_argument("file", metavar="FILE.loop")
+    p.add_argument("--no-optimize", action="store_true", help="print the raw program")
+
+    p = sub.add_parser("hessian", help="print the diagonal Hessian recursion (--diagonal)")
+    p.add_argument("file", metavar="FILE.loop")
+    p.add_argument("--diagonal", action="store_true",
+                   help="the diagonal, off-diagonal terms neglected (Becker and LeCun)")
+    p.add_argument("--no-optimize", action="store_true", help="print the raw recursion")
+
     p = sub.add_parser("compile", help="write a standalone Python module")
     p.add_argument("file", metavar="FILE.loop")
     p.add_argument("-o", "--output", metavar="OUT.py", help="write here (default: stdout)")
     p.add_argument("--backend", choices=tuple(REGISTRY), default="numpy")
     p.add_argument("--no-optimize", action="store_true")
+    p.add_argument("--second-order", action="store_true",
+                   help="add jvp, hvp and hessian_diagonal to the module")
 
     p = sub.add_parser("check", help="check gradients against finite differences")
     p.add_argument("file", metavar="FILE.loop")
@@ -99,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "int:K (repeat, or separate by commas)")
     p.add_argument("--strict", action="store_true",
                    help="fail when a gradient is all zero at every draw (not exercised)")
+    p.add_argument("--second-order", action="store_true",
+                   help="check the JVP against differences of the forward and the HVP "
+                   "against differences of the compiled backward, on random directions")
 
     p = sub.add_parser("graph", help="draw the computation graph (svg, png or dot)")
     p.add_argument("file", metavar="FILE.loop")
@@ -147,6 +170,24 @@ def run(args) -> int:
         _differentiable(api, args.file)
         sys.stdout.write(api.grad_text(args.file, optimize=not args.no_optimize))
         return 0
+    if args.command in ("jvp", "hvp", "hessian"):
+        if args.command == "hessian" and not args.diagonal:
+            raise ValueError("tcc hessian prints the diagonal only: add --diagonal (for "
+                             "products with the full Hessian, use tcc hvp)")
+        _differentiable(api, args.file)
+        show = {"jvp": api.jvp_text, "hvp": api.hvp_text, "hessian": api.hessian_text}
+        sys.stdout.write(show[args.command](args.file, optimize=not args.no_optimize))
+        return 0
+    if args.command == "check" and args.second_order:
+        from .secondcheck import check as check2, format_rows
+        if args.backward:
+            raise ValueError("--second-order checks tcc's own programs: leave out --backward")
+        _differentiable(api, args.file)
+        data = {k: v for d in args.data for k, v in d.items()}
+        rows = check2(args.file, sizes=args.sizes or None, seed=args.seed, seeds=args.seeds,
+                      data=data)
+        print(format_rows(rows, args.sizes, args.seeds))
+        return 0 if all(r.ok for r in rows) else 1
     if args.command == "check":
         if args.backward:
             _exists(args.backward)
@@ -166,7 +207,8 @@ def run(args) -> int:
     if args.command == "compile":
         from .compiler import compile_source
         source = compile_source(args.file, backend=args.backend,
-                                optimize=not args.no_optimize)
+                                optimize=not args.no_optimize,
+                                second_order=args.second_order)
         if args.output:
             with open(args.output, "w", encoding="utf-8") as f:
                 f.write(source)

@@ -112,7 +112,7 @@ def _plan_py(plan):
     return out
 
 
-def _header(p: Pipeline, backend) -> str:
+def _header(p: Pipeline, backend, second_order: bool = False) -> str:
     src = os.path.basename(p.filename) if p.filename else "a .loop program"
     fwd = "\n".join("    " + line for line in str(p.info.program).splitlines())
     bwd = "\n".join("    " + line for line in str(p.backward).splitlines()
@@ -120,6 +120,15 @@ def _header(p: Pipeline, backend) -> str:
     inputs = ", ".join(f"{py_name(t)}={py_name(t)}" for t in p.info.inputs)
     seeds = ", ".join(f'"{o}": d{py_name(o)}' for o in p.info.outputs)
     opt = "optimized" if p.optimize else "not optimized"
+    if second_order:
+        from .compiler_second import DOCS
+        second = "\n".join(f"    {sig}" for sig, _ in DOCS.values())
+        seeds_ = seeds
+        usage_more = (f"\n    tangents = jvp({{...}}, {inputs})\n"
+                      f"    hv = hvp({{...}}, {{{seeds_}}}, {inputs})\n\n"
+                      f"Second order (forward mode over the backward):\n{second}\n")
+    else:
+        usage_more = ""
     return f'''"""Compiled by tcc {__version__} from {src} (backend: {backend.name}, {opt}).
 
 Generated code: regenerate it with `tcc compile` rather than editing it.
@@ -133,7 +142,7 @@ Its backward (the gradients):
 
 Usage:
     fwd = forward({inputs})
-    grads = backward({{{seeds}}}, {inputs}, **fwd)
+    grads = backward({{{seeds}}}, {inputs}, **fwd){usage_more}
 
 Run `python {os.path.splitext(src)[0] if p.filename else "module"}.py --check` to check the
 gradients against finite differences on random inputs.
@@ -144,28 +153,38 @@ gradients against finite differences on random inputs.
 def _helper_source(names: set[str], module: str = "helpers") -> str:
     import importlib
     helpers = importlib.import_module(f"tcc.backends.{module}")
-    order = ["_sigmoid", "_ix", "_view", "_add_affine", "_contract"]
+    order = ["_sigmoid", "_ix", "_view", "_add_affine", "_contract", "_row_blocks"]
     order += [n for n in sorted(names) if n not in order]
     parts = []
     for name in order:
         if name in names:
             if name == "_contract":
                 parts.append("_EXPRESSIONS = {}\n")
+            if name == "_row_blocks":
+                parts.append(_row_block_source(helpers))
+                continue
             parts.append(inspect.getsource(getattr(helpers, name)))
     return "\n\n".join(parts)
 
 
-def _function_body(info: Info, names, printer, keep=()) -> tuple[list[str], object]:
-    """The lowered statements of one generated function, printed; ``keep``: the
-    tensors it returns (a library kernel never hides one of them)."""
+def _row_block_source(helpers) -> str:
+    """The row-block runtime: helpers.py from its comment to its end."""
+    text = inspect.getsource(helpers)
+    return text[text.index("# Row blocks."):].rstrip() + "\n"
+
+
+def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = False
+                   ) -> tuple[list[str], object]:
+    """The lowered statements of one generated function, printed; ``returned``:
+    the tensors it returns (a library kernel never hides one of them)."""
     from .backends import kernels
     from .backends.lower import lower_program
     from .backends.operands import Context
     from .backends.target import Name, walk
-    ctx = Context(info, names)
+    ctx = Context(info, names, row_blocks=row_blocks, returned=set(returned))
     ops = {op for op in kernels.KERNEL_OPS if op in printer.code}
     if ops:
-        ctx.kernels = kernels.plan(info, keep, ops)
+        ctx.kernels = kernels.plan(info, returned, ops)
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
     for t in sorted(info.gather_data & value_reads):
@@ -191,23 +210,32 @@ def _unpack(tensors, names, source="arrays") -> list[str]:
     return [f'{names(t)} = {source}["{py_name(t)}"]' for t in tensors]
 
 
-def generate(p: Pipeline, backend_name: str = "numpy") -> str:
+def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = False) -> str:
+    """The module's text; ``second_order`` adds jvp, hvp and hessian_diagonal."""
     backend = _backend(backend_name)
+    if second_order and backend.runtime == "torch":
+        raise ValueError("the torch backend has no second-order functions (jvp, hvp, "
+                         "hessian_diagonal) yet: use backend='numpy' for them")
     from .backends.operands import Names
     info, binfo = p.info, p.binfo
     ranges = [v for i in (info, binfo) for si in i.stmts for v in si.ranges.values()
               if isinstance(v, str)]
-    names = Names(dict.fromkeys([*info.roles, *binfo.roles, *info.dims, *binfo.dims, *ranges]))
+    claimed = [*info.roles, *binfo.roles, *info.dims, *binfo.dims, *ranges]
+    if second_order:
+        from . import compiler_second
+        derived = compiler_second.derived_programs(p)
+        claimed += compiler_second.claimed_names(derived)
+    names = Names(dict.fromkeys(claimed))
     printer = backend.printer()
     local_name = names
     gradcheck_positive = _positive(p.original)
 
     # ---- forward
+    kinds = {py_name(t): ("gather" if t in info.gather_data else "float") for t in info.inputs}
     returned = list(info.outputs) + [t for t in p.saved if t not in info.outputs]
     if not p.optimize:
         returned = list(info.outputs) + [t for t in info.computed if t not in info.outputs]
-    fbody, fctx = _function_body(info, names, printer, returned)
-    kinds = {py_name(t): ("gather" if t in info.gather_data else "float") for t in info.inputs}
+    fbody, fctx = _function_body(info, names, printer, returned, backend.row_blocks)
     deco = [backend.decorator] if backend.decorator else []
     fwd = [*deco, "def forward(**tensors):"]
     fwd.append(f'    """Run the program. Takes {_takes(info)}.')
@@ -229,7 +257,7 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
 
     # ---- backward
     bbody, bctx = _function_body(binfo, names, printer,
-                                 [grad_name(t) for t in info.differentiable])
+                                 [grad_name(t) for t in info.differentiable], backend.row_blocks)
     seeds = [t for t in binfo.inputs if is_grad(t) and base_name(t) in info.outputs]
     saved = [t for t in binfo.inputs if t not in seeds and t not in info.inputs]
     bkinds = dict(kinds)
@@ -275,6 +303,11 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
             ret.append(f'"{t}": {_zeros(printer, shape)}')
     bwd.append("    return {" + ", ".join(ret) + "}")
 
+    second_consts, second_funcs = [], []
+    if second_order:
+        second_consts, second_funcs = compiler_second.functions(
+            p, derived, names, printer, _function_body, _size_lines, _unpack)
+
     helpers = backend.helpers_for(printer.used)
     from .gradcheck import choose_sizes
     try:
@@ -286,6 +319,9 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
     for step in info.plan:
         if step[0] == "gather":
             limits.setdefault(py_name(step[1]), []).append(step[4])
+    from .gradcheck import comparison_limits
+    for data, size in comparison_limits(info):
+        limits.setdefault(py_name(data), []).append(size)
     for t in info.inputs:
         kind = "gather" if t in info.gather_data else (
             "positive" if gradcheck_positive else "normal")
@@ -304,19 +340,23 @@ def generate(p: Pipeline, backend_name: str = "numpy") -> str:
         f"_GATHER_LIMITS = {limits!r}",
         "_FORWARD_PLAN = " + pprint.pformat(_plan_py(info.plan), width=96, compact=True),
         "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(binfo.plan), width=96, compact=True),
+        *second_consts,
     ]
     torch = backend.runtime == "torch"
     rest = [] if torch else [_module_runtime()]
+    if second_order:
+        rest.append(compiler_second.RUNTIME)
     if helpers:
         rest.append("# ---- helpers\n\n" + _helper_source(helpers, backend.helper_module))
     rest += [
         "# ---- the program's tensors, sizes and checks\n\n" + "\n".join(consts),
         "\n".join(fwd),
         "\n".join(bwd),
-        _TORCH_TAIL if backend.runtime == "torch" else _TAIL,
+        *second_funcs,
+        _TORCH_TAIL if torch else _tail(second_order),
     ]
     parts = [
-        _header(p, backend),
+        _header(p, backend, second_order),
         "# ruff: noqa: E501  (each statement is one line, quoted above the code for it)",
         "\n".join(backend.imports_for(printer.used) +
                   (["import itertools"] if "_add_affine" in helpers and
@@ -337,6 +377,16 @@ def _zeros(printer, shape: str) -> str:
     """A zero gradient (no output depends on the tensor)."""
     from .backends.target import Apply
     return printer.expr(Apply("zeros", (shape,)))
+
+
+def _tail(second_order: bool) -> str:
+    if not second_order:
+        return _TAIL
+    from .compiler_second import SELF_CHECK
+    return _TAIL.replace("def _self_check(seed=0):",
+                         SELF_CHECK + "\n\n\ndef _self_check(seed=0):").replace(
+        "sys.exit(0 if _self_check() else 1)",
+        "sys.exit(0 if _self_check() & _self_check_second_order() else 1)")
 
 
 def _takes(info: Info) -> str:
@@ -505,11 +555,22 @@ if __name__ == "__main__":
 
 # ---------------------------------------------------------------- the API
 
-def compile_source(text_or_path, backend: str = "numpy", optimize: bool = True) -> str:
-    """The generated module's text."""
+def compile_source(text_or_path, backend: str = "numpy", optimize: bool = True,
+                   second_order: bool = False) -> str:
+    """The generated module's text (with jvp, hvp and hessian_diagonal when
+    ``second_order``)."""
     text, filename = read_source(text_or_path)
     _backend(backend)
-    return generate(Pipeline(text, filename, optimize, lowering=True), backend)
+    return _generate(text, filename, backend, optimize, second_order)
+
+
+def _generate(text, filename, backend, optimize, second_order) -> str:
+    from .errors import TccError
+    p = Pipeline(text, filename, optimize)
+    try:
+        return generate(p, backend, second_order)
+    except TccError as err:
+        raise err.attach(filename, text) from None
 
 
 class Kernel:
@@ -522,6 +583,9 @@ class Kernel:
         self.forward = namespace["forward"]
         self.backward = namespace["backward"]
         self.random_inputs = namespace["random_inputs"]
+        for extra in ("jvp", "hvp", "hessian_diagonal"):
+            if extra in namespace:
+                setattr(self, extra, namespace[extra])
         self.namespace = namespace
 
     def __repr__(self) -> str:
@@ -529,15 +593,18 @@ class Kernel:
 
 
 @functools.lru_cache(maxsize=128)
-def _compile_cached(text: str, filename: str | None, backend: str, optimize: bool) -> Kernel:
-    source = generate(Pipeline(text, filename, optimize, lowering=True), backend)
+def _compile_cached(text: str, filename: str | None, backend: str, optimize: bool,
+                    second_order: bool = False) -> Kernel:
+    source = _generate(text, filename, backend, optimize, second_order)
     name = os.path.splitext(os.path.basename(filename))[0] if filename else "program"
     return Kernel(source, name)
 
 
-def compile(text_or_path, backend: str = "numpy", optimize: bool = True) -> Kernel:  # noqa: A001
+def compile(text_or_path, backend: str = "numpy", optimize: bool = True,  # noqa: A001
+            second_order: bool = False) -> Kernel:
     """Compile a program (text, or a path to a .loop file) to a Kernel, cached by
-    source and options."""
+    source and options; ``second_order`` adds ``jvp``, ``hvp`` and
+    ``hessian_diagonal``."""
     text, filename = read_source(text_or_path)
     _backend(backend)
-    return _compile_cached(text, filename, backend, bool(optimize))
+    return _compile_cached(text, filename, backend, bool(optimize), bool(second_order))

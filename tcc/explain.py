@@ -18,7 +18,7 @@ from .autodiff import differentiate
 from .check import Info, analyze
 from .pipeline import Pipeline
 from .gradcheck import choose_sizes, random_inputs, random_seeds
-from .ir import children, Affine, Ref, reads, walk
+from .ir import children, Affine, Ref, grad_name, index_cmps, reads, walk
 from .passes import Rewrite
 from .parse import read_source
 
@@ -59,6 +59,8 @@ def _vars(e) -> set[str]:
     for r in reads(e):
         for ix in r.index:
             out.update(ix.vars)
+    for c in index_cmps(e):         # a comparison is an array over its indices too
+        out.update(c.vars)
     return out
 
 
@@ -83,9 +85,9 @@ def cost(info: Info, sizes: dict[str, int], itemsize: int = 8) -> tuple[float, f
         tvars = {v for ix in s.target.index for v in ix.vars}
         summed = [v for v in s.loops if v not in tvars]
         biggest = 0
-        if not summed or s.op == "max=":
+        if not summed or s.op in ("max=", "min="):
             flops += n(s.loops) * max(_ops(s.expr), 1)
-            biggest = n(s.loops) if s.op == "max=" else 0
+            biggest = n(s.loops) if s.op in ("max=", "min=") else 0
         else:
             for _, term in split_terms(s.expr):
                 operands = []
@@ -254,18 +256,15 @@ def lowered_lines(p: Pipeline) -> list[str]:
     scatters), before any backend's table spells it."""
     from .backends.lower import lower_program
     from .backends.operands import Context, Names
-    from .check import require_lowerable
-    from .errors import TccError
-    try:
-        require_lowerable(p.info)
-    except TccError as err:
-        return [f"Lowered: not lowered ({err.message})"]
     names = Names(dict.fromkeys([*p.info.roles, *p.binfo.roles, *p.info.dims, *p.binfo.dims]))
-    out = ["Lowered (the target IR; each backend prints these nodes through its table):"]
+    out = ["Lowered for NumPy (the target IR; each backend prints these nodes through its "
+           "table):"]
+    returned = {"forward": set(p.info.outputs) | set(p.saved),
+                "backward": {grad_name(t) for t in p.info.differentiable}}
     for label, info in (("forward", p.info), ("backward", p.binfo)):
+        ctx = Context(info, names, row_blocks=True, returned=returned[label])
         out += ["", f"  {label}:"]
-        out += ["    " + line for s in lower_program(Context(info, names))
-                for line in str(s).splitlines()]
+        out += ["    " + line for s in lower_program(ctx) for line in str(s).splitlines()]
     return out
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from . import algebra, rules
 from .autodiff import active_tensors, build_product, derivative, read_paths
 from .check import Info
-from .ir import (Affine, Bin, Call, DimVal, Expr, Gather, Num, Program, Ref, Stmt, children,
+from .ir import (Affine, Bin, Call, DimVal, Expr, Gather, IndexCmp, Num, Program, Ref, Stmt,
+                 children,
                  grad_name, map_refs, rebuild, reads, walk)
 from .names import fresh
 from .passes import Context, elementwise_def, readers, taken_names, updates
@@ -58,7 +59,8 @@ def find_softmaxes(info: Info) -> list[Softmax]:
     rds = readers(stmts)
     out = []
     for kb, b in enumerate(stmts):
-        if len(ups[b.target.tensor]) != 1 or not elementwise_def(b) or b.op == "-=":
+        if len(ups[b.target.tensor]) != 1 or not elementwise_def(b) or b.op == "-=" or \
+                b.written:
             continue
         form = softmax_form(b.expr)
         if form is None:
@@ -71,7 +73,8 @@ def find_softmaxes(info: Info) -> list[Softmax]:
         a = stmts[ka]
         zplain = [ix.plain if isinstance(ix, Affine) else None for ix in zread.index]
         aplain = [ix.plain if isinstance(ix, Affine) else None for ix in a.target.index]
-        if a.op != "+=" or not all(zplain) or not all(aplain) or len(set(aplain)) != len(aplain):
+        if a.op != "+=" or not all(zplain) or not all(aplain) or \
+                len(set(aplain)) != len(aplain) or a.written:
             continue
         if rules.match(rules.EXP_SUM, a.expr) is None:
             continue
@@ -152,8 +155,11 @@ def fuse_softmax_xent(program: Program, ctx: Context) -> Program:
             continue
         kc = p_readers[0]
         c = fstmts[kc]
-        if len(ups[c.target.tensor]) != 1 or c.op not in ("=", "+=", "-="):
+        if len(ups[c.target.tensor]) != 1 or c.op not in ("=", "+=", "-=") or c.written:
             continue
+        one_hot = one_hot_gather(c)
+        if one_hot is not None:     # -(k == y[b]) * log(p[b, k]) is -log(p[b, y[b]])
+            c, bracket = one_hot
         if not (isinstance(sm.arg, Ref) and sm.arg.index == sm.target.index):
             continue            # the simple, common case: p = softmax(s) of a tensor read
         coef, fs = algebra.flatten(c.expr)
@@ -209,10 +215,39 @@ def fuse_softmax_xent(program: Program, ctx: Context) -> Program:
         before = [stmts[k] for k in group]
         stmts = stmts[:group[0]] + new + [s for k, s in enumerate(stmts)
                                           if k > group[0] and k not in group]
+        why = ""
+        if one_hot is not None:
+            why = (f"; the one-hot {bracket} picks {bracket.rhs} in each row, as the "
+                   f"gather in {c.expr} does (the backward checks those positions)")
         ctx.add("softmax-xent", f"{c.target.tensor} is the cross-entropy of the softmax "
                 f"{sm.p}: d/d{s_ref.tensor} is L.grad * (p - onehot), no exp, log or "
-                "division", before, new)
+                f"division{why}", before, new)
     return ctx.program(stmts)
+
+
+def one_hot_gather(c: Stmt) -> tuple[Stmt, IndexCmp] | None:
+    """The statement with a one-hot factor ``(k == y[b])`` (a loop index the
+    target does not have, against a gathered position) summed away: ``L[b] -=
+    (k == y[b]) * log(p[b, k])`` over b, k is ``L[b] -= log(p[b, y[b]])`` over
+    b, the form the softmax + cross-entropy fusion recognizes. With the bracket
+    written ``(y[b] == k)`` too (it comes back as ``(k == y[b])``); else None."""
+    coef, fs = algebra.flatten(c.expr)
+    target_vars = {v for ix in c.target.index for v in ix.vars}
+    for n, (f, power) in enumerate(fs):
+        if not (isinstance(f, IndexCmp) and f.op == "==" and power == 1):
+            continue
+        for side, other in ((f.lhs, f.rhs), (f.rhs, f.lhs)):
+            v = side.plain if isinstance(side, Affine) else None
+            if v is None or v not in c.loops or v in target_vars or \
+                    not isinstance(other, Gather) or v in other.vars:
+                continue
+            rest = [(algebra.subst(g, {v: other}), k) for g, k in fs[:n] + fs[n + 1:]]
+            if any(g is None for g, _ in rest):
+                continue
+            loops = tuple(u for u in c.loops if u != v)
+            return (replace(c, loops=loops, expr=algebra.rebuild(coef, rest)),
+                    IndexCmp("==", side, other, f.pos))
+    return None
 
 
 # ------------------------------------------------------------- stability
@@ -248,7 +283,7 @@ def stabilize(program: Program, ctx: Context) -> Program:
         shifted = Bin("-", e, Ref(m_name, a.target.index))
         def shifted_all(stmts, z=z, zvars=zvars, e=e, a=a, m_at=m_at, fstmts=fstmts):
             out = [replace(s, expr=_shift_reads(s.expr, z, zvars, e, a.loops, m_at, fstmts,
-                                                info)) for s in stmts]
+                                                info, bool(s.written))) for s in stmts]
             return None if any(s.expr is None for s in out) else out
 
         rest_f = shifted_all(fstmts[:a_index] + fstmts[a_index + 1:])
@@ -285,7 +320,7 @@ def _exp_sums(fstmts):
         sigma = rules.match(rules.EXP_SUM, s.expr)
         if s.op == "+=" and len(ups[s.target.tensor]) == 1 and sigma is not None and \
                 all(isinstance(ix, Affine) and ix.plain for ix in s.target.index) and \
-                len(s.loops) > len(s.target.index):
+                len(s.loops) > len(s.target.index) and not s.written:
             yield k, s, sigma["?E"]
 
 
@@ -331,13 +366,15 @@ def _share_exp(fstmts: list[Stmt], a_index: int, taken: set[str]) -> list[Stmt]:
     return out
 
 
-def _shift_reads(expr, z, zvars, e, a_loops, m_at, fstmts, info):
+def _shift_reads(expr, z, zvars, e, a_loops, m_at, fstmts, info, padded=False):
     """Rewrite every read of Z (the unshifted sum) in terms of the shifted one:
     exp(E') / Z  ->  exp(E' - m) / Z,   log(Z) -> m + log(Z),
     log(exp(E') / Z) (a log-softmax read through p) -> E' - m - log(Z).
     None if some read of Z fits none of these."""
     if not any(r.tensor == z for r in reads(expr)) and not _reads_softmax_log(expr, z, fstmts):
         return expr
+    if padded:          # reads outside read 0 there: keep the program as it is
+        return None
     return _shift(expr, z, zvars, e, a_loops, m_at, fstmts, info)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _rt, functions
 from .check import Info
-from .ir import Bin, Call, Program, grad_name, py_name, walk
+from .ir import Affine, Bin, Call, Gather, Program, grad_name, index_cmps, py_name, walk
 
 SIZE_POOL = (3, 4, 5, 2, 6, 7, 3, 4, 5, 6)
 H = 1e-6
@@ -179,6 +179,9 @@ def random_inputs(info: Info, sizes: dict[str, int], seed: int = 0,
             _, name, _tensor, _axis, size = step
             n = size if isinstance(size, int) else full[size]
             limits[name] = min(limits.get(name, n), n)
+    for name, size in comparison_limits(info):
+        n = size if isinstance(size, int) else full[size]
+        limits[name] = min(limits.get(name, n), n)
     out = {}
     for t in info.inputs:
         shape = tuple(e if isinstance(e, int) else full[e] for e in info.shapes[t])
@@ -190,6 +193,19 @@ def random_inputs(info: Info, sizes: dict[str, int], seed: int = 0,
             out[t] = rng.uniform(0.5, 1.5, size=shape)
         else:
             out[t] = rng.standard_normal(shape)
+    return out
+
+
+def comparison_limits(info: Info) -> list[tuple[str, object]]:
+    """(data, size) for gathered positions that an index comparison compares
+    with a loop index, ``(k == y[b])``: drawn in k's range, so the comparison is
+    sometimes true (its values are not range-checked, unlike a gather's)."""
+    out = []
+    for si in info.stmts:
+        for c in index_cmps(si.stmt.expr):
+            for side, other in ((c.lhs, c.rhs), (c.rhs, c.lhs)):
+                if isinstance(other, Gather) and isinstance(side, Affine) and side.plain:
+                    out.append((other.tensor, si.ranges[side.plain]))
     return out
 
 

@@ -23,7 +23,7 @@ from .autodiff import differentiate as _differentiate
 from .check import Info, analyze
 from .errors import TccError
 from .gradcheck import Blame, Report, Row
-from .ir import Decl, Program, base_name, grad_name, is_grad, py_name, reads
+from .ir import Decl, Program, base_name, grad_name, index_cmps, is_grad, py_name, reads
 from .parse import parse as _parse_text
 from .parse import read_source
 
@@ -52,11 +52,14 @@ def nothing_to_differentiate(info: Info, filename: str | None) -> str | None:
 # ----------------------------------------------------------- hand-written
 
 def _names_used(s) -> list:
-    """(name, pos) of every tensor a statement names: target, reads, gathers."""
+    """(name, pos) of every tensor a statement names: target, reads, gathers
+    (also those of index comparisons, ``(k == y[b])``)."""
     refs = [s.target, *reads(s.expr)]
     out = [(r.tensor, r.pos or s.pos) for r in refs]
     out += [(ix.tensor, ix.pos or s.pos) for r in refs for ix in r.index
             if hasattr(ix, "tensor")]
+    out += [(ix.tensor, ix.pos or c.pos or s.pos) for c in index_cmps(s.expr)
+            for ix in c.sides if hasattr(ix, "tensor")]
     return out
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from .check import Info
-from .ir import Program, reads
+from .ir import Program, index_cmps, reads
 
 FORMATS = ("svg", "png", "pdf", "dot")
 
@@ -53,8 +53,9 @@ def _cluster(name: str, title: str, info: Info, prefix: str) -> list[str]:
         for r in reads(s.expr):
             if r.tensor not in sources:
                 sources.append(r.tensor)
-        for r in [s.target, *reads(s.expr)]:
-            for ix in r.index:
+        for index in [r.index for r in [s.target, *reads(s.expr)]] + \
+                [c.sides for c in index_cmps(s.expr)]:
+            for ix in index:
                 if hasattr(ix, "tensor") and ix.tensor not in sources:
                     sources.append(ix.tensor)      # a gather reads its positions
         for src in sources:

@@ -386,8 +386,9 @@ def gathers(index: tuple[Index, ...]) -> list[Gather]:
 
 
 def py_name(tensor: str) -> str:
-    """How Python spells a tensor name: ``X.grad`` is ``X_grad``."""
-    return tensor.replace(".grad", "_grad")
+    """How Python spells a tensor name: ``X.grad`` is ``X_grad``, ``X.dot`` is
+    ``X_dot``, ``X.hess`` is ``X_hess``."""
+    return tensor.replace(".grad", "_grad").replace(".dot", "_dot").replace(".hess", "_hess")
 
 
 GRAD = ".grad"
@@ -406,3 +407,30 @@ def is_grad(tensor: str) -> bool:
 def base_name(tensor: str) -> str:
     """The tensor a gradient belongs to (``X.grad`` -> ``X``); other names unchanged."""
     return tensor[:-len(GRAD)] if tensor.endswith(GRAD) else tensor
+
+
+DOT = ".dot"
+HESS = ".hess"
+
+
+def tangent_name(tensor: str) -> str:
+    """The tangent's name in forward mode: ``X`` -> ``X.dot``, ``X.grad`` -> ``X.grad.dot``."""
+    return tensor + DOT
+
+
+def hess_name(tensor: str) -> str:
+    """The name of a tensor's Hessian diagonal: ``X`` -> ``X.hess``."""
+    return tensor + HESS
+
+
+def is_tangent(tensor: str) -> bool:
+    return tensor.endswith(DOT)
+
+
+def shape_owner(tensor: str) -> str:
+    """The tensor whose shape a derived name has: ``X.grad.dot``, ``X.dot``,
+    ``X.hess`` and ``X.grad`` all have the shape of ``X``."""
+    for suffix in (DOT, HESS, GRAD):
+        if tensor.endswith(suffix):
+            tensor = tensor[:-len(suffix)]
+    return tensor

@@ -24,7 +24,7 @@ from typing import Callable
 from .autodiff import differentiate, with_declarations
 from .check import Info, analyze
 from .fusions import find_softmaxes, fuse_softmax, fuse_softmax_xent, stabilize
-from .ir import Program, stmt_vars
+from .ir import Program, grad_name, stmt_vars
 from .passes import (Context, Log, Rewrite, binarize, dead, inline, merge, reuse, simplify,
                      taken_names)
 
@@ -91,7 +91,9 @@ def stable_forms(info: Info, backward: Program,
     forward = run(STABLE, info.program, ctx)
     if forward is info.program:
         return forward, backward
-    return forward, with_declarations(analyze(forward), list(ctx.backward.stmts))
+    finfo = analyze(forward)
+    return forward, with_declarations(finfo, list(ctx.backward.stmts),
+                                      seeds=[grad_name(t) for t in finfo.outputs])
 
 
 def optimize(program: Program) -> Program:

@@ -37,7 +37,8 @@ _TOKEN_TEXT = {
     "UPDATE": "an update ('+=', '-=', '=', 'max=' or 'min=')", "CMP": "a comparison",
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "POW": "'**'",
     "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'", "COMMA": "','",
-    "COLON": "':'", "FOR": "'for'", "IN": "'in'", "GRAD": "'.grad'", "_NL": "end of line",
+    "COLON": "':'", "FOR": "'for'", "IN": "'in'", "GRAD": "'.grad'", "DOT": "'.dot'",
+    "HESS": "'.hess'", "_NL": "end of line",
     "$END": "end of input", "DIM": "'dim'", "BATCH": "'batch'",
 }
 
@@ -91,11 +92,17 @@ class _ToIR(Transformer):
 
     # ---- declarations
     def tensor_name(self, items):
-        name = items[0]
-        if len(items) > 2:
+        name, *suffixes = items
+        kinds = [str(t) for t in suffixes]
+        if kinds.count(".grad") > 1:
             raise TccError("'X.grad.grad' is not a name: only one '.grad' is allowed",
-                           _pos(items[2]))
-        return (str(name) + (".grad" if len(items) == 2 else ""), _pos(name))
+                           _pos(suffixes[[k for k, t in enumerate(kinds) if t == ".grad"][1]]))
+        # the names are X, X.grad, X.dot, X.grad.dot and X.hess
+        if kinds not in ([], [".grad"], [".dot"], [".grad", ".dot"], [".hess"]):
+            bad = next((t for t in suffixes[1:]), suffixes[0])
+            raise TccError(f"'{name}{''.join(kinds)}' is not a name: a name may end in "
+                           "'.grad', '.dot', '.grad.dot' or '.hess'", _pos(bad))
+        return (str(name) + "".join(kinds), _pos(name))
 
     def scalar_item(self, items):
         (name, pos), = items

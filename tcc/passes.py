@@ -58,7 +58,9 @@ class Context:
         """A program of these statements, declared as the stage's programs are."""
         if self.stage == "forward":
             return Program(self.info.program.decls, tuple(stmts))
-        return with_declarations(self.info, list(stmts))
+        # an output's gradient that the backward adds to stays its given seed
+        return with_declarations(self.info, list(stmts),
+                                 seeds=[grad_name(t) for t in self.info.outputs])
 
     def add(self, name: str, why: str, before, after, **kw):
         if self.log is not None:
@@ -81,6 +83,13 @@ def elementwise_def(s: Stmt) -> bool:
     plain = [ix.plain if isinstance(ix, Affine) else None for ix in idx]
     return all(plain) and len(set(plain)) == len(plain) and set(plain) == set(s.loops) \
         and s.op in ("=", "+=", "-=")
+
+
+def seeds(program: Program) -> set[str]:
+    """The data seeds a backward program adds to (an output read by later
+    statements): they start at the given values, so no update defines them."""
+    data = {d.name for d in program.decls if d.role == "data"}
+    return {s.target.tensor for s in program.stmts if s.target.tensor in data}
 
 
 def updates(stmts) -> dict[str, list[int]]:
@@ -106,12 +115,14 @@ def readers(stmts) -> dict[str, list[int]]:
 
 # ------------------------------------------------------------------ reuse
 
-def definitions(stmts, forward: bool = False) -> list[Definition]:
-    """Tensors defined by one elementwise update, usable as saved values."""
+def definitions(stmts, forward: bool = False, seeds=frozenset()) -> list[Definition]:
+    """Tensors defined by one elementwise update, usable as saved values (not a
+    seed the update adds to, nor a statement that pads with zeros)."""
     out = []
     ups = updates(stmts)
     for k, s in enumerate(stmts):
-        if len(ups[s.target.tensor]) != 1 or not elementwise_def(s):
+        if len(ups[s.target.tensor]) != 1 or not elementwise_def(s) or s.written or \
+                s.target.tensor in seeds:
             continue
         expr = Neg(s.expr) if s.op == "-=" else s.expr
         if isinstance(s.expr, (Ref, Num, DimVal)):
@@ -133,9 +144,12 @@ def reuse(program: Program, ctx: Context) -> Program:
     fdefs = definitions([si.stmt for si in info.stmts], forward=True)
     # the gradients the backward returns are its outputs: no statement may read them
     results = {grad_name(t) for t in info.differentiable}
-    bdefs = [d for d in definitions(stmts) if d.tensor not in results]
+    bdefs = [d for d in definitions(stmts, seeds=seeds(program)) if d.tensor not in results]
     out = []
     for k, s in enumerate(stmts):
+        if s.written:           # reads outside read 0 there, which the saved value does not
+            out.append(s)
+            continue
         usable = [d for d in fdefs + [d for d in bdefs if d.where < k]
                   if d.tensor != s.target.tensor]
         new, fired = rules.rewrite(s.expr, rules.REUSE, usable)
@@ -159,17 +173,21 @@ def inline(program: Program, ctx: Context) -> Program:
     into its reader. Safe: the value is the same expression, read at the same
     positions, and everything it reads is complete before the reader runs."""
     stmts = list(program.stmts)
+    given = seeds(program)
     while True:
         ups, rds = updates(stmts), readers(stmts)
         for k, s in enumerate(stmts):
             t = s.target.tensor
-            if t in ctx.outputs or len(ups[t]) != 1 or not elementwise_def(s):
+            if t in ctx.outputs or t in given or len(ups[t]) != 1 or not elementwise_def(s) \
+                    or s.written:
                 continue
             uses = rds.get(t, [])
             if len(uses) != 1:
                 continue
             j = uses[0]
             reader = stmts[j]
+            if reader.written:      # a padded read of t is 0 outside, not the expression
+                continue
             refs = [r for r in reads(reader.expr) if r.tensor == t]
             if len(refs) != 1 or any(r.tensor == reader.target.tensor for r in reads(s.expr)):
                 continue
@@ -230,7 +248,7 @@ def _keep_sums(info: Info, before: Stmt, after: Stmt) -> Stmt:
     lost = [v for v in after.loops if v not in used]
     if not lost:
         return after
-    if before.origin is None or before.op == "max=":
+    if before.origin is None or before.op in ("max=", "min="):
         return before
     ranges = info.stmts[before.origin[0]].ranges
     factors: list[Expr] = []
@@ -246,7 +264,8 @@ def _keep_sums(info: Info, before: Stmt, after: Stmt) -> Stmt:
     for f in factors:
         expr = Bin("*", f, expr)
     return replace(after, loops=tuple(v for v in after.loops if v in used),
-                   expr=algebra.simplify(expr))
+                   expr=algebra.simplify(expr),
+                   written=tuple((v, n) for v, n in after.written if v in used))
 
 
 def merge(program: Program, ctx: Context) -> Program:
@@ -266,7 +285,7 @@ def merge(program: Program, ctx: Context) -> Program:
                 a, b = stmts[i], stmts[j]
                 if a.target != b.target or set(a.loops) != set(b.loops) or \
                         a.op not in ("+=", "-=") or b.op not in ("+=", "-=") or \
-                        ranges[i] != ranges[j]:
+                        ranges[i] != ranges[j] or dict(a.written) != dict(b.written):
                     continue
                 if any(r.tensor == t for r in reads(a.expr) + reads(b.expr)):
                     continue
@@ -315,7 +334,7 @@ def binarize(program: Program, ctx: Context) -> Program:
         refs = [f for f, k in fs if k == 1 and isinstance(f, Ref) and f.index and
                 all(isinstance(ix, Affine) and ix.plain for ix in f.index)]
         target_vars = [ix.plain for ix in s.target.index if isinstance(ix, Affine)]
-        if len(refs) < 3 or len(refs) != len(fs) or s.op == "max=" or \
+        if len(refs) < 3 or len(refs) != len(fs) or s.op in ("max=", "min=") or s.written or \
                 not all(target_vars) or len(target_vars) != len(s.target.index):
             out.append(s)
             continue

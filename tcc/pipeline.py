@@ -6,7 +6,7 @@ program the compiled module's backward runs, on what its forward returns."""
 from __future__ import annotations
 
 from .autodiff import differentiate
-from .check import analyze, require_lowerable, size_symbols
+from .check import analyze, size_symbols
 from .errors import TccError
 from .parse import parse as _parse_text
 
@@ -14,17 +14,12 @@ from .parse import parse as _parse_text
 class Pipeline:
     """The stages for one program: forward and backward, optimized or not."""
 
-    def __init__(self, text: str, filename: str | None, optimize: bool,
-                 lowering: bool = False):
-        """lowering: the program is to be compiled, so refuse (with a positioned
-        error) a form the compiled backends do not lower yet."""
+    def __init__(self, text: str, filename: str | None, optimize: bool):
         from .optimize import Log, optimize_backward, optimize_forward, stable_forms
         program = _parse_text(text, filename)
         self.log = Log()
         try:
             info = analyze(program)
-            if lowering:
-                require_lowerable(info)
             self.original = info
             if optimize:
                 info = analyze(optimize_forward(info, self.log))

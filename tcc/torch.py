@@ -62,7 +62,7 @@ class _Spec:
             text, filename = _without_averaging(program), None
         self.kernel = compiler.compile(text if filename is None else filename,
                                        backend="torch", optimize=optimize)
-        p = Pipeline(text, filename, optimize, lowering=True)
+        p = Pipeline(text, filename, optimize)
         info = p.info
         self.info = info
         self.inputs = [py_name(t) for t in info.inputs]

@@ -35,7 +35,7 @@ import itertools
 import os
 from dataclasses import dataclass
 
-from tcc.ir import Affine, Bin, Call, DimVal, Gather, Neg, Num, Program, Ref, Stmt
+from tcc.ir import Affine, Bin, Call, DimVal, Gather, IndexCmp, Neg, Num, Program, Ref, Stmt
 
 MAX_PERMUTED_LOOPS = 7        # more loop variables than this: named by first appearance
 SIG_DIGITS = 10               # coefficients compare to this many significant digits
@@ -101,7 +101,7 @@ class _PowAtom:
 def _expand(e) -> list[tuple[float, list, list]]:
     if isinstance(e, Num):
         return [(float(e.value), [], [])]
-    if isinstance(e, (Ref, DimVal)):
+    if isinstance(e, (Ref, DimVal, IndexCmp)):
         return [(1.0, [e], [])]
     if isinstance(e, Neg):
         return [(-c, n, d) for c, n, d in _expand(e.arg)]
@@ -212,8 +212,11 @@ class _Renderer:
             return f"({self.sum(f.prods, m)})"
         if isinstance(f, _PowAtom):
             return f"pow({self.expr(f.base, m)}, {self.expr(f.exp, m)})"
-        if isinstance(f, Bin):                                   # a comparison
-            a, b = self.expr(f.lhs, m), self.expr(f.rhs, m)
+        if isinstance(f, (Bin, IndexCmp)):                       # a comparison
+            if isinstance(f, IndexCmp):                         # of positions
+                a, b = self.index(f.lhs, m), self.index(f.rhs, m)
+            else:
+                a, b = self.expr(f.lhs, m), self.expr(f.rhs, m)
             op = f.op
             if op in ("<", "<="):
                 a, b, op = b, a, _FLIP[op]
@@ -260,7 +263,7 @@ def _load(program) -> Program:
 def _stmt_terms(s: Stmt, r: _Renderer, target_name: str | None = None) -> list[Term]:
     """The terms of one statement, each with its own canonical loop names."""
     sign = -1.0 if s.op == "-=" else 1.0
-    op = "max=" if s.op == "max=" else "+="
+    op = s.op if s.op in ("max=", "min=") else "+="
     loops = list(s.loops)
     out = []
     for c, num, den in _expand(s.expr):

@@ -31,9 +31,8 @@ upper bound of every expression's magnitude and squashes (``tanh``) or
 rescales what would grow too large, so finite differences stay meaningful
 after a chain of eight statements.
 
-With ``breadth=True`` (issue 12's forms, which the reference interpreter,
-the differentiator and the printer handle but the compiled backends do not
-lower yet) it also draws index comparisons (``(i == j)``, ``(k == p3[b])``,
+With ``breadth=True`` (issue 12's forms; the backend properties draw with
+it) it also draws index comparisons (``(i == j)``, ``(k == p3[b])``,
 ``(t < B - 1)``), stacked constant targets (``w[b, 0] += ...; w[b, 1] +=
 ...``), written ranges with zero padding (``for n in N, i in 3: ... x[n + i -
 1]``), ``min=``, and declared outputs that later statements read.
@@ -1078,7 +1077,7 @@ def programs(draw, max_stmts: int = 8, grad_names: bool = True,
 
     breadth: also draw issue 12's forms (index comparisons, stacked constant
     targets, written ranges with padding, ``min=``, outputs read later). Off
-    by default: the compiled backends do not lower them yet."""
+    by default, so that the strategy's coverage test counts the other forms."""
     return _Gen(draw, grad_names, breadth).program(max_stmts)
 
 

@@ -76,7 +76,7 @@ def _record(name: str, report) -> float:
 
 def test_the_catalogue_is_big_enough_and_valid():
     assert len(CATALOGUE) >= 30
-    assert len(COURSE_EXAMPLES) == 11
+    assert len(COURSE_EXAMPLES) == 14
     for case in CATALOGUE:
         analyze(tcc.parse(case.text))               # every entry is a valid program
 

@@ -318,20 +318,3 @@ def test_run_time_bounds_error_names_the_statement():
     src = "input x[T], w[K]\noutput y[T]\nfor t, k: y[t] += x[t + k] * w[k]\n"
     with pytest.raises(ValueError, match=r"ranges over 0\.\.4 .*line 3: for t, k"):
         run(tcc.parse(src), {"x": np.ones(4), "w": np.ones(2)})
-
-
-# ------------------------------------------------------------ the compiled backends
-
-@pytest.mark.parametrize("src, what", [
-    ("input s[B, J]\noutput m[B]\nfor b, j: m[b] min= s[b, j]\n", "'min='"),
-    ((FRONT / "same_conv1d_single.loop").read_text(), "written range"),
-    ((FRONT / "softmax_xent_bracket.loop").read_text(), "index comparison (k == y[b])"),
-    ("input x[B, J]\nfor b, j: w[b, 0] += x[b, j]\n", "stacked constant target"),
-    (TWO_LAYERS, "output 'h1' read by a later statement"),
-])
-def test_compiling_a_form_the_backends_cannot_lower_is_a_clear_error(src, what):
-    """Until the lowering learns them: a positioned TccError, never wrong numbers."""
-    with pytest.raises(tcc.TccError, match="not supported by the compiled backends yet") as e:
-        tcc.compile(src)
-    assert what in e.value.message and e.value.pos is not None
-    tcc.grad_text(src)                  # `tcc grad` prints them all the same

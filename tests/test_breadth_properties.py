@@ -2,10 +2,11 @@
 ``programs(breadth=True)``: index comparisons, stacked constant targets,
 written ranges with zero padding, ``min=`` and outputs read later.
 
-The compiled backends do not lower these forms yet, so these properties use
-the front end only: the printer round-trips forward and backward, the
+Here the front end: the printer round-trips forward and backward, the
 reference interpreter's gradients match finite differences, and the printed
-backward runs in the interpreter and gives the same gradients.
+backward runs in the interpreter and gives the same gradients. The compiled
+backends are checked on the same programs by tests/test_properties.py, whose
+backend properties draw ``programs(breadth=True)``.
 """
 
 from __future__ import annotations

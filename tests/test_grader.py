@@ -203,6 +203,9 @@ def test_graph_dot_text():
     assert '"backward:e" -> "backward:s.grad"' in dot
     scalar = graph.program_dot(_forward("ttic_relu_unit"))
     assert '"y" [label="y\\nscalar"' in scalar and "cluster_backward" not in scalar
+    # the labels of a one-hot bracket are read too
+    bracket = graph.program_dot(_forward("softmax_xent_bracket"))
+    assert '"y" -> "L" [label="for b, k: L[b] -= (k == y[b]) * log(p[b, k])"];' in bracket
 
 
 def test_graph_cli_writes_dot_and_falls_back_without_dot(tmp_path, monkeypatch, capsys):
@@ -229,7 +232,7 @@ def test_graph_renders_svg(tmp_path):
 
 def test_readme_shows_the_wrong_intermediate_report():
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    block = next(b for b in re.findall(r"```\n(.*?)```", readme, re.S)
+    block = next(b for tag, b in re.findall(r"^```(\w*)\n(.*?)^```$", readme, re.S | re.M)
                  if b.startswith("$ tcc check ugrnn_cell.loop --backward wrong_gate.loop"))
     shown = [ln for ln in block.splitlines()[1:] if ln != "..."]
     path = os.path.relpath(_answer("ugrnn_cell__gate_grad"), ROOT)

@@ -123,6 +123,25 @@ def test_comparisons_are_normalized():
     assert not same("u.grad += y.grad * (u > w)\n", "u.grad += y.grad * (w > u)\n")
 
 
+def test_index_comparisons_are_normalized_with_the_loop():
+    assert same("for b, k: s.grad[b, k] += L.grad[b] * (k == y[b])\n",
+                "for c, j: s.grad[c, j] += (y[c] == j) * L.grad[c]\n")
+    assert same("for t, j: a.grad[t, j] += o.grad[t] * (j <= t)\n",
+                "for u, i: a.grad[u, i] += (u >= i) * o.grad[u]\n")
+    assert same("for i, j: A.grad[i, j] += t.grad * (i == j)\n",
+                "for a, b: A.grad[a, b] += t.grad * (b == a)\n")
+    assert not same("for t, j: a.grad[t, j] += o.grad[t] * (j <= t)\n",
+                    "for t, j: a.grad[t, j] += o.grad[t] * (j < t)\n")
+    assert not same("for t, j: a.grad[t, j] += o.grad[t] * (j <= t)\n",
+                    "for t, j: a.grad[t, j] += o.grad[t] * (t <= j)\n")
+    assert not same("for b, k: s.grad[b, k] += L.grad[b] * (k == y[b])\n",
+                    "for b, k: s.grad[b, k] += L.grad[b] * (k == z[b])\n")
+
+
+def test_min_is_not_max():
+    assert not same("for b, j: s.grad[b] min= s[b, j]\n", "for b, j: s.grad[b] max= s[b, j]\n")
+
+
 def test_gather_and_affine_indices_rename_with_the_loop():
     assert same("for b: s.grad[b, y[b]] -= L.grad[b]\n", "for c: s.grad[c, y[c]] -= L.grad[c]\n")
     assert same("for n, k, i: x.grad[2*n + i, k] += f.grad[n] * W[k, i]\n",

@@ -409,6 +409,8 @@ GOLDEN_SOURCES = {
     "ttic_relu_unit": example_path("ttic_relu_unit"),
     "ttic_ugrnn_linear": example_path("ttic_ugrnn_linear"),
     "residual_block": example_path("residual_block"),
+    "softmax_xent_bracket": example_path("softmax_xent_bracket"),
+    "same_conv1d_single": example_path("same_conv1d_single"),
 }
 GOLDEN_FILES = sorted(os.path.basename(f)[:-len(".grad.opt.loop")]
                       for f in glob.glob(os.path.join(GOLDEN, "*.grad.opt.loop")))

@@ -136,7 +136,7 @@ def test_printing_round_trips(g):
 # ----------------------------------------- b. backends against the interpreter
 
 @settings(max_examples=scaled(2))
-@given(programs())
+@given(programs(breadth=True))
 def test_backends_match_the_interpreter(g):
     note_features(g)
     ref = Reference(g)
@@ -169,7 +169,7 @@ def test_backends_match_the_interpreter(g):
 # ----------------------------------------------- c. finite differences
 
 @settings(max_examples=scaled(1))
-@given(programs())
+@given(programs(breadth=True))
 def test_gradients_match_finite_differences(g):
     note_features(g)
     report = api.check(g.text, sizes=g.sizes, seed=g.seed % 1000)
@@ -177,7 +177,7 @@ def test_gradients_match_finite_differences(g):
 
 
 @settings(max_examples=scaled(1))
-@given(programs())
+@given(programs(breadth=True))
 def test_gradients_match_our_finite_differences(g):
     """The interpreter's gradients against finite differences of the compiled
     unoptimized forward, on the strategy's arrays (not tcc's own)."""
@@ -233,7 +233,7 @@ def run_printed(printed: str, ref: Reference, optimize: bool, backend="numpy") -
 
 
 @settings(max_examples=scaled(1))
-@given(programs(), st.booleans(), st.booleans())
+@given(programs(breadth=True), st.booleans(), st.booleans())
 def test_printed_backward_compiles_and_agrees(g, optimize_grad, optimize_compile):
     note_features(g)
     ref = Reference(g)
@@ -290,7 +290,7 @@ def other_process():
 
 
 @settings(max_examples=scaled(2))
-@given(g=programs())
+@given(g=programs(breadth=True))
 def test_generated_module_is_deterministic(g, other_process):
     note_features(g)
 

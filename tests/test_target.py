@@ -223,7 +223,7 @@ def test_explain_lowered_prints_the_target_ir(capsys):
     path = os.path.join(EXAMPLES, "conv1d_stride2.loop")
     assert main(["explain", "--lowered", path]) == 0
     out = capsys.readouterr().out
-    lowered = out[out.index("Lowered (the target IR"):]
+    lowered = out[out.index("Lowered for NumPy (the target IR"):]
     # the strategy the lowering chose, before a backend spells it: tap loops of
     # matrix products on strided slices, and the affine scatter of the backward
     assert "for i in range(F):" in lowered

@@ -26,6 +26,9 @@ gradients against finite differences on random inputs.
 # ruff: noqa: E501  (each statement is one line, quoted above the code for it)
 
 import numpy as np
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 # ---- run-time checks, shared with tcc's reference interpreter (tcc/_rt.py)
 
@@ -305,6 +308,46 @@ def need_saved(*names, arrays):
         raise ValueError(f"backward() needs {', '.join(map(repr, missing))}, which forward() "
                          "returns: call backward(grads, **inputs, **forward(**inputs))")
 
+# ---- helpers
+
+# Row blocks. A group of elementwise and row-reduction statements runs on blocks of
+# rows (about _BLOCK_BYTES of its arrays each) while they are in cache, on a thread
+# pool when the arrays are large: NumPy releases the GIL in ufuncs and reductions,
+# and no BLAS call runs inside a group, so the pool never competes with BLAS's threads.
+# Blocks split rows only, never a reduction: any thread count gives the same bits.
+_BLOCK_BYTES = 1 << 19
+_SMALL_BYTES = 1 << 18
+_POOLS = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _threads():
+    # TCC_NUM_THREADS, by default (and at most) the cores this process may run on
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    want = os.environ.get("TCC_NUM_THREADS", "").strip()
+    return max(1, min(cores or 1, int(want) if want.isdigit() else cores or 1))
+
+
+def _row_blocks(fn, n, arrays):
+    # fn(*rows) on the same rows lo:hi of every array (each has n rows), block by block
+    row = sum(a.itemsize * (a.size // n) for a in arrays) if n else 0
+    if n * row < _SMALL_BYTES:
+        fn(*arrays)
+        return
+    step = max(1, _BLOCK_BYTES // max(row, 1))
+    blocks = [tuple(a[lo:lo + step] for a in arrays) for lo in range(0, n, step)]
+    threads = min(_threads(), len(blocks))
+    if threads <= 1:
+        for block in blocks:
+            fn(*block)
+        return
+    with _POOL_LOCK:                    # one pool per size, made at first use
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="tcc")
+    for done in [pool.submit(fn, *block) for block in blocks]:
+        done.result()
+
 # ---- the program's tensors, sizes and checks
 
 _FORWARD_KINDS = {'s': 'float'}
@@ -325,16 +368,21 @@ def forward(**tensors):
     Returns the outputs (p).
     """
     arrays, dt = take(tensors, _FORWARD_KINDS, "forward")
-    bind_sizes(_FORWARD_PLAN, arrays)
+    sizes = bind_sizes(_FORWARD_PLAN, arrays)
     s = arrays["s"]
-    # for b, j: Z_max[b] max= s[b, j]
-    Z_max = np.max(s, axis=1, initial=-np.inf)
-    # for b, j: Z_exp[b, j] = exp(s[b, j] - Z_max[b])
-    Z_exp = np.exp(s - Z_max[:, None])
-    # for b, j: Z_shifted[b] += Z_exp[b, j]
-    Z_shifted = Z_exp.sum(axis=1)
-    # for b, j: p[b, j] += Z_exp[b, j] / Z_shifted[b]
-    p = Z_exp / Z_shifted[:, None]
+    B, J = sizes["B"], sizes["J"]
+    # rows of B in blocks, on threads when large: 4 statements in one pass
+    p = np.empty((B, J), dtype=dt)
+    def _rows_1(s, p):
+        # for b, j: Z_max[b] max= s[b, j]
+        Z_max = np.max(s, axis=1, initial=-np.inf)
+        # for b, j: Z_exp[b, j] = exp(s[b, j] - Z_max[b])
+        Z_exp = np.exp(s - Z_max[:, None])
+        # for b, j: Z_shifted[b] += Z_exp[b, j]
+        Z_shifted = Z_exp.sum(axis=1)
+        # for b, j: p[b, j] += Z_exp[b, j] / Z_shifted[b]
+        p[...] = Z_exp / Z_shifted[:, None]
+    _row_blocks(_rows_1, B, (s, p))
     return {"p": p}
 
 def backward(grads, /, **tensors):
@@ -347,13 +395,18 @@ def backward(grads, /, **tensors):
     need_saved('p', arrays=arrays)
     seed_names(grads, _OUTPUTS)
     arrays["p_grad"] = seed(grads, "p", (sizes["B"], sizes["J"]), dt)
-    bind_sizes(_BACKWARD_PLAN, arrays, sizes)
+    sizes = bind_sizes(_BACKWARD_PLAN, arrays, sizes)
     p = arrays["p"]
     p_grad = arrays["p_grad"]
-    # for b, j: e[b] += p.grad[b, j] * p[b, j]
-    e = np.einsum('ab,ab->a', p_grad, p)
-    # for b, j: s.grad[b, j] += p[b, j] * (p.grad[b, j] - e[b])
-    s_grad = p * (p_grad - e[:, None])
+    B, J = sizes["B"], sizes["J"]
+    # rows of B in blocks, on threads when large: 2 statements in one pass
+    s_grad = np.empty((B, J), dtype=dt)
+    def _rows_1(p_grad, p, s_grad):
+        # for b, j: e[b] += p.grad[b, j] * p[b, j]
+        e = np.einsum('ab,ab->a', p_grad, p)
+        # for b, j: s.grad[b, j] += p[b, j] * (p.grad[b, j] - e[b])
+        s_grad[...] = p * (p_grad - e[:, None])
+    _row_blocks(_rows_1, B, (p_grad, p, s_grad))
     return {"s": s_grad}
 
 def random_inputs(seed=0, **sizes):

@@ -46,6 +46,9 @@ gradients against finite differences on random inputs.
 # ruff: noqa: E501  (each statement is one line, quoted above the code for it)
 
 import numpy as np
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 # ---- run-time checks, shared with tcc's reference interpreter (tcc/_rt.py)
 
@@ -332,6 +335,45 @@ def _sigmoid(x):
     with np.errstate(over="ignore"):
         return 1 / (1 + np.exp(-x))
 
+
+# Row blocks. A group of elementwise and row-reduction statements runs on blocks of
+# rows (about _BLOCK_BYTES of its arrays each) while they are in cache, on a thread
+# pool when the arrays are large: NumPy releases the GIL in ufuncs and reductions,
+# and no BLAS call runs inside a group, so the pool never competes with BLAS's threads.
+# Blocks split rows only, never a reduction: any thread count gives the same bits.
+_BLOCK_BYTES = 1 << 19
+_SMALL_BYTES = 1 << 18
+_POOLS = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _threads():
+    # TCC_NUM_THREADS, by default (and at most) the cores this process may run on
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    want = os.environ.get("TCC_NUM_THREADS", "").strip()
+    return max(1, min(cores or 1, int(want) if want.isdigit() else cores or 1))
+
+
+def _row_blocks(fn, n, arrays):
+    # fn(*rows) on the same rows lo:hi of every array (each has n rows), block by block
+    row = sum(a.itemsize * (a.size // n) for a in arrays) if n else 0
+    if n * row < _SMALL_BYTES:
+        fn(*arrays)
+        return
+    step = max(1, _BLOCK_BYTES // max(row, 1))
+    blocks = [tuple(a[lo:lo + step] for a in arrays) for lo in range(0, n, step)]
+    threads = min(_threads(), len(blocks))
+    if threads <= 1:
+        for block in blocks:
+            fn(*block)
+        return
+    with _POOL_LOCK:                    # one pool per size, made at first use
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="tcc")
+    for done in [pool.submit(fn, *block) for block in blocks]:
+        done.result()
+
 # ---- the program's tensors, sizes and checks
 
 _FORWARD_KINDS = {'WhR': 'float', 'WxR': 'float', 'BR': 'float', 'WhG': 'float', 'WxG': 'float', 'BG': 'float', 'h': 'float', 'x': 'float'}
@@ -358,7 +400,7 @@ def forward(**tensors):
     Returns the outputs (hn) and the values the backward reads (R, G).
     """
     arrays, dt = take(tensors, _FORWARD_KINDS, "forward")
-    bind_sizes(_FORWARD_PLAN, arrays)
+    sizes = bind_sizes(_FORWARD_PLAN, arrays)
     WhR = arrays["WhR"]
     WxR = arrays["WxR"]
     BR = arrays["BR"]
@@ -367,24 +409,34 @@ def forward(**tensors):
     BG = arrays["BG"]
     h = arrays["h"]
     x = arrays["x"]
+    B, J = sizes["B"], sizes["J"]
     # for b, j, i: Rp[b, j] += WhR[j, i] * h[b, i]
     Rp = h @ WhR.T
     # for b, j, k: Rp[b, j] += WxR[j, k] * x[b, k]
     Rp += x @ WxR.T
-    # for b, j: Rp[b, j] -= BR[j]
-    Rp -= BR
-    # for b, j: R[b, j] = tanh(Rp[b, j])
-    R = np.tanh(Rp)
+    # rows of B in blocks, on threads when large: 2 statements in one pass
+    R = np.empty((B, J), dtype=dt)
+    def _rows_1(Rp, R):
+        # for b, j: Rp[b, j] -= BR[j]
+        Rp -= BR
+        # for b, j: R[b, j] = tanh(Rp[b, j])
+        R[...] = np.tanh(Rp)
+    _row_blocks(_rows_1, B, (Rp, R))
     # for b, j, i: Gp[b, j] += WhG[j, i] * h[b, i]
     Gp = h @ WhG.T
     # for b, j, k: Gp[b, j] += WxG[j, k] * x[b, k]
     Gp += x @ WxG.T
-    # for b, j: Gp[b, j] -= BG[j]
-    Gp -= BG
-    # for b, j: G[b, j] = sigmoid(Gp[b, j])
-    G = _sigmoid(Gp)
-    # for b, j: hn[b, j] = G[b, j] * h[b, j] + (1 - G[b, j]) * R[b, j]
-    hn = G * h + (1 - G) * R
+    # rows of B in blocks, on threads when large: 3 statements in one pass
+    G = np.empty((B, J), dtype=dt)
+    hn = np.empty((B, J), dtype=dt)
+    def _rows_2(Gp, h, R, G, hn):
+        # for b, j: Gp[b, j] -= BG[j]
+        Gp -= BG
+        # for b, j: G[b, j] = sigmoid(Gp[b, j])
+        G[...] = _sigmoid(Gp)
+        # for b, j: hn[b, j] = G[b, j] * h[b, j] + (1 - G[b, j]) * R[b, j]
+        hn[...] = G * h + (1 - G) * R
+    _row_blocks(_rows_2, B, (Gp, h, R, G, hn))
     return {"hn": hn, "R": R, "G": G}
 
 def backward(grads, /, **tensors):
@@ -405,19 +457,28 @@ def backward(grads, /, **tensors):
     R = arrays["R"]
     G = arrays["G"]
     hn_grad = arrays["hn_grad"]
-    B = sizes["B"]
-    # for b, j: h.grad[b, j] += hn.grad[b, j] * G[b, j]
-    h_grad = hn_grad * G
-    # for b, j: Gp.grad[b, j] += (hn.grad[b, j] * h[b, j] - hn.grad[b, j] * R[b, j]) * G[b, j] * (1 - G[b, j])
-    Gp_grad = (hn_grad * h - hn_grad * R) * G * (1 - G)
+    B, J = sizes["B"], sizes["J"]
+    # rows of B in blocks, on threads when large: 2 statements in one pass
+    h_grad = np.empty((B, J), dtype=dt)
+    Gp_grad = np.empty((B, J), dtype=dt)
+    def _rows_1(hn_grad, G, h, R, h_grad, Gp_grad):
+        # for b, j: h.grad[b, j] += hn.grad[b, j] * G[b, j]
+        h_grad[...] = hn_grad * G
+        # for b, j: Gp.grad[b, j] += (hn.grad[b, j] * h[b, j] - hn.grad[b, j] * R[b, j]) * G[b, j] * (1 - G[b, j])
+        Gp_grad[...] = (hn_grad * h - hn_grad * R) * G * (1 - G)
+    _row_blocks(_rows_1, B, (hn_grad, G, h, R, h_grad, Gp_grad))
     # for b, j: BG.grad[j] -= 1 / B * Gp.grad[b, j]
     BG_grad = -((1 / dt.type(B) if B else 0.0) * Gp_grad.sum(axis=0))
     # for b, j, k: WxG.grad[j, k] += 1 / B * Gp.grad[b, j] * x[b, k]
     WxG_grad = (1 / dt.type(B) if B else 0.0) * (Gp_grad.T @ x)
     # for b, j, i: WhG.grad[j, i] += 1 / B * Gp.grad[b, j] * h[b, i]
     WhG_grad = (1 / dt.type(B) if B else 0.0) * (Gp_grad.T @ h)
-    # for b, j: Rp.grad[b, j] += hn.grad[b, j] * (1 - G[b, j]) * (1 - R[b, j] ** 2)
-    Rp_grad = hn_grad * (1 - G) * (1 - R ** 2)
+    # rows of B in blocks, on threads when large: 1 statement in one pass
+    Rp_grad = np.empty((B, J), dtype=dt)
+    def _rows_2(hn_grad, G, R, Rp_grad):
+        # for b, j: Rp.grad[b, j] += hn.grad[b, j] * (1 - G[b, j]) * (1 - R[b, j] ** 2)
+        Rp_grad[...] = hn_grad * (1 - G) * (1 - R ** 2)
+    _row_blocks(_rows_2, B, (hn_grad, G, R, Rp_grad))
     # for b, j: BR.grad[j] -= 1 / B * Rp.grad[b, j]
     BR_grad = -((1 / dt.type(B) if B else 0.0) * Rp_grad.sum(axis=0))
     # for b, j, k: WxR.grad[j, k] += 1 / B * Rp.grad[b, j] * x[b, k]

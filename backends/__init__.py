@@ -11,7 +11,8 @@ import importlib
 
 # name -> the module that defines its BACKEND (imported when first used, so an
 # optional backend's library is imported only by those who ask for it)
-REGISTRY = {"numpy": "numpy_backend", "opt_einsum": "opt_einsum_backend"}
+REGISTRY = {"numpy": "numpy_backend", "opt_einsum": "opt_einsum_backend",
+            "torch": "torch_backend"}
 
 
 def get(name: str):

@@ -49,6 +49,9 @@ class Backend:
     helpers: dict[str, tuple[str, ...]] = field(default_factory=dict)   # op -> helpers used
     requires: str = "NumPy"                     # what the module needs, for its docstring
     op_imports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # op -> imports
+    runtime: str = "numpy"                      # the module runtime (tcc/compiler.py RUNTIMES)
+    helper_module: str = "helpers"              # where the helpers' source is (in backends/)
+    decorator: str = ""                         # a line before forward() and backward()
     # run groups of elementwise and row-reduction statements on row blocks, threaded
     # (``row_blocks``); a backend whose library threads its own kernels leaves it off
     row_blocks: bool = False
@@ -76,10 +79,12 @@ class Backend:
                module=None, op_imports=None, row_blocks: bool = False) -> "Backend":
         """A backend that overrides some of this one's entries (row blocks are
         a choice each backend makes for itself: off unless asked for)."""
-        return Backend(name, list(imports if imports is not None else self.imports),
-                       {**self.code, **(code or {})}, module or self.module,
-                       {**self.helpers, **(helpers or {})}, requires or self.requires,
-                       {**self.op_imports, **(op_imports or {})}, row_blocks)
+        return type(self)(name, list(imports if imports is not None else self.imports),
+                          {**self.code, **(code or {})}, module or self.module,
+                          {**self.helpers, **(helpers or {})}, requires or self.requires,
+                          {**self.op_imports, **(op_imports or {})}, runtime=self.runtime,
+                          helper_module=self.helper_module, decorator=self.decorator,
+                          row_blocks=row_blocks)
 
 
 def _axis(p: Printer, x, axis) -> str:

@@ -53,6 +53,9 @@ def lower_statement(ctx: Context, si: StmtInfo) -> list:
     """The statements for one update, preceded by a comment quoting it."""
     from .breadth import lower_padded
     from .flatconv import flat_plan, lower_flat
+    if id(si) in ctx.kernels:       # part of a group that one library call computes
+        from .kernels import lower_group
+        return lower_group(ctx, si, ctx.kernels[id(si)])
     if si.stmt.padded:
         return lower_padded(ctx, si, lower_statement)
     if not index_cmps(si.stmt.expr):

@@ -76,6 +76,7 @@ class Context:
     loop_names: set = field(default_factory=set)    # Python loop variables (tap loops)
     flat_layouts: dict = field(default_factory=dict)  # padded flat copies already made
     extra_shapes: dict = field(default_factory=dict)  # shapes of the lowering's own views
+    kernels: dict = field(default_factory=dict)     # statement -> library kernel (kernels.py)
     size_values: dict = field(default_factory=dict)   # size symbols of those views -> values
     padded: dict = field(default_factory=dict)        # zero-padded copy -> its padded axes
     copies: dict = field(default_factory=dict)        # (what, tensor, ...) -> a local made once

@@ -172,6 +172,17 @@ OPS = {
     "both": "elementwise logical and of two boolean arrays",
     "pad": "a copy with zeros added before and after each axis (widths: (before, after) pairs)",
     "add_affine": "dst[offsets + sum coefs*i] += value, positions may repeat",
+    # library kernels (backends/kernels.py; only backends whose table has them)
+    "softmax": "softmax of x over axis dim (the maximum subtracted)",
+    "log_softmax": "log-softmax of x over axis dim",
+    "logsumexp": "log of the sum of exp(x) over axis dim (the maximum subtracted)",
+    "softmax_backward": "y * (g - sum(g * y, dim)): the softmax backward, y the softmax",
+    "var_mean": "(variance, mean) of x over axis dim, the variance over N (not N - 1)",
+    "conv": "x (batch, channels, positions...) convolved with w (out, in, taps...), "
+            "valid, at stride (n: the number of position axes)",
+    "conv_weight": "the gradient of conv with respect to w (of shape), given the output's g",
+    "conv_input": "the gradient of conv with respect to x (of shape), given the output's g",
+    "stride": "a tensor's strides in elements (torch)",
     "row_blocks": "run a row-block function (a Def) on blocks of rows of its arrays, "
                   "on a thread pool when they are large",
 }

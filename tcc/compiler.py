@@ -71,6 +71,28 @@ def _runtime_source(code: str) -> str:
     return "\n\n\n".join(chosen) + "\n"
 
 
+@functools.lru_cache(maxsize=1)
+def _torch_runtime_source() -> str:
+    """The torch module's runtime: _rt.py's size checks (bind_sizes renamed
+    _bind_sizes, which torch's bind_sizes calls on tensor shapes), then
+    _rt_torch.py without its imports."""
+    import ast
+    text = resources.files("tcc").joinpath("_rt.py").read_text()
+    tree = ast.parse(text)
+    shared = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name in ("_rt_size", "_rt_span",
+                                                               "bind_sizes"):
+            shared.append(ast.get_source_segment(text, node))
+    shared[-1] = shared[-1].replace("def bind_sizes(", "def _bind_sizes(", 1)
+    own = resources.files("tcc").joinpath("_rt_torch.py").read_text()
+    body = [line for line in own.splitlines()
+            if not line.startswith(("#", "import ", "_bind_sizes = "))]
+    return "\n\n\n".join(shared) + "\n\n\n" + "\n".join(body).strip() + "\n"
+
+
+
+
 def _plan_py(plan):
     """The plan with tensor names spelled as Python names (the keyword names)."""
     out = []
@@ -128,9 +150,11 @@ gradients against finite differences on random inputs.
 '''
 
 
-def _helper_source(names: set[str]) -> str:
-    from .backends import helpers
+def _helper_source(names: set[str], module: str = "helpers") -> str:
+    import importlib
+    helpers = importlib.import_module(f"tcc.backends.{module}")
     order = ["_sigmoid", "_ix", "_view", "_add_affine", "_contract", "_row_blocks"]
+    order += [n for n in sorted(names) if n not in order]
     parts = []
     for name in order:
         if name in names:
@@ -151,11 +175,16 @@ def _row_block_source(helpers) -> str:
 
 def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = False
                    ) -> tuple[list[str], object]:
-    """The lowered statements of one generated function, printed."""
+    """The lowered statements of one generated function, printed; ``returned``:
+    the tensors it returns (a library kernel never hides one of them)."""
+    from .backends import kernels
     from .backends.lower import lower_program
     from .backends.operands import Context
     from .backends.target import Name, walk
     ctx = Context(info, names, row_blocks=row_blocks, returned=set(returned))
+    ops = {op for op in kernels.KERNEL_OPS if op in printer.code}
+    if ops:
+        ctx.kernels = kernels.plan(info, returned, ops)
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
     for t in sorted(info.gather_data & value_reads):
@@ -184,6 +213,9 @@ def _unpack(tensors, names, source="arrays") -> list[str]:
 def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = False) -> str:
     """The module's text; ``second_order`` adds jvp, hvp and hessian_diagonal."""
     backend = _backend(backend_name)
+    if second_order and backend.runtime == "torch":
+        raise ValueError("the torch backend has no second-order functions (jvp, hvp, "
+                         "hessian_diagonal) yet: use backend='numpy' for them")
     from .backends.operands import Names
     info, binfo = p.info, p.binfo
     ranges = [v for i in (info, binfo) for si in i.stmts for v in si.ranges.values()
@@ -204,7 +236,8 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
     if not p.optimize:
         returned = list(info.outputs) + [t for t in info.computed if t not in info.outputs]
     fbody, fctx = _function_body(info, names, printer, returned, backend.row_blocks)
-    fwd = ["def forward(**tensors):"]
+    deco = [backend.decorator] if backend.decorator else []
+    fwd = [*deco, "def forward(**tensors):"]
     fwd.append(f'    """Run the program. Takes {_takes(info)}.')
     fwd.append("")
     kept = [py_name(t) for t in returned if t not in info.outputs]
@@ -216,7 +249,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
     fwd.append(("    sizes = " if fsizes else "    ") + "bind_sizes(_FORWARD_PLAN, arrays)")
     pre = _unpack(info.inputs, names)
     for t, name in fctx.value_casts.items():
-        pre.append(f"{name} = {local_name(t)}.astype(dt)")
+        pre.append(f"{name} = {_cast(printer, local_name(t))}")
     pre += fsizes
     fwd += ["    " + line for line in pre + fbody]
     fwd.append("    return {" + ", ".join(f'"{py_name(t)}": {local_name(t)}'
@@ -231,7 +264,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
     for t in info.computed:
         bkinds[py_name(t)] = "float"
     optional = [py_name(t) for t in info.computed]
-    bwd = ["def backward(grads, /, **tensors):"]
+    bwd = [*deco, "def backward(grads, /, **tensors):"]
     bwd.append('    """Gradients. grads: {output name: its .grad} (a missing one counts as')
     bwd.append("    zero); tensors: the forward's inputs and the dict forward() returned.")
     bwd.append(f"    Returns {{name: gradient}} for {', '.join(info.differentiable) or 'nothing'}"
@@ -252,7 +285,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
         bwd.append(f'    arrays["{py_name(t)}"] = seed(grads, "{o}", {shape}, dt)')
     bpre = _unpack(binfo.inputs, names)
     for t, name in bctx.value_casts.items():
-        bpre.append(f"{name} = {local_name(t)}.astype(dt)")
+        bpre.append(f"{name} = {_cast(printer, local_name(t))}")
     size_lines = _size_lines(bctx, names)
     bwd.append(("    sizes = " if size_lines else "    ") +
                "bind_sizes(_BACKWARD_PLAN, arrays, sizes)")
@@ -267,7 +300,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
             shape = "(" + ", ".join(f'sizes["{d}"]' if isinstance(d, str) else str(d)
                                     for d in info.shapes[t]) + \
                 ("," if len(info.shapes[t]) == 1 else "") + ")"
-            ret.append(f'"{t}": np.zeros({shape}, dtype=dt)')
+            ret.append(f'"{t}": {_zeros(printer, shape)}')
     bwd.append("    return {" + ", ".join(ret) + "}")
 
     second_consts, second_funcs = [], []
@@ -309,27 +342,41 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
         "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(binfo.plan), width=96, compact=True),
         *second_consts,
     ]
-    rest = [_module_runtime()]
+    torch = backend.runtime == "torch"
+    rest = [] if torch else [_module_runtime()]
     if second_order:
         rest.append(compiler_second.RUNTIME)
     if helpers:
-        rest.append("# ---- helpers\n\n" + _helper_source(helpers))
+        rest.append("# ---- helpers\n\n" + _helper_source(helpers, backend.helper_module))
     rest += [
         "# ---- the program's tensors, sizes and checks\n\n" + "\n".join(consts),
         "\n".join(fwd),
         "\n".join(bwd),
         *second_funcs,
-        _tail(second_order),
+        _TORCH_TAIL if torch else _tail(second_order),
     ]
     parts = [
         _header(p, backend, second_order),
         "# ruff: noqa: E501  (each statement is one line, quoted above the code for it)",
         "\n".join(backend.imports_for(printer.used) +
-                  (["import itertools"] if "_add_affine" in helpers else [])),
+                  (["import itertools"] if "_add_affine" in helpers and
+                   "import itertools" not in backend.imports else [])),
         "# ---- run-time checks, shared with tcc's reference interpreter (tcc/_rt.py)",
-        _runtime_source("\n".join(rest)),
+        _torch_runtime_source() if torch else _runtime_source("\n".join(rest)),
     ] + rest
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
+
+
+def _cast(printer, name: str) -> str:
+    """Integer data read as a number, in the computation dtype."""
+    from .backends.target import Apply, Name
+    return printer.expr(Apply("as_float", (Name(name),)))
+
+
+def _zeros(printer, shape: str) -> str:
+    """A zero gradient (no output depends on the tensor)."""
+    from .backends.target import Apply
+    return printer.expr(Apply("zeros", (shape,)))
 
 
 def _tail(second_order: bool) -> str:
@@ -420,6 +467,68 @@ def _self_check(seed=0):
     def loss(tensors):
         out = forward(**tensors)
         return sum(float(np.sum(seeds[o] * out[o.replace(".grad", "_grad")]))
+                   for o in _OUTPUTS)
+
+    sizes = bind_sizes(_FORWARD_PLAN, inputs)
+    scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
+             if role == "param" and _BATCH}
+    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".grad", "_grad")] for o in _OUTPUTS},
+                                  seeds)
+    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
+    print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")
+    for name, shape, err, _skipped, ok, note in rows:
+        shown = str(list(shape)) if shape else "scalar"
+        print(f"{name + '.grad':<16} {shown:<16} {err:>16.2e}  "
+              f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
+    return all(row[4] for row in rows)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(0 if _self_check() else 1)
+    print(__doc__)
+    print("Run with --check to check the gradients against finite differences.")'''
+
+
+_TORCH_TAIL = '''def random_inputs(seed=0, **sizes):
+    """Valid random inputs, as CPU tensors: float64 values, int64 positions in
+    range for gather data (move them with .to(device)). Sizes default to small
+    ones; pass e.g. B=8 to change one."""
+    unknown = [d for d in sizes if d not in _DEFAULT_SIZES]
+    if unknown:
+        raise ValueError(f"unknown size {', '.join(unknown)}; the sizes are "
+                         f"{', '.join(_DEFAULT_SIZES) or 'none'}")
+    dims = {**_DEFAULT_SIZES, **sizes}
+    rng = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, (entries, kind) in _RANDOM.items():
+        shape = tuple(e if isinstance(e, int) else dims[e] for e in entries)
+        if kind == "gather":
+            out[name] = torch.zeros(shape, dtype=torch.int64)
+        elif kind == "positive":
+            out[name] = 0.5 + torch.rand(shape, generator=rng, dtype=torch.float64)
+        else:
+            out[name] = torch.randn(shape, generator=rng, dtype=torch.float64)
+    full = bind_sizes(_FORWARD_PLAN, out)
+    for name, syms in _GATHER_LIMITS.items():
+        high = min(s if isinstance(s, int) else full[s] for s in syms)
+        out[name] = torch.randint(0, max(high, 1), out[name].shape, generator=rng)
+    return out
+
+
+def _self_check(seed=0):
+    """Check backward() against central finite differences of forward()."""
+    inputs = random_inputs(seed)
+    fwd = forward(**inputs)
+    rng = torch.Generator().manual_seed(seed + 1)
+    seeds = {o: torch.randn(fwd[o.replace(".grad", "_grad")].shape, generator=rng,
+                            dtype=torch.float64) for o in _OUTPUTS}
+    grads = backward(seeds, **inputs, **fwd)
+
+    def loss(tensors):
+        out = forward(**tensors)
+        return sum(float((seeds[o] * out[o.replace(".grad", "_grad")]).sum())
                    for o in _OUTPUTS)
 
     sizes = bind_sizes(_FORWARD_PLAN, inputs)

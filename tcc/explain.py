@@ -213,6 +213,7 @@ def explain(text_or_path, verify_rewrites: bool = False, sizes: dict | None = No
             ok &= good
             lines.append(f"       verified on random data: max difference {d:.1e}"
                          + ("" if good else "  DISAGREE"))
+    lines += _kernel_lines(opt)
     nominal = nominal_sizes(opt.original, sizes)
     lines += ["", "Estimated cost (" + ", ".join(f"{k}={v}" for k, v in nominal.items())
               + "; float64):", f"  {'':<22}{'flops':>14}{'peak memory':>16}"]
@@ -227,6 +228,26 @@ def explain(text_or_path, verify_rewrites: bool = False, sizes: dict | None = No
     if lowered:
         lines += ["", *lowered_lines(opt)]
     return "\n".join(lines) + "\n", ok
+
+
+def _kernel_lines(p: Pipeline) -> list[str]:
+    """The groups of statements the torch backend computes with one library
+    call each (backends/kernels.py), recognized on the optimized program."""
+    from .backends import kernels
+    from .ir import grad_name
+    keep = {"forward": list(p.info.outputs) + list(p.saved),
+            "backward": [grad_name(t) for t in p.info.differentiable]}
+    out = []
+    for stage, info in (("forward", p.info), ("backward", p.binfo)):
+        for g in kernels.find(info, keep[stage], kernels.KERNEL_OPS):
+            out.append("")
+            out.append(f"  [{stage}] {g.describe()}")
+            for k in g.members or range(g.first, g.first + g.count):
+                out.append(f"       {info.stmts[k].stmt}")
+    if out:
+        out = ["", "Library kernels (the torch backend calls one torch function for each "
+               "group):"] + out
+    return out
 
 
 def lowered_lines(p: Pipeline) -> list[str]:

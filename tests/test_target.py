@@ -73,8 +73,9 @@ def test_a_backend_is_a_table_and_names_what_it_lacks():
 
 
 def test_one_registry_for_the_compiler_and_the_cli():
-    assert set(REGISTRY) == {"numpy", "opt_einsum"}
-    with pytest.raises(ValueError, match="unknown backend 'cuda'; choose one of numpy, opt_einsum"):
+    assert set(REGISTRY) == {"numpy", "opt_einsum", "torch"}
+    with pytest.raises(ValueError, match="unknown backend 'cuda'; choose one of numpy, "
+                                         "opt_einsum, torch"):
         tcc.compile("input x[N]\noutput y\ny += x[i]\n", backend="cuda")
     out = subprocess.run([sys.executable, "-m", "tcc", "compile", str(EXAMPLES / "trace.loop"),
                           "--backend", "nope"], capture_output=True, text=True)

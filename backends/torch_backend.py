@@ -1,0 +1,191 @@
+"""The ``torch`` backend: the NumPy table with the entries that differ
+overridden, printing code that imports only torch.
+
+Every array the module creates comes from ``dt``, an empty tensor of the
+computation's dtype on the device of the tensors passed in (``dt.new_zeros``,
+``x.to(dt)``), so the same module runs on the CPU and on CUDA. Contractions
+keep the form the lowering chose (``@``, ``torch.tensordot``, and for three or
+more operands pairwise ``torch.einsum`` along the path chosen at generation);
+affine reads are views (``as_strided``); scatter-adds are ``index_put_`` with
+``accumulate=True``. Nothing reads data back to the host: the only syncs are
+the range checks of gather positions, as the NumPy module makes them.
+"""
+
+from __future__ import annotations
+
+from tcc import functions
+
+from .base import NUMPY_CODE, Backend, call, literal, method
+from .target import ATOM, Apply, Attr, Lit, Op, Printer, Tup, walk
+
+
+def _shape(p: Printer, shape) -> str:
+    return p.expr(shape if not isinstance(shape, tuple) else Tup(shape))
+
+
+def _dims(axis) -> str:
+    return literal(axis)
+
+
+def _transpose(p: Printer, x, perm=None) -> str:
+    return f"{p.atom(x)}.T" if perm is None else f"{p.atom(x)}.permute{literal(perm)}"
+
+
+def _matmul(p: Printer, a, b, out=None):
+    if out is None:
+        return f"{p.wrap(a, 3)} @ {p.wrap(b, 4)}"
+    return f"torch.matmul({p.expr(a)}, {p.expr(b)}, out={p.expr(out)})"
+
+
+def _einsum(p: Printer, spec, *args, path=None) -> str:
+    ops = ", ".join(p.expr(a) for a in args)
+    if path is None or len(args) < 3:
+        return f"torch.einsum({p.expr(spec)}, {ops})"
+    p.used.add("_einsum")
+    return f"_einsum({p.expr(spec)}, {literal([tuple(x) for x in path])}, {ops})"
+
+
+def _elements(node):
+    """A stride value in bytes (NumPy's convention, as the lowering writes it)
+    rewritten in elements (torch's): ``x.strides`` is ``x.stride()`` in
+    elements and ``x.itemsize`` is 1."""
+    if isinstance(node, Attr) and node.attr == "itemsize":
+        return Lit(1)
+    if isinstance(node, Attr) and node.attr == "strides":
+        return Apply("stride", (node.base,))
+    if isinstance(node, Op):
+        args = tuple(_elements(a) for a in node.args)
+        if node.op == "*" and Lit(1) in args:
+            return args[0] if args[1] == Lit(1) else args[1]
+        return Op(node.op, args)
+    if isinstance(node, Tup):
+        return Tup(tuple(_elements(a) for a in node.items))
+    if hasattr(node, "base") and hasattr(node, "parts"):      # Index
+        return type(node)(_elements(node.base), node.parts)
+    return node
+
+
+def _as_strided(p: Printer, x, shape, strides) -> str:
+    assert not any(isinstance(n, Attr) and n.attr == "itemsize" for n in walk(shape))
+    return f"torch.as_strided({p.expr(x)}, {p.expr(shape)}, {p.expr(_elements(strides))})"
+
+
+def _fn(code: str):
+    return call(code)
+
+
+def _two_arg(name: str, bound: str):
+    """max/min of two values: ``torch.maximum`` on two tensors, a clamp when
+    one side is a number (torch.maximum takes tensors only)."""
+    def emit(p: Printer, a, b):
+        if isinstance(b, Lit):
+            return f"torch.clamp({p.expr(a)}, {bound}={p.expr(b)})"
+        if isinstance(a, Lit):
+            return f"torch.clamp({p.expr(b)}, {bound}={p.expr(a)})"
+        return f"torch.{name}({p.expr(a)}, {p.expr(b)})"
+    return emit, ATOM
+
+
+# The language's functions (tcc.functions rows) in torch.
+FUNCTIONS = {
+    "fn:exp": _fn("torch.exp({0})"),
+    "fn:log": _fn("torch.log({0})"),
+    "fn:sqrt": _fn("torch.sqrt({0})"),
+    "fn:tanh": _fn("torch.tanh({0})"),
+    "fn:sigmoid": _fn("torch.sigmoid({0})"),
+    "fn:relu": _fn("torch.relu({0})"),
+    "fn:abs": _fn("torch.abs({0})"),
+    "fn:sin": _fn("torch.sin({0})"),
+    "fn:cos": _fn("torch.cos({0})"),
+    "fn:max": _two_arg("maximum", "min"),
+    "fn:min": _two_arg("minimum", "max"),
+}
+
+TORCH_CODE = {
+    **FUNCTIONS,
+    "as_float": method("{0}.to(dt)"),
+    "scalar": call("dt.new_full((), {0})"),
+    "transpose": (lambda p, x, perm=None: _transpose(p, x, perm), ATOM),
+    "sum": (lambda p, x, axis: f"{p.atom(x)}.sum(dim={_dims(axis)})", ATOM),
+    "max": (lambda p, x, axis: f"_amax({p.expr(x)}, {_dims(axis)})", ATOM),
+    "min": (lambda p, x, axis: f"_amin({p.expr(x)}, {_dims(axis)})", ATOM),
+    "broadcast_to": call("torch.broadcast_to(_tensor({0}, dt), {1})"),
+    "matmul": (lambda p, a, b, out=None: _matmul(p, a, b, out), 3),
+    "tensordot": (lambda p, a, b, axes: f"torch.tensordot({p.expr(a)}, {p.expr(b)}, "
+                                        f"dims={literal(axes)})", ATOM),
+    "einsum": (_einsum, ATOM),
+    "contiguous": method("{0}.contiguous()"),
+    "reshape": method("{0}.reshape({1})"),
+    "as_strided": (_as_strided, ATOM),
+    "stride": method("{0}.stride()"),
+    "strided_view": call("_view({0}, {1}, {2}, {3})"),
+    "arange_axis": call("_ix({0}, {1}, {2}, dt.device)"),
+    "zeros": (lambda p, shape: f"dt.new_zeros({_shape(p, shape)})", ATOM),
+    "empty": (lambda p, shape: f"dt.new_empty({_shape(p, shape)})", ATOM),
+    "full": (lambda p, shape, v: f"dt.new_full({_shape(p, shape)}, {p.expr(v)})", ATOM),
+    "array": call("_array({0}, dt)"),
+    "asarray": call("_asarray({0}, dt)"),
+    "own": (lambda p, x: f"{p.atom(x)} if {p.atom(x)}._base is None else "
+                         f"{p.atom(x)}.clone()", 0),
+    "owned": (lambda p, x, shape: f"{p.atom(x)}._base is None and {p.atom(x)}.dtype == "
+                                  f"dt.dtype and {p.atom(x)}.shape == {_shape(p, shape)}", 0),
+    # library kernels (backends/kernels.py recognizes the statements they replace)
+    "softmax": (lambda p, x, dim: f"torch.softmax({p.expr(x)}, dim={dim})", ATOM),
+    "log_softmax": (lambda p, x, dim: f"torch.log_softmax({p.expr(x)}, dim={dim})", ATOM),
+    "logsumexp": (lambda p, x, dim: f"torch.logsumexp({p.expr(x)}, dim={dim})", ATOM),
+    "softmax_backward": (lambda p, g, y, dim: f"torch.ops.aten._softmax_backward_data("
+                                              f"{p.expr(g)}, {p.expr(y)}, {dim}, dt.dtype)",
+                         ATOM),
+    "var_mean": (lambda p, x, dim: f"torch.var_mean({p.expr(x)}, dim={dim}, correction=0)",
+                 ATOM),
+    "conv": (lambda p, x, w, n, stride: f"torch.nn.functional.conv{n}d({p.expr(x)}, "
+                                        f"{p.expr(w)}, stride={literal(stride)})", ATOM),
+    "conv_weight": (lambda p, x, shape, g, n, stride: f"torch.nn.grad.conv{n}d_weight("
+                    f"{p.expr(x)}, {p.expr(shape)}, {p.expr(g)}, stride={literal(stride)})",
+                    ATOM),
+    "conv_input": (lambda p, shape, w, g, n, stride: f"torch.nn.grad.conv{n}d_input("
+                   f"{p.expr(shape)}, {p.expr(w)}, {p.expr(g)}, stride={literal(stride)})",
+                   ATOM),
+    "min_at": call("_min_at({0}, {1}, {2})"),
+    "arange": call("torch.arange({0}, device=dt.device)"),
+    "diagonal": (lambda p, x, axis1=0, axis2=1: f"torch.diagonal({p.expr(x)}, dim1={axis1}, "
+                                                f"dim2={axis2})", ATOM),
+    "where": call("torch.where({0}, _tensor({1}, dt), 0.0)"),
+    "pad": call("_pad({0}, {1})"),
+    "add_at": call("_add_at({0}, {1}, {2})"),
+    "max_at": call("_max_at({0}, {1}, {2})"),
+    "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
+}
+assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "both", "row_blocks"}, \
+    set(NUMPY_CODE) - set(TORCH_CODE)
+
+TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
+                 "add_affine": ("_add_affine",), "add_at": ("_add_at", "_indices", "_tensor"),
+                 "max_at": ("_max_at", "_indices", "_tensor"), "max": ("_amax",),
+                 "min_at": ("_min_at", "_indices", "_tensor"), "where": ("_tensor",),
+                 "pad": ("_pad",),
+                 "min": ("_amin",), "broadcast_to": ("_tensor",), "array": ("_array",),
+                 "asarray": ("_asarray",)}
+
+
+class TorchPrinter(Printer):
+    """The printer of torch modules: a language function with no torch row is
+    an error at generation (its row's code is NumPy's)."""
+
+    def function(self, n: Apply):
+        functions.lookup(n.op[3:])
+        raise NotImplementedError(f"the {self.backend} backend has no code for function "
+                                  f"'{n.op[3:]}': add a 'fn:{n.op[3:]}' row to "
+                                  "backends/torch_backend.py")
+
+
+class TorchBackend(Backend):
+    def printer(self) -> Printer:
+        return TorchPrinter(self.code, self.module, self.name)
+
+
+BACKEND = TorchBackend("torch", ["import itertools", "", "import torch"],
+                       {**NUMPY_CODE, **TORCH_CODE}, "torch", TORCH_HELPERS, "torch",
+                       runtime="torch", helper_module="torch_helpers",
+                       # the module computes gradients itself: no autograd tape
+                       decorator="@torch.no_grad()")

@@ -1,0 +1,137 @@
+"""Helper functions that generated torch modules carry (copied in as text, only
+the ones a module uses, so a module never imports tcc). Each is the torch
+counterpart of the NumPy helper of the same name in ``helpers.py``: it runs on
+the device of its tensors and never reads data back to the host.
+"""
+
+import itertools
+
+import torch
+
+
+def _tensor(x, dt):
+    # a number as a 0-d tensor of dt's dtype and device; a tensor as it is
+    return x if isinstance(x, torch.Tensor) else dt.new_full((), x)
+
+
+def _asarray(x, dt):
+    # as a tensor of dt's dtype and device, a copy only if needed
+    return x.to(dt) if isinstance(x, torch.Tensor) else dt.new_full((), x)
+
+
+def _array(x, dt):
+    # a new tensor of dt's dtype and device (never a view of x)
+    return x.to(dt, copy=True) if isinstance(x, torch.Tensor) else dt.new_full((), x)
+
+
+def _amax(x, axis):
+    # the maximum over axis, -inf where the axis is empty (as NumPy's initial=-inf)
+    dims = axis if isinstance(axis, tuple) else (axis,)
+    if any(x.shape[d] == 0 for d in dims):
+        return x.new_full([n for d, n in enumerate(x.shape) if d not in dims], -torch.inf)
+    return x.amax(dim=dims)
+
+
+def _amin(x, axis):
+    # the minimum over axis, +inf where the axis is empty
+    dims = axis if isinstance(axis, tuple) else (axis,)
+    if any(x.shape[d] == 0 for d in dims):
+        return x.new_full([n for d, n in enumerate(x.shape) if d not in dims], torch.inf)
+    return x.amin(dim=dims)
+
+
+def _ix(n, axis, ndim, device):
+    # arange(n) shaped to broadcast along one of ndim axes (for advanced indexing)
+    shape = [1] * ndim
+    shape[axis] = n
+    return torch.arange(n, device=device).reshape(shape)
+
+
+def _view(a, offsets, shape, coefs):
+    # A strided view v with v[i, j, ...] = a[offsets + i*coefs[0] + j*coefs[1] ...]:
+    # the im2col of a convolution without a copy. Bounds were checked before.
+    base = a[tuple(slice(o, None) for o in offsets)]
+    # (an axis of length 1 takes stride 0: its coefficient, however large, never moves)
+    strides = tuple(0 if n <= 1 else sum(c * s for c, s in zip(cs, a.stride(), strict=True))
+                    for cs, n in zip(coefs, shape, strict=True))
+    return torch.as_strided(base, tuple(shape), strides)
+
+
+def _indices(base, index):
+    # advanced-index parts as int64 tensors on base's device (sizes become 0-d tensors,
+    # filled on the device: no copy from the host)
+    return tuple(i.long() if isinstance(i, torch.Tensor) else
+                 base.new_full((), i, dtype=torch.long) for i in index)
+
+
+def _add_at(base, index, value):
+    # unbuffered base[index] += value: positions that repeat add up
+    base.index_put_(_indices(base, index), _tensor(value, base), accumulate=True)
+
+
+def _max_at(base, index, value, how="amax"):
+    # unbuffered base[index] = max(base[index], value), through flat positions
+    index = torch.broadcast_tensors(*_indices(base, index))
+    flat = torch.zeros_like(index[0])
+    for i, n in zip(index, base.shape, strict=True):
+        flat = flat * n + i
+    value = torch.broadcast_to(_tensor(value, base), flat.shape)
+    base.view(-1).scatter_reduce_(0, flat.reshape(-1), value.reshape(-1), how)
+
+
+def _min_at(base, index, value):
+    # unbuffered base[index] = min(base[index], value)
+    _max_at(base, index, value, "amin")
+
+
+def _pad(x, widths):
+    # a copy with zeros before and after each axis: widths ((before, after), ...)
+    return torch.nn.functional.pad(x, [w for pair in reversed(widths) for w in pair])
+
+
+def _add_affine(dst, val, offsets, coefs):
+    # dst[offsets + sum_k coefs[k] * i_k] += val[i_0, i_1, ...], where positions repeat
+    # (a convolution's input gradient). Slices over the longest index of each axis and
+    # loops in Python only over the others: the small window (or stride phase) indices.
+    nvar, ndim = len(coefs), dst.ndim
+    sliced = {}
+    for k in sorted(range(nvar), key=lambda k: -val.shape[k]):
+        axes = [a for a in range(ndim) if coefs[k][a]]
+        if len(axes) == 1 and axes[0] not in sliced and coefs[k][axes[0]] > 0:
+            sliced[axes[0]] = k
+    looped = [k for k in range(nvar) if k not in sliced.values()]
+    kept = [k for k in range(nvar) if k in sliced.values()]
+    perm = [kept.index(sliced[a]) for a in sorted(sliced)]
+    for point in itertools.product(*(range(val.shape[k]) for k in looped)):
+        at = dict(zip(looped, point, strict=True))
+        index = []
+        for a in range(ndim):
+            start = offsets[a] + sum(coefs[k][a] * i for k, i in at.items())
+            if a in sliced:
+                k = sliced[a]
+                c = coefs[k][a]
+                index.append(slice(start, start + c * (val.shape[k] - 1) + 1, c))
+            else:
+                index.append(start)
+        block = val[tuple(at.get(k, slice(None)) for k in range(nvar))]
+        dst[tuple(index)] += block.permute(perm)
+
+
+def _einsum(spec, path, *operands):
+    # einsum contracted pairwise along the path chosen at generation time (pairs
+    # of positions in the list of operands; each result goes to the end of it)
+    inputs, output = spec.split("->")
+    terms = inputs.split(",")
+    ops = list(operands)
+    for pair in path:
+        picked = [terms[i] for i in pair]
+        args = [ops[i] for i in pair]
+        for i in sorted(pair, reverse=True):
+            del terms[i], ops[i]
+        rest = "".join(terms) + output
+        seen = "".join(picked)
+        kept = "".join(dict.fromkeys(c for c in seen if c in rest))
+        ops.append(torch.einsum(",".join(picked) + "->" + kept, *args))
+        terms.append(kept)
+    (last,) = terms
+    return ops[0] if last == output else torch.einsum(f"{last}->{output}", ops[0])

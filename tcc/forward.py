@@ -38,8 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .autodiff import (ONE, _plain_vars, _range_pins, active_tensors, build_product, derivative,
-                       differentiate, read_paths)
+from .autodiff import (ONE, _plain_vars, _range_pins, _step_written, active_tensors,
+                       build_product, derivative, differentiate, read_paths)
 from .check import Info, analyze, size_symbols
 from .errors import TccError
 from .ir import (DOT, HESS, REDUCTIONS, Affine, Bin, Decl, DimVal, Expr, Neg, Num, Program,
@@ -76,6 +76,9 @@ def _term(info: Info, si, origin, target: Ref, lead: list[Expr], coef, nums: lis
             lead.append(Num(size) if isinstance(size, int) else DimVal(size))
     expr = build_product(lead, coef, nums, dens)
     written = tuple((v, size) for v, size in s.written if v in loops)
+    # a forward recurrence's tensor read at another step is data here: 0 outside
+    written += tuple(w for w in _step_written(info, si, reads(expr))
+                     if w[0] in loops and w[0] not in dict(written))
     return Stmt(loops, target, op, expr, s.pos, origin=origin, written=written)
 
 
@@ -110,6 +113,20 @@ def tangents(info: Info, start, taken: set[str], origin: bool = True,
     tensors that have tangents to begin with (``start``). Returns them and
     every tensor that has a tangent after them. ``origin``: tag each with the
     statement it comes from (for the optimizer's passes)."""
+    if info.recurrences:
+        # a recurrence reads at an earlier step what it updates later in program
+        # order: which tensors have tangents is a fixed point over the cycle
+        before = None
+        has = set(start)
+        while has != before:
+            before = set(has)
+            _, has = _tangent_pass(info, has, set(taken), origin, what)
+        start = has
+    return _tangent_pass(info, start, taken, origin, what)
+
+
+def _tangent_pass(info: Info, start, taken: set[str], origin: bool,
+                  what: str) -> tuple[list[Stmt], set[str]]:
     has = set(start)
     out: list[Stmt] = []
     for k, si in enumerate(info.stmts):
@@ -118,7 +135,6 @@ def tangents(info: Info, start, taken: set[str], origin: bool = True,
         paths = list(read_paths(s.expr))
         if not any(r.tensor in has for _, r in paths):
             continue
-        _no_recurrence(s, what)
         if not _has_tangent_name(y):
             raise TccError(f"'{y}' would need a tangent, '{y}.dot', which is not a name: "
                            f"only data tensors may be called X{y[len(shape_owner(y)):]}",
@@ -443,6 +459,10 @@ def hessian_diagonal(program: Info | Program, optimize: bool = True) -> Derived:
     input and param X, beside the gradients (read from the raw backward)."""
     info = _forward_info(program, optimize)
     _require(info, HESS)
+    if info.recurrences:
+        first = info.stmts[min(info.recurrences[0].stmts)].stmt
+        raise TccError("the diagonal Hessian does not handle recurrences yet (tcc jvp and "
+                       "tcc hvp do)", first.pos)
     active = active_tensors(info)
     backward = differentiate(info)
     binfo = analyze(backward, reserved=size_symbols(info))

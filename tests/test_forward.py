@@ -26,11 +26,8 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from catalogue import CATALOGUE, EXAMPLE_SIZES, RECURRENCE_EXAMPLES, example_path  # noqa: E402
-from catalogue import COURSE_EXAMPLES as _COURSE  # noqa: E402
-
-# forward mode refuses recurrences yet (a positioned error, tested below)
-COURSE_EXAMPLES = [n for n in _COURSE if n not in RECURRENCE_EXAMPLES]
+from catalogue import (CATALOGUE, COURSE_EXAMPLES, EXAMPLE_SIZES, RECURRENCE_EXAMPLES,  # noqa: E402
+                       example_path)
 from normal_form import assert_same  # noqa: E402
 
 import tcc  # noqa: E402
@@ -136,6 +133,10 @@ def test_printed_programs_reparse_and_compile(item, kind):
     """The printed program runs as a program of its own: compiled, its forward
     gives what the interpreter gives."""
     name, text, sizes = _text(item)
+    if kind == "hessian" and name in RECURRENCE_EXAMPLES:
+        with pytest.raises(tcc.TccError, match="does not handle recurrences yet"):
+            tcc.hessian_text(text)
+        return
     printed = {"jvp": tcc.jvp_text, "hvp": tcc.hvp_text, "hessian": tcc.hessian_text}[kind](
         text)
     reparsed = tcc.parse(printed)
@@ -148,6 +149,9 @@ def test_printed_programs_reparse_and_compile(item, kind):
     values = interp.run(derived.forward, s.inputs)
     data = secondcheck.program_data(derived, s.inputs, values, s.dirs, s.seeds)
     want = interp.run(analyze(reparsed), data)
+    if name == "nyu_attention_rnn2":     # checked above through the interpreter
+        pytest.skip("the compiled backends do not lower a written range inside a "
+                    "recurrence yet (the tangents of its stacked steps have one)")
     out = tcc.compile(printed).forward(**{py_name(t): a for t, a in data.items()})
     for o in derived.results:
         np.testing.assert_allclose(out[py_name(o)], want[o], rtol=1e-9, atol=1e-9,
@@ -316,6 +320,10 @@ MODULE_IDS = [f"{i}-numpy" for i in ALL_IDS] + [f"{i}-opt_einsum" for i in COURS
 @pytest.mark.parametrize("item, backend", MODULE_CASES, ids=MODULE_IDS)
 def test_module_second_order_functions_run_the_printed_programs(item, backend):
     name, text, sizes = _text(item)
+    if name in RECURRENCE_EXAMPLES:
+        with pytest.raises(tcc.TccError, match="do not handle recurrences yet"):
+            tcc.compile(text, backend=backend, second_order=True)
+        return
     s = Setup(text, sizes)
     k = tcc.compile(text, backend=backend, second_order=True)
     kw = {py_name(t): a for t, a in s.inputs.items()}
@@ -500,13 +508,16 @@ def test_bug_inlining_a_tangent_keeps_the_loop_range():
     _close(got, secondcheck.fd_jvp(s.interp_forward, s.inputs, s.dirs), "jvp", src)
 
 
-def test_recurrences_are_refused_with_a_position():
-    """Recurrences (issue 11) are not handled yet: a statement that reads its
-    own target, should one reach forward mode, is a positioned error."""
-    from tcc.check import StmtInfo
-    info = analyze(tcc.parse("input x[T]\noutput h[T]\nfor t: h[t] = tanh(x[t])\n"))
-    rec = tcc.parse("input x[T]\noutput h[T]\nfor t: h[t] = tanh(x[t] + h[t - 1])\n")
-    info.stmts[0] = StmtInfo(rec.stmts[0], info.stmts[0].ranges)
+def test_tangents_run_through_a_recurrence_in_its_direction():
+    """A recurrence's tangents are a recurrence over the same steps (h.dot[t]
+    reads h.dot[t - 1]); the forward's h read at an earlier step is data, 0
+    before the first step (a written range)."""
+    text = tcc.jvp_text(example_path("rnn_elman"))
+    assert "for t, b, s, r: a.dot[t, b, s] += h.dot[t - 1, b, r] * U[s, r]" in text
+    assert "for t in T, b, s, r: a.dot[t, b, s] += U.dot[s, r] * h[t - 1, b, r]" in text
+
+
+def test_the_diagonal_hessian_refuses_a_recurrence_at_its_read():
     with pytest.raises(tcc.TccError, match="does not handle recurrences yet") as err:
-        forward.tangents(info, {"x"}, set())
-    assert str(err.value.pos) == "3:27"          # the read of h
+        tcc.hessian_text(example_path("rnn_elman"))
+    assert err.value.pos is not None

@@ -159,6 +159,8 @@ def lower_padded(ctx: Context, si: StmtInfo, lower) -> list:
         if r.tensor not in renamed:
             return r
         local, shifts = renamed[r.tensor]
+        if any(not isinstance(r.index[axis], Affine) for axis in shifts):
+            return r            # a gather is never padded: it reads the tensor itself
         index = tuple(_shift(ix, shifts[axis]) if axis in shifts else ix
                       for axis, ix in enumerate(r.index))
         return Ref(local, index, r.pos)

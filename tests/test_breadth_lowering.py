@@ -368,3 +368,21 @@ def test_eth_problem_3_sums_over_the_delta_as_a_diagonal():
     assert "arange" not in code and "where" not in code
     code = forward_code(ETH_TRACE)
     assert "arange" not in code
+
+
+def test_a_gather_read_of_a_padded_tensor_reads_the_tensor_itself():
+    # found by the long property profile: y1 is padded for y1[i - 1, j], and the
+    # gather y1[p2[k], l] must not be shifted (gathers are never padded)
+    text = ("data y1[1, 2]\ndata p2[B]\n"
+            "for i in 1, j, k, l: h3[i] += (y1[i - 1, j] * y1[p2[k], l]) / 10\n")
+    inputs = {"y1": np.array([[0.5, -1.0]]), "p2": np.array([0, 0, 0])}
+    want = interp.run(analyze(tcc.parse(text)), inputs)["h3"]
+    for backend in ("numpy", "opt_einsum"):
+        for optimize in (True, False):
+            got = tcc.compile(text, backend=backend, optimize=optimize).forward(**inputs)["h3"]
+            np.testing.assert_allclose(got, want, atol=0)
+    text2 = text.replace("y1[i - 1, j]", "y1[i + 1, j]").replace("data y1[1, 2]", "data y1[2, 2]")
+    inputs2 = {"y1": np.array([[0.5, -1.0], [2.0, 3.0]]), "p2": np.array([1, 0, 1])}
+    want2 = interp.run(analyze(tcc.parse(text2)), inputs2)["h3"]
+    got2 = tcc.compile(text2).forward(**inputs2)["h3"]
+    np.testing.assert_allclose(got2, want2, rtol=1e-12)

@@ -455,3 +455,12 @@ def test_any_expression_round_trips(e):
     prog = Program((Decl("dim", "N"), Decl("input", "a"), Decl("input", "b"),
                     Decl("input", "c")), (Stmt((), Ref("y"), "=", e),))
     assert tcc.parse(str(prog)) == prog
+
+
+@pytest.mark.parametrize("text", ["h3 += (g1.grad == 2)\n", "h3 += g1.grad != 2\n",
+                                  "h3 += (g1.dot >= 2) * g1.dot\n"])
+def test_a_comparison_after_a_derived_name(text):
+    # found by the long property profile: after `g1.grad` the lexer took "==" as
+    # the update "=" followed by "="
+    prog = tcc.parse("data g1.grad, g1.dot\n" + text)
+    assert tcc.parse(str(prog)) == prog

@@ -430,6 +430,36 @@ def need_saved(*names, arrays):
                          "returns: call backward(grads, **inputs, **forward(**inputs))")'''
 
 
+# The end of every module's _self_check and its __main__, for both runtimes.
+_CHECK_REST = '''    grads = backward(seeds, **inputs, **fwd)
+
+    def loss(tensors):
+        out = forward(**tensors)
+        return sum(float((seeds[o] * out[o.replace(".grad", "_grad")]).sum())
+                   for o in _OUTPUTS)
+
+    sizes = bind_sizes(_FORWARD_PLAN, inputs)
+    scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
+             if role == "param" and _BATCH}
+    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".grad", "_grad")] for o in _OUTPUTS},
+                                  seeds)
+    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
+    print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")
+    for name, shape, err, _skipped, ok, note in rows:
+        shown = str(list(shape)) if shape else "scalar"
+        print(f"{name + '.grad':<16} {shown:<16} {err:>16.2e}  "
+              f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
+    return all(row[4] for row in rows)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(0 if _self_check() else 1)
+    print(__doc__)
+    print("Run with --check to check the gradients against finite differences.")'''
+
+
 _TAIL = '''def random_inputs(seed=0, **sizes):
     """Valid random inputs: float64 values, integers in range for gather data.
     Sizes default to small ones; pass e.g. B=8 to change one."""
@@ -462,33 +492,7 @@ def _self_check(seed=0):
     rng = np.random.default_rng(seed + 1)
     seeds = {o: rng.standard_normal(np.shape(fwd[o.replace(".grad", "_grad")]))
              for o in _OUTPUTS}
-    grads = backward(seeds, **inputs, **fwd)
-
-    def loss(tensors):
-        out = forward(**tensors)
-        return sum(float(np.sum(seeds[o] * out[o.replace(".grad", "_grad")]))
-                   for o in _OUTPUTS)
-
-    sizes = bind_sizes(_FORWARD_PLAN, inputs)
-    scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
-             if role == "param" and _BATCH}
-    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".grad", "_grad")] for o in _OUTPUTS},
-                                  seeds)
-    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
-    print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")
-    for name, shape, err, _skipped, ok, note in rows:
-        shown = str(list(shape)) if shape else "scalar"
-        print(f"{name + '.grad':<16} {shown:<16} {err:>16.2e}  "
-              f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
-    return all(row[4] for row in rows)
-
-
-if __name__ == "__main__":
-    import sys
-    if sys.argv[1:] == ["--check"]:
-        sys.exit(0 if _self_check() else 1)
-    print(__doc__)
-    print("Run with --check to check the gradients against finite differences.")'''
+''' + _CHECK_REST
 
 
 _TORCH_TAIL = '''def random_inputs(seed=0, **sizes):
@@ -524,33 +528,7 @@ def _self_check(seed=0):
     rng = torch.Generator().manual_seed(seed + 1)
     seeds = {o: torch.randn(fwd[o.replace(".grad", "_grad")].shape, generator=rng,
                             dtype=torch.float64) for o in _OUTPUTS}
-    grads = backward(seeds, **inputs, **fwd)
-
-    def loss(tensors):
-        out = forward(**tensors)
-        return sum(float((seeds[o] * out[o.replace(".grad", "_grad")]).sum())
-                   for o in _OUTPUTS)
-
-    sizes = bind_sizes(_FORWARD_PLAN, inputs)
-    scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
-             if role == "param" and _BATCH}
-    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".grad", "_grad")] for o in _OUTPUTS},
-                                  seeds)
-    rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
-    print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")
-    for name, shape, err, _skipped, ok, note in rows:
-        shown = str(list(shape)) if shape else "scalar"
-        print(f"{name + '.grad':<16} {shown:<16} {err:>16.2e}  "
-              f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}")
-    return all(row[4] for row in rows)
-
-
-if __name__ == "__main__":
-    import sys
-    if sys.argv[1:] == ["--check"]:
-        sys.exit(0 if _self_check() else 1)
-    print(__doc__)
-    print("Run with --check to check the gradients against finite differences.")'''
+''' + _CHECK_REST
 
 
 # ---------------------------------------------------------------- the API

@@ -151,7 +151,7 @@ NUMPY_CODE: dict[str, Entry] = {
     "diagonal": (lambda p, x, axis1=0, axis2=1: f"np.diagonal({p.expr(x)})" if (axis1, axis2)
                  == (0, 1) else f"np.diagonal({p.expr(x)}, 0, {axis1}, {axis2})", ATOM),
     "where": call("np.where({0}, {1}, 0.0)"),
-    "both": call("({0}) & ({1})"),
+    "both": call("np.logical_and({0}, {1})"),
     "pad": call("np.pad({0}, {1})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
     "row_blocks": call("_row_blocks({0}, {1}, {2})"),

@@ -79,7 +79,7 @@ oe = None  # replaced by `import opt_einsum as oe` in modules of that backend
 # pool when the arrays are large: NumPy releases the GIL in ufuncs and reductions,
 # and no BLAS call runs inside a group, so the pool never competes with BLAS's threads.
 # Blocks split rows only, never a reduction: any thread count gives the same bits.
-_BLOCK_BYTES = 1 << 19
+_BLOCK_BYTES = 1 << 21
 _SMALL_BYTES = 1 << 18
 _POOLS = {}
 _POOL_LOCK = threading.Lock()

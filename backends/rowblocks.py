@@ -4,8 +4,9 @@ share their leading (batch) axis run together on blocks of rows.
 A softmax, a layer norm or the fused softmax backward is a handful of
 statements, each a full pass over memory with a fresh temporary as large as
 the tensor. Grouped, they run as one local function on blocks of rows of
-about half a MiB of their arrays (``_row_blocks`` in the module's helpers):
-every statement of the group does its work on a block while the block is in
+about 2 MiB of their arrays (``_row_blocks`` in the module's helpers; 2 MiB
+measured best on our 2-core machine, where smaller blocks pay the per-block
+Python calls too often): every statement of the group does its work on a block while the block is in
 cache, the temporaries are the size of a block, and the blocks run on a
 thread pool when the arrays are large.
 

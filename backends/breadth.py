@@ -27,6 +27,7 @@ from dataclasses import replace
 
 from tcc import algebra
 from tcc.check import StmtInfo
+from tcc.errors import TccError
 from tcc.ir import Affine, Ref, map_refs, reads
 
 from .operands import Context, ap, is_guard, mul
@@ -159,9 +160,16 @@ def lower_padded(ctx: Context, si: StmtInfo, lower) -> list:
         if r.tensor not in renamed:
             return r
         local, shifts = renamed[r.tensor]
-        if any(not isinstance(r.index[axis], Affine) for axis in shifts):
-            return r            # a gather is never padded: it reads the tensor itself
-        index = tuple(_shift(ix, shifts[axis]) if axis in shifts else ix
+        moved = [axis for axis, f in shifts.items() if f]
+        if any(not isinstance(r.index[axis], Affine) for axis in moved):
+            # a gather is never padded: on an axis padded for another read, this
+            # read takes the tensor itself, if it needs no padding of its own
+            if any(isinstance(r.index[axis], Affine) for axis in moved):
+                raise TccError(f"a read of {r.tensor} that gathers on an axis padded for "
+                               "another read and is padded on another axis is not lowered "
+                               "by the compiled backends yet", r.pos or s.pos)
+            return r
+        index = tuple(_shift(ix, shifts[axis]) if axis in moved else ix
                       for axis, ix in enumerate(r.index))
         return Ref(local, index, r.pos)
 

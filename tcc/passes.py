@@ -241,12 +241,19 @@ def simplify(program: Program, ctx: Context) -> Program:
     """Fold constants, cancel equal factors, drop terms that are zero. Safe:
     the same value, to rounding; equality tests are left as they are."""
     out = []
+    ups = updates(program.stmts)
+    dropped: dict[str, int] = {}
     for s in program.stmts:
         e = algebra.simplify(s.expr)
         op = s.op
         if isinstance(e, Neg) and op in ("+=", "-="):
             e, op = e.arg, ("-=" if op == "+=" else "+=")
-        if isinstance(e, Num) and e.value == 0 and op in ("+=", "-="):
+        target = s.target.tensor
+        # a zero update goes, unless it is all that defines a tensor (then the
+        # tensor would turn into an input for whatever reads it): it stays, as 0
+        if isinstance(e, Num) and e.value == 0 and op in ("+=", "-=") and \
+                len(ups[target]) - dropped.get(target, 0) > 1:
+            dropped[target] = dropped.get(target, 0) + 1
             ctx.add("simplify", "adds zero", [s], [])
             continue
         t = _keep_sums(ctx.info, s, replace(s, expr=e, op=op))

@@ -521,3 +521,16 @@ def test_the_diagonal_hessian_refuses_a_recurrence_at_its_read():
     with pytest.raises(tcc.TccError, match="does not handle recurrences yet") as err:
         tcc.hessian_text(example_path("rnn_elman"))
     assert err.value.pos is not None
+
+
+def test_a_zero_tangent_stays_defined_and_the_printed_program_checks(capsys):
+    # found by the long property profile: h7.dot = x1.dot - h6.dot = 0 was
+    # dropped as "adds zero", and the printed program then read it as data;
+    # and a module whose outputs are X.dot names failed its own --check
+    text = ("input x1\ndata y2[B, I, J, B]\ninput x3[I]\ndata y4[I]\n"
+            "h5[i] += x1 + y2[j, i, k, l]\nh6[i] = x1 + y2[i, 0, 0, i]\n"
+            "h7[i, j] += (x1 - h6[i]) + y2[j, k, l, m]\nh8[i] += x1 + h7[i, j]\n")
+    printed = tcc.jvp_text(text)
+    assert "h7.dot[i, j] += 0" in printed and "data h7.dot" not in printed
+    k = tcc.compile(printed)
+    assert k.namespace["_self_check"]() is True

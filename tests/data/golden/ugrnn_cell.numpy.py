@@ -519,19 +519,19 @@ def _self_check(seed=0):
     inputs = random_inputs(seed)
     fwd = forward(**inputs)
     rng = np.random.default_rng(seed + 1)
-    seeds = {o: rng.standard_normal(np.shape(fwd[o.replace(".grad", "_grad")]))
+    seeds = {o: rng.standard_normal(np.shape(fwd[o.replace(".", "_")]))
              for o in _OUTPUTS}
     grads = backward(seeds, **inputs, **fwd)
 
     def loss(tensors):
         out = forward(**tensors)
-        return sum(float((seeds[o] * out[o.replace(".grad", "_grad")]).sum())
+        return sum(float((seeds[o] * out[o.replace(".", "_")]).sum())
                    for o in _OUTPUTS)
 
     sizes = bind_sizes(_FORWARD_PLAN, inputs)
     scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
              if role == "param" and _BATCH}
-    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".grad", "_grad")] for o in _OUTPUTS},
+    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".", "_")] for o in _OUTPUTS},
                                   seeds)
     rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
     print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")

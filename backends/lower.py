@@ -45,7 +45,7 @@ def lower_program(ctx: Context) -> list:
         lowered.append((si, body[:1] + copy + body[1:]))
     if ctx.row_blocks:
         from .rowblocks import group
-        return group(ctx, lowered, ctx.returned)
+        return group(ctx, lowered)
     return [n for _, nodes in lowered for n in nodes]
 
 

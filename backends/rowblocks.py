@@ -120,7 +120,7 @@ def _exact_on_rows(nodes: list, row_names: set[str]) -> bool:
     return True
 
 
-def group(ctx: Context, lowered: list[tuple[StmtInfo, list]], returned: set[str]) -> list:
+def group(ctx: Context, lowered: list[tuple[StmtInfo, list]]) -> list:
     """The statements of a function with runs of row-local statements (two or
     more, or one over a large tensor) as row-block groups."""
     marks = []
@@ -147,7 +147,7 @@ def group(ctx: Context, lowered: list[tuple[StmtInfo, list]], returned: set[str]
             end += 1
         later = {r.tensor for si, _ in lowered[end:]
                  for r in (si.stmt.target, *reads(si.stmt.expr))}
-        out += _emit(ctx, lowered[k:end], marks[k:end], later | returned)
+        out += _emit(ctx, lowered[k:end], marks[k:end], later | ctx.returned)
         k = end
     return out
 

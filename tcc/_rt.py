@@ -173,6 +173,22 @@ def take(tensors, kinds, what, optional=()):
     return arrays, dt
 
 
+
+def seed_names(grads, outputs):
+    # backward()'s seeds name outputs only (numpy and torch modules alike)
+    unknown = [k for k in grads if k not in outputs]
+    if unknown:
+        raise ValueError(f"backward() got a seed for {', '.join(map(repr, unknown))}, which is "
+                         f"not an output; the outputs are {', '.join(outputs)}")
+
+
+def need_saved(*names, arrays):
+    missing = [t for t in names if t not in arrays]
+    if missing:
+        raise ValueError(f"backward() needs {', '.join(map(repr, missing))}, which forward() "
+                         "returns: call backward(grads, **inputs, **forward(**inputs))")
+
+
 # Rounding in a central difference is about eps * |loss terms| / h; a
 # difference below FD_NOISE * (the loss's size) is not evidence either way.
 FD_NOISE = 3e-8

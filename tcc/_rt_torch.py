@@ -1,7 +1,7 @@
 # The run-time checks of generated torch modules (tcc/compiler.py copies this
-# file's text into a module of the torch backend, after the size-check
-# functions of tcc/_rt.py: _rt_size, _rt_span, and bind_sizes as _bind_sizes,
-# so the NumPy and torch modules raise the same errors). Tensors stay where
+# file's text into a module of the torch backend, after tcc/_rt.py's _rt_size,
+# _rt_span, bind_sizes (as _bind_sizes), seed_names and need_saved, so the NumPy
+# and torch modules raise the same errors). Tensors stay where
 # they are: the checks read shapes and dtypes, never data, except for the
 # range of gather positions (the NumPy module's check, two syncs per tensor).
 # The finite differences of `--check` run on the CPU in float64.
@@ -94,13 +94,6 @@ def take(tensors, kinds, what, optional=()):
     return arrays, torch.empty(0, dtype=dtype, device=device)
 
 
-def seed_names(grads, outputs):
-    unknown = [k for k in grads if k not in outputs]
-    if unknown:
-        raise ValueError(f"backward() got a seed for {', '.join(map(repr, unknown))}, which is "
-                         f"not an output; the outputs are {', '.join(outputs)}")
-
-
 def seed(grads, name, shape, dt):
     g = grads.get(name)
     if g is None:
@@ -112,13 +105,6 @@ def seed(grads, name, shape, dt):
         raise ValueError(f"the seed for '{name}' has shape {tuple(g.shape)}, but '{name}' has "
                          f"shape {tuple(shape)}")
     return g.to(dt)
-
-
-def need_saved(*names, arrays):
-    missing = [t for t in names if t not in arrays]
-    if missing:
-        raise ValueError(f"backward() needs {', '.join(map(repr, missing))}, which forward() "
-                         "returns: call backward(grads, **inputs, **forward(**inputs))")
 
 
 # Rounding in a central difference is about eps * |loss terms| / h; a

@@ -74,23 +74,15 @@ def _runtime_source(code: str) -> str:
 @functools.lru_cache(maxsize=1)
 def _torch_runtime_source() -> str:
     """The torch module's runtime: _rt.py's size checks (bind_sizes renamed
-    _bind_sizes, which torch's bind_sizes calls on tensor shapes), then
-    _rt_torch.py without its imports."""
-    import ast
-    text = resources.files("tcc").joinpath("_rt.py").read_text()
-    tree = ast.parse(text)
-    shared = []
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name in ("_rt_size", "_rt_span",
-                                                               "bind_sizes"):
-            shared.append(ast.get_source_segment(text, node))
-    shared[-1] = shared[-1].replace("def bind_sizes(", "def _bind_sizes(", 1)
+    _bind_sizes, which torch's bind_sizes calls on tensor shapes) and argument
+    checks, then _rt_torch.py without its imports."""
+    names = {"_rt_size", "_rt_span", "bind_sizes", "seed_names", "need_saved"}
+    shared = [text for kind, defined, _, text in _runtime_parts() if defined & names]
+    shared = [t.replace("def bind_sizes(", "def _bind_sizes(", 1) for t in shared]
     own = resources.files("tcc").joinpath("_rt_torch.py").read_text()
     body = [line for line in own.splitlines()
             if not line.startswith(("#", "import ", "_bind_sizes = "))]
     return "\n\n\n".join(shared) + "\n\n\n" + "\n".join(body).strip() + "\n"
-
-
 
 
 def _plan_py(plan):
@@ -403,14 +395,8 @@ def _positive(info: Info) -> bool:
 
 
 def _module_runtime() -> str:
-    return '''def seed_names(grads, outputs):
-    unknown = [k for k in grads if k not in outputs]
-    if unknown:
-        raise ValueError(f"backward() got a seed for {', '.join(map(repr, unknown))}, which is "
-                         f"not an output; the outputs are {', '.join(outputs)}")
-
-
-def seed(grads, name, shape, dt):
+    """The numpy module's seed check (seed_names and need_saved are in _rt.py)."""
+    return '''def seed(grads, name, shape, dt):
     g = grads.get(name)
     if g is None:
         return np.zeros(shape, dtype=dt)
@@ -420,14 +406,7 @@ def seed(grads, name, shape, dt):
     if g.shape != tuple(shape):
         raise ValueError(f"the seed for '{name}' has shape {g.shape}, but '{name}' has "
                          f"shape {tuple(shape)}")
-    return g.astype(dt, copy=False)
-
-
-def need_saved(*names, arrays):
-    missing = [t for t in names if t not in arrays]
-    if missing:
-        raise ValueError(f"backward() needs {', '.join(map(repr, missing))}, which forward() "
-                         "returns: call backward(grads, **inputs, **forward(**inputs))")'''
+    return g.astype(dt, copy=False)'''
 
 
 # The end of every module's _self_check and its __main__, for both runtimes.

@@ -192,6 +192,21 @@ def take(tensors, kinds, what, optional=()):
     return arrays, dt
 
 
+def seed_names(grads, outputs):
+    # backward()'s seeds name outputs only (numpy and torch modules alike)
+    unknown = [k for k in grads if k not in outputs]
+    if unknown:
+        raise ValueError(f"backward() got a seed for {', '.join(map(repr, unknown))}, which is "
+                         f"not an output; the outputs are {', '.join(outputs)}")
+
+
+def need_saved(*names, arrays):
+    missing = [t for t in names if t not in arrays]
+    if missing:
+        raise ValueError(f"backward() needs {', '.join(map(repr, missing))}, which forward() "
+                         "returns: call backward(grads, **inputs, **forward(**inputs))")
+
+
 FD_NOISE = 3e-8
 
 
@@ -282,13 +297,6 @@ def fd_check(loss, inputs, grads, scale, noise=0.0, h=1e-6, tol=1e-6):
             rows.append((t, x.shape, c.error, int(kink.sum()), c.error <= tol, note))
     return rows
 
-def seed_names(grads, outputs):
-    unknown = [k for k in grads if k not in outputs]
-    if unknown:
-        raise ValueError(f"backward() got a seed for {', '.join(map(repr, unknown))}, which is "
-                         f"not an output; the outputs are {', '.join(outputs)}")
-
-
 def seed(grads, name, shape, dt):
     g = grads.get(name)
     if g is None:
@@ -300,13 +308,6 @@ def seed(grads, name, shape, dt):
         raise ValueError(f"the seed for '{name}' has shape {g.shape}, but '{name}' has "
                          f"shape {tuple(shape)}")
     return g.astype(dt, copy=False)
-
-
-def need_saved(*names, arrays):
-    missing = [t for t in names if t not in arrays]
-    if missing:
-        raise ValueError(f"backward() needs {', '.join(map(repr, missing))}, which forward() "
-                         "returns: call backward(grads, **inputs, **forward(**inputs))")
 
 # ---- helpers
 

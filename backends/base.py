@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .target import ATOM, POWER, Printer, Tup
+from .target import ATOM, POWER, Lit, Printer, Tup
 
 Entry = tuple[Callable, int]     # (printer, *args, **kw) -> source, and its precedence
 
@@ -108,6 +108,17 @@ def _einsum(p: Printer, spec, *args, path=None) -> str:
     return f"np.einsum({p.expr(spec)}, {ops}, optimize={literal(['einsum_path', *path])})"
 
 
+def _ufunc(p: Printer, op, *args, out) -> str:
+    """An elementwise operation written into ``out`` (backends/inplace.py)."""
+    name = op.value if isinstance(op, Lit) else op
+    if name.startswith("fn:"):
+        from tcc import functions
+        row = functions.lookup(name[3:])
+        p.used.update(row.helpers)
+        return row.out_code.format(*(p.expr(a) for a in args), out=p.expr(out))
+    return f"np.{name}({', '.join(p.expr(a) for a in args)}, out={p.expr(out)})"
+
+
 def _shape(p: Printer, shape) -> str:
     return p.expr(shape if not isinstance(shape, tuple) else Tup(shape))
 
@@ -127,6 +138,7 @@ NUMPY_CODE: dict[str, Entry] = {
     "tensordot": (lambda p, a, b, axes: f"np.tensordot({p.expr(a)}, {p.expr(b)}, "
                                         f"axes={literal(axes)})", ATOM),
     "einsum": (_einsum, ATOM),
+    "ufunc": (_ufunc, ATOM),
     "contiguous": call("np.ascontiguousarray({0})"),
     "reshape": method("{0}.reshape({1})"),
     "as_strided": call("np.lib.stride_tricks.as_strided({0}, shape={shape}, "

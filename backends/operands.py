@@ -512,8 +512,10 @@ def contract(ctx, operands: list[Operand], out: tuple[str, ...], ranges) -> Oper
     if len(ops) == 2:
         return _contract2(ops[0], ops[1], res)
     path = contraction.path([o.vars for o in ops], res, ranges)
-    return Operand(ap("einsum", Lit(contraction.spec([o.vars for o in ops], res)),
-                      *(o.node for o in ops), path=path), res, True)
+    spec = contraction.spec([o.vars for o in ops], res)
+    if contraction.one_loop(spec, path):
+        path = None
+    return Operand(ap("einsum", Lit(spec), *(o.node for o in ops), path=path), res, True)
 
 
 def _t(node):

@@ -8,11 +8,14 @@ from .numpy_backend import BACKEND as NUMPY
 
 
 def _contract(p, spec, *args, path=None):
+    if path is None:        # one loop, no BLAS: einsum's own C loop
+        return f"np.einsum({p.expr(spec)}, {', '.join(p.expr(a) for a in args)})"
+    p.used.add("contract")
     return (f"_contract({p.expr(spec)}, {literal(path)}, "
             f"{', '.join(p.expr(a) for a in args)})")
 
 
 BACKEND = NUMPY.extend("opt_einsum", code={"einsum": (_contract, 9)},
-                       helpers={"einsum": ("_contract",)},
-                       op_imports={"einsum": ("import opt_einsum as oe",)},
+                       helpers={"contract": ("_contract",)},
+                       op_imports={"contract": ("import opt_einsum as oe",)},
                        requires="NumPy and opt_einsum", row_blocks=True)

@@ -32,9 +32,11 @@ the rest live in the block only.
 
 from __future__ import annotations
 
+from tcc import contraction
 from tcc.check import StmtInfo
 from tcc.ir import Affine, Ref, reads
 
+from . import inplace
 from .operands import Context, ap, shape_tuple
 from .target import ALL, Apply, Assign, Attr, Comment, Def, Do, Index, Lit, Name, Slice, Tup, \
     Update, walk
@@ -73,24 +75,9 @@ def _row_tensors(si: StmtInfo, v: str) -> list[str]:
 
 def _blas_free(node: Apply) -> bool:
     """An einsum none of whose pairwise steps numpy or opt_einsum would hand to
-    BLAS: each step keeps some index that both of its operands have."""
+    BLAS (``contraction.blas_free``)."""
     spec = node.args[0].value if isinstance(node.args[0], Lit) else node.args[0]
-    if not isinstance(spec, str):
-        return False
-    ins, out = spec.split("->")
-    ops = ins.split(",")
-    path = dict(node.kw).get("path") or [(0, 1)] * (len(ops) - 1)
-    for pair in path:
-        i, j = sorted(pair, reverse=True)
-        a, b = ops[i], ops[j]
-        rest = [o for k, o in enumerate(ops) if k not in (i, j)]
-        keep = set(out).union(*rest) if rest else set(out)
-        removed = (set(a) | set(b)) - keep
-        if removed and not (set(a) & set(b) & keep):
-            return False            # a true contraction: BLAS would take it
-        res = "".join(c for c in dict.fromkeys(a + b) if c in keep)
-        ops = rest + [res]
-    return True
+    return isinstance(spec, str) and contraction.blas_free(spec, dict(node.kw).get("path"))
 
 
 def _exact_on_rows(nodes: list, row_names: set[str]) -> bool:
@@ -167,11 +154,15 @@ def _emit(ctx: Context, run, marks, needed_after: set[str]) -> list:
     whole = [t for t in defined_here if t in needed_after]
     passed = params + whole
     body = []
-    for _, nodes in run:
+    env = {}
+    for si, nodes in run:
+        env.update((ctx.names(r.tensor), tuple(ctx.shape_of(r.tensor)))
+                   for r in (si.stmt.target, *reads(si.stmt.expr)) if isinstance(r, Ref))
         for n in nodes:
             if isinstance(n, Assign) and n.target.name in {ctx.names(t) for t in whole}:
                 n = Assign(Index(n.target, (ALL,)), n.value)
             body.append(n)
+    body = inplace.rewrite(body, env)
     ctx.row_groups += 1
     fn = f"_rows_{ctx.row_groups}"
     head = [Comment(f"rows of {rows} in blocks, on threads when large: "

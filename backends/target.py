@@ -183,6 +183,8 @@ OPS = {
     "conv_weight": "the gradient of conv with respect to w (of shape), given the output's g",
     "conv_input": "the gradient of conv with respect to x (of shape), given the output's g",
     "stride": "a tensor's strides in elements (torch)",
+    "ufunc": "an elementwise operation (add, subtract, multiply, divide, negative, or a "
+             "function fn:name whose row has an out form) of args written into out",
     "row_blocks": "run a row-block function (a Def) on blocks of rows of its arrays, "
                   "on a thread pool when they are large",
 }
@@ -401,6 +403,62 @@ class Printer:
         for s in stmts:
             out += self.stmt(s)
         return out
+
+
+# ---------------------------------------------------------------- shapes
+
+def _broadcast(shapes) -> tuple | None:
+    """NumPy's broadcast of shapes whose sizes are dim names or ints; None
+    where two different sizes meet (they may be equal at run time, but that
+    is not known here)."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for k in range(rank):
+        sizes = {s[len(s) - rank + k] for s in shapes if len(s) - rank + k >= 0} - {1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def shape(n, env: dict) -> tuple | None:
+    """The shape of a value node, in sizes that are dim names or ints (1 for a
+    new axis), given ``env``: array name -> shape. None where the node's shape
+    is not known from its parts (a gather, a window, a reduction)."""
+    if isinstance(n, Name):
+        return tuple(env[n.name]) if n.name in env else None
+    if isinstance(n, Lit) or (isinstance(n, (int, float)) and not isinstance(n, bool)):
+        return ()
+    if isinstance(n, Index):
+        base = shape(n.base, env)
+        if base is None:
+            return None
+        out, k = [], 0
+        for i, p in enumerate(n.parts):
+            if p is NEW:
+                out.append(1)
+            elif p is ALL:
+                after = sum(1 for q in n.parts[i + 1:] if q is not NEW)
+                out += base[k:len(base) - after]
+                k = len(base) - after
+            elif p == Slice() and k < len(base):
+                out.append(base[k])
+                k += 1
+            else:
+                return None
+        return tuple(out) + tuple(base[k:])
+    if isinstance(n, Op):
+        if n.op in ("and", "is", "is not"):
+            return None
+        parts = [shape(a, env) for a in n.args]
+        return None if None in parts else _broadcast(parts)
+    if isinstance(n, Apply):
+        if n.op == "scalar":
+            return ()
+        if n.op.startswith("fn:") or n.op == "as_float":
+            parts = [shape(a, env) for a in n.args]
+            return None if None in parts else _broadcast(parts)
+    return None
 
 
 def walk(n):

@@ -42,4 +42,34 @@ def path(operands, output, sizes) -> list[tuple[int, ...]]:
     return [tuple(p) for p in found]
 
 
-__all__ = ["NOMINAL_SIZE", "nominal", "spec", "path"]
+def blas_free(spec: str, path=None) -> bool:
+    """Whether no pairwise step of ``spec`` along ``path`` (None: left to
+    right) is one numpy or opt_einsum would hand to BLAS: each step keeps
+    some index that both of its operands have (a product then a sum, as
+    ``ab,a,ab->b``)."""
+    ins, out = spec.split("->")
+    ops = ins.split(",")
+    for pair in path or [(0, 1)] * (len(ops) - 1):
+        i, j = sorted(pair, reverse=True)
+        a, b = ops[i], ops[j]
+        rest = [o for k, o in enumerate(ops) if k not in (i, j)]
+        keep = set(out).union(*rest) if rest else set(out)
+        removed = (set(a) | set(b)) - keep
+        if removed and not (set(a) & set(b) & keep):
+            return False            # a true contraction: BLAS would take it
+        res = "".join(c for c in dict.fromkeys(a + b) if c in keep)
+        ops = rest + [res]
+    return True
+
+
+def one_loop(spec: str, path) -> bool:
+    """Whether einsum's single C loop beats the pairwise path: a BLAS-free
+    product of at most three operands. The pairwise path then only adds
+    temporaries, and numpy may lay one out transposed: at 1024 x 1024,
+    ``ab,a,ab->b`` took 5.7 ms along its path and 0.6 ms in one loop. With
+    four or more operands the single loop is the slow one (2.9 ms against
+    0.8 for ``ab,a,b,ab->a``)."""
+    return spec.count(",") <= 2 and blas_free(spec, path)
+
+
+__all__ = ["NOMINAL_SIZE", "nominal", "spec", "path", "blas_free", "one_loop"]

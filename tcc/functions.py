@@ -13,7 +13,7 @@ code of its own for it. A stage that finds a piece missing raises a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -36,6 +36,7 @@ class Function:
     derivative: tuple[Rule, ...] | None = None   # one rule per argument
     domain: str = "real"            # "positive": tcc check draws positive inputs
     helpers: tuple[str, ...] = ()   # runtime helpers ``code`` calls (copied into modules)
+    out_code: str | None = None     # NumPy source writing into ``{out}`` (None: no such form)
 
     def partial(self, k: int, call: Call) -> Expr | None:
         """d call / d (argument k), from the row's rule."""
@@ -116,6 +117,12 @@ for _row in [
              (lambda a, f: Bin("<", a[0], a[1]), lambda a, f: Bin(">=", a[0], a[1]))),
 ]:
     register(_row)
+
+# The rows whose code is one NumPy ufunc call also write into an existing
+# array (``out=``), which backends/inplace.py uses to avoid temporaries.
+for _name in ("exp", "log", "sqrt", "tanh", "relu", "abs", "sin", "cos", "max", "min"):
+    _row = TABLE[_name]
+    register(replace(_row, out_code=_row.code[:-1] + ", out={out})"))
 
 
 def fold(fn: str, args: list[float]):

@@ -397,11 +397,12 @@ def forward(**tensors):
         # for b, j: Z_max[b] max= s[b, j]
         Z_max = np.max(s, axis=1, initial=-np.inf)
         # for b, j: Z_exp[b, j] = exp(s[b, j] - Z_max[b])
-        Z_exp = np.exp(s - Z_max[:, None])
+        Z_exp = s - Z_max[:, None]
+        np.exp(Z_exp, out=Z_exp)
         # for b, j: Z_shifted[b] += Z_exp[b, j]
         Z_shifted = Z_exp.sum(axis=1)
         # for b, j: p[b, j] += Z_exp[b, j] / Z_shifted[b]
-        p[...] = Z_exp / Z_shifted[:, None]
+        np.divide(Z_exp, Z_shifted[:, None], out=p)
     _row_blocks(_rows_1, B, (s, p))
     return {"p": p}
 
@@ -425,7 +426,8 @@ def backward(grads, /, **tensors):
         # for b, j: e[b] += p.grad[b, j] * p[b, j]
         e = np.einsum('ab,ab->a', p_grad, p)
         # for b, j: s.grad[b, j] += p[b, j] * (p.grad[b, j] - e[b])
-        s_grad[...] = p * (p_grad - e[:, None])
+        np.subtract(p_grad, e[:, None], out=s_grad)
+        np.multiply(p, s_grad, out=s_grad)
     _row_blocks(_rows_1, B, (p_grad, p, s_grad))
     return {"s": s_grad}
 

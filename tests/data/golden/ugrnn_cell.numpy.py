@@ -440,7 +440,7 @@ def forward(**tensors):
         # for b, j: Rp[b, j] -= BR[j]
         Rp -= BR
         # for b, j: R[b, j] = tanh(Rp[b, j])
-        R[...] = np.tanh(Rp)
+        np.tanh(Rp, out=R)
     _row_blocks(_rows_1, B, (Rp, R))
     # for b, j, i: Gp[b, j] += WhG[j, i] * h[b, i]
     Gp = h @ WhG.T
@@ -455,7 +455,10 @@ def forward(**tensors):
         # for b, j: G[b, j] = sigmoid(Gp[b, j])
         G[...] = _sigmoid(Gp)
         # for b, j: hn[b, j] = G[b, j] * h[b, j] + (1 - G[b, j]) * R[b, j]
-        hn[...] = G * h + (1 - G) * R
+        np.multiply(G, h, out=hn)
+        _tmp1 = 1 - G
+        np.multiply(_tmp1, R, out=_tmp1)
+        np.add(hn, _tmp1, out=hn)
     _row_blocks(_rows_2, B, (Gp, h, R, G, hn))
     return {"hn": hn, "R": R, "G": G}
 
@@ -483,9 +486,14 @@ def backward(grads, /, **tensors):
     Gp_grad = np.empty((B, J), dtype=dt)
     def _rows_1(hn_grad, G, h, R, h_grad, Gp_grad):
         # for b, j: h.grad[b, j] += hn.grad[b, j] * G[b, j]
-        h_grad[...] = hn_grad * G
+        np.multiply(hn_grad, G, out=h_grad)
         # for b, j: Gp.grad[b, j] += (hn.grad[b, j] * h[b, j] - hn.grad[b, j] * R[b, j]) * G[b, j] * (1 - G[b, j])
-        Gp_grad[...] = (hn_grad * h - hn_grad * R) * G * (1 - G)
+        np.multiply(hn_grad, h, out=Gp_grad)
+        _tmp1 = hn_grad * R
+        np.subtract(Gp_grad, _tmp1, out=Gp_grad)
+        np.multiply(Gp_grad, G, out=Gp_grad)
+        _tmp2 = 1 - G
+        np.multiply(Gp_grad, _tmp2, out=Gp_grad)
     _row_blocks(_rows_1, B, (hn_grad, G, h, R, h_grad, Gp_grad))
     # for b, j: BG.grad[j] -= 1 / B * Gp.grad[b, j]
     BG_grad = -((1 / dt.type(B) if B else 0.0) * Gp_grad.sum(axis=0))
@@ -497,7 +505,10 @@ def backward(grads, /, **tensors):
     Rp_grad = np.empty((B, J), dtype=dt)
     def _rows_2(hn_grad, G, R, Rp_grad):
         # for b, j: Rp.grad[b, j] += hn.grad[b, j] * (1 - G[b, j]) * (1 - R[b, j] ** 2)
-        Rp_grad[...] = hn_grad * (1 - G) * (1 - R ** 2)
+        np.subtract(1, G, out=Rp_grad)
+        np.multiply(hn_grad, Rp_grad, out=Rp_grad)
+        _tmp1 = 1 - R ** 2
+        np.multiply(Rp_grad, _tmp1, out=Rp_grad)
     _row_blocks(_rows_2, B, (hn_grad, G, R, Rp_grad))
     # for b, j: BR.grad[j] -= 1 / B * Rp.grad[b, j]
     BR_grad = -((1 / dt.type(B) if B else 0.0) * Rp_grad.sum(axis=0))

@@ -1,0 +1,161 @@
+"""In-place steps in row-block groups (backends/inplace.py): elementwise
+statements write through ``out=`` into their target or into temporaries they
+made, and reuse a local's memory when they read it for the last time. The
+results must be the very same bits as the plain expressions.
+
+The target IR's shapes (``target.shape``) decide what may be overwritten; the
+tests below check those rules on nodes, then every example, forward and
+backward, against the module compiled without the pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tcc
+from tcc import interp
+from tcc.backends import inplace
+from tcc.backends.target import ALL, NEW, Apply, Assign, Index, Lit, Name, Op, Slice, \
+    shape
+from tcc.check import analyze
+from tcc.parse import parse
+
+EXAMPLES = Path(__file__).parent / "data" / "examples"
+BENCH = Path(__file__).parent.parent / "benchmarks" / "programs"
+ENV = {"S": ("N", "N"), "M": ("N", "N"), "P": ("N", "N"), "T": ("N", "N"), "m": ("N",),
+       "s": ("N",), "g": ("D",), "x": ("N", "D"), "y": ("N", "D")}
+
+
+def _code(stmts) -> list[str]:
+    return [str(s) for s in stmts]
+
+
+def _col(name):
+    return Index(Name(name), (Slice(), NEW))
+
+
+def test_shapes_of_target_ir_values():
+    assert shape(Name("S"), ENV) == ("N", "N")
+    assert shape(_col("m"), ENV) == ("N", 1)
+    assert shape(Op("-", (Name("T"), _col("m"))), ENV) == ("N", "N")
+    assert shape(Op("*", (Name("g"), Name("x"))), ENV) == ("N", "D")
+    assert shape(Apply("fn:exp", (Name("x"),)), ENV) == ("N", "D")
+    assert shape(Index(Name("x"), (ALL, NEW)), ENV) == ("N", "D", 1)
+    assert shape(Lit(2.0), ENV) == ()
+    # sizes that differ by name may differ at run time: not known here
+    assert shape(Op("+", (Name("S"), Name("x"))), ENV) is None
+    # a gather, a window or an unknown array: not known
+    assert shape(Index(Name("x"), (Slice(Lit(1), None),)), ENV) is None
+    assert shape(Name("unknown"), ENV) is None
+
+
+def test_a_chain_writes_into_its_target():
+    # P[...] = exp(T - m[:, None]) / s[:, None]: two steps in P, no temporary
+    value = Op("/", (Apply("fn:exp", (Op("-", (Name("T"), _col("m"))),)), _col("s")))
+    got = inplace.rewrite([Assign(Index(Name("P"), (ALL,)), value)], ENV)
+    assert _code(got) == ["ufunc('subtract', T, m[:, None], out=P)",
+                          "ufunc('fn:exp', P, out=P)",
+                          "ufunc('divide', P, s[:, None], out=P)"]
+
+
+def test_a_new_local_is_the_first_temporary():
+    value = Apply("fn:exp", (Op("-", (Name("S"), _col("m"))),))
+    got = inplace.rewrite([Assign(Name("E"), value)], ENV)
+    assert _code(got) == ["E = (S - m[:, None])", "ufunc('fn:exp', E, out=E)"]
+
+
+def test_small_parts_stay_expressions_and_one_operation_is_left_alone():
+    # the row-vector factor is cheap: it stays inside the one full-size step
+    value = Op("*", (Op("*", (Lit(0.5), _col("m"))), Name("S")))
+    assert _code(inplace.rewrite([Assign(Name("E"), value)], ENV)) == \
+        ["E = ((0.5 * m[:, None]) * S)"]
+    # a number is not an array
+    assert _code(inplace.rewrite([Assign(Name("v"), Op("/", (Lit(1), Lit(3))))], ENV)) == \
+        ["v = (1 / 3)"]
+
+
+def test_a_local_read_for_the_last_time_lends_its_memory():
+    stmts = [Assign(Name("T"), Op("+", (Name("S"), Name("M")))),
+             Assign(Name("E"), Apply("fn:exp", (Op("-", (Name("T"), _col("m"))),)))]
+    got = _code(inplace.rewrite(stmts, ENV))
+    assert got == ["T = (S + M)", "ufunc('subtract', T, m[:, None], out=T)",
+                   "ufunc('fn:exp', T, out=T)", "E = T"]
+
+
+def test_a_local_read_twice_or_read_later_keeps_its_memory():
+    # (T - m) * exp(T): writing T - m into T would change what exp reads
+    twice = [Assign(Name("T"), Op("+", (Name("S"), Name("M")))),
+             Assign(Name("E"), Op("*", (Op("-", (Name("T"), _col("m"))),
+                                        Apply("fn:exp", (Name("T"),)))))]
+    assert not any("out=T" in line for line in _code(inplace.rewrite(twice, ENV)))
+    later = [Assign(Name("T"), Op("+", (Name("S"), Name("M")))),
+             Assign(Name("E"), Apply("fn:exp", (Op("-", (Name("T"), _col("m"))),))),
+             Assign(Name("F"), Op("*", (Name("T"), Lit(2.0))))]
+    assert not any("out=T" in line for line in _code(inplace.rewrite(later, ENV)))
+
+
+def test_a_view_is_never_overwritten():
+    # V is a view of the input S: its last read must not write into S's memory
+    stmts = [Assign(Name("V"), Index(Name("S"), (ALL,))),
+             Assign(Name("E"), Apply("fn:exp", (Op("-", (Name("V"), _col("m"))),)))]
+    env = {**ENV, "V": ("N", "N")}
+    assert not any("out=V" in line for line in _code(inplace.rewrite(stmts, env)))
+
+
+def test_a_sibling_does_not_reuse_the_target_while_it_holds_a_value():
+    # P[...] = (S * M) + (T * M): both products are full size; only one may sit in P
+    value = Op("+", (Op("*", (Name("S"), Name("M"))), Op("*", (Name("T"), Name("M")))))
+    got = _code(inplace.rewrite([Assign(Index(Name("P"), (ALL,)), value)], ENV))
+    assert got == ["ufunc('multiply', S, M, out=P)", "_tmp1 = (T * M)",
+                   "ufunc('add', P, _tmp1, out=P)"]
+
+
+def test_the_generated_code_of_the_attention_softmax():
+    k = tcc.compile(str(BENCH / "attention.loop"))
+    src = k.source
+    assert "np.subtract(T, Z_max[:, None], out=T)" in src
+    assert "np.exp(T, out=T)" in src
+    assert "np.divide(Z_exp, Z_shifted[:, None], out=P)" in src
+
+
+def _without_pass(monkeypatch, path, backend):
+    monkeypatch.setattr(inplace, "rewrite", lambda stmts, env: list(stmts))
+    return tcc.compile(str(path), backend=backend)
+
+
+CASES = [*sorted(EXAMPLES.glob("*.loop")), *(BENCH / f"{n}.loop" for n in
+                                               ("softmax", "layernorm", "attention"))]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_the_same_bits_as_plain_expressions(path, dtype, monkeypatch):
+    k = tcc.compile(str(path))
+    plain = _without_pass(monkeypatch, path, "numpy")
+    ns = k.namespace
+    ns["_SMALL_BYTES"], ns["_BLOCK_BYTES"] = 0, 1 << 10       # blocks and threads
+    inputs = {t: (v.astype(dtype) if v.dtype.kind == "f" else v)
+              for t, v in k.random_inputs(seed=5).items()}
+    fwd, ref = k.forward(**inputs), plain.forward(**inputs)
+    rng = np.random.default_rng(6)
+    seeds = {o: rng.standard_normal(np.shape(fwd[o.replace(".", "_")])).astype(dtype)
+             for o in ns["_OUTPUTS"]}
+    for got, want in ((fwd, ref), (k.backward(seeds, **inputs, **fwd),
+                                   plain.backward(seeds, **inputs, **ref))):
+        assert got.keys() == want.keys()
+        for name in got:
+            assert got[name].dtype == want[name].dtype, name
+            assert np.array_equal(got[name], want[name], equal_nan=True), name
+
+
+def test_a_value_read_twice_in_one_statement_matches_the_interpreter():
+    text = ("input x[B, J]\noutput y[B, J]\n"
+            "for b, j: t[b, j] = x[b, j] * 2 + 1\n"
+            "for b, j: y[b, j] = (t[b, j] - 1) * exp(t[b, j])\n")
+    k = tcc.compile(text, optimize=False)
+    x = np.random.default_rng(0).standard_normal((5, 7))
+    want = interp.run(analyze(parse(text)), {"x": x})["y"]
+    np.testing.assert_allclose(k.forward(x=x)["y"], want, rtol=1e-13)

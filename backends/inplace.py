@@ -63,7 +63,11 @@ class _Statement:
         a temporary of this statement, free to overwrite."""
         op, args = _operation(n)
         if op is None:
-            return n, n in self.dying
+            if n in self.dying:
+                return n, True
+            if isinstance(n, Apply) and n.op == "matmul" and shape(n, self.env) == self.full:
+                return self.temp(n, self.full), True    # a new array: scale it in place
+            return n, False
         parts = [self.value(a) for a in args]
         vals = tuple(v for v, _ in parts)
         shp = shape(Op(n.op, vals) if isinstance(n, Op) else Apply(n.op, vals), self.env)
@@ -96,12 +100,13 @@ def _do(op: str, args: tuple, out: Name) -> Do:
     return Do(Apply("ufunc", (Lit(op), *args), (("out", out),)))
 
 
-def rewrite(stmts: list, env: dict) -> list:
+def rewrite(stmts: list, env: dict, keep=frozenset()) -> list:
     """The statements with each elementwise assignment computed through ``out=``
     and in place; ``env`` maps each array's name to its shape (``target.shape``).
 
     A local that an earlier statement of ``stmts`` made and that this one reads
-    for the last time, once, is a temporary too: its memory is reused."""
+    for the last time, once, is a temporary too: its memory is reused; never
+    one named in ``keep`` (what the function returns)."""
     taken = {n.name for s in stmts for n in walk(s) if isinstance(n, Name)}
     last = {n: i for i, s in enumerate(stmts) for n in walk(s) if isinstance(n, Name)}
     env = dict(env)
@@ -110,7 +115,7 @@ def rewrite(stmts: list, env: dict) -> list:
     for i, s in enumerate(stmts):
         reads = [n for n in walk(s.value) if isinstance(n, Name)] \
             if isinstance(s, Assign) else []
-        dying = {n for n in local if last[n] == i and reads.count(n) == 1}
+        dying = {n for n in local if last[n] == i and reads.count(n) == 1 and n.name not in keep}
         out += _statement(s, env, taken, dying)
         if isinstance(s, Assign) and isinstance(s.target, Name):
             if _new_array(s.value) or s.value in local:

@@ -44,8 +44,11 @@ def lower_program(ctx: Context) -> list:
         body = lower_statement(ctx, si)
         lowered.append((si, body[:1] + copy + body[1:]))
     if ctx.row_blocks:
+        from . import inplace
         from .rowblocks import group
-        return group(ctx, lowered)
+        env = {ctx.names(t): tuple(ctx.shape_of(t)) for t in ctx.info.shapes}
+        return inplace.rewrite(group(ctx, lowered), env,
+                               keep={ctx.names(t) for t in ctx.returned})
     return [n for _, nodes in lowered for n in nodes]
 
 

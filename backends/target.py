@@ -455,6 +455,17 @@ def shape(n, env: dict) -> tuple | None:
     if isinstance(n, Apply):
         if n.op == "scalar":
             return ()
+        if n.op == "transpose":
+            base = shape(n.args[0], env)
+            perm = n.get("perm")
+            if base is None:
+                return None
+            return tuple(reversed(base)) if perm is None else tuple(base[k] for k in perm)
+        if n.op == "matmul" and n.get("out") is None:
+            a, b = (shape(x, env) for x in n.args[:2])
+            if a is None or b is None or len(a) != 2 or len(b) != 2:
+                return None
+            return (a[0], b[1])
         if n.op.startswith("fn:") or n.op == "as_float":
             parts = [shape(a, env) for a in n.args]
             return None if None in parts else _broadcast(parts)

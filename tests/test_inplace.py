@@ -159,3 +159,16 @@ def test_a_value_read_twice_in_one_statement_matches_the_interpreter():
     x = np.random.default_rng(0).standard_normal((5, 7))
     want = interp.run(analyze(parse(text)), {"x": x})["y"]
     np.testing.assert_allclose(k.forward(x=x)["y"], want, rtol=1e-13)
+
+
+def test_outside_groups_a_product_is_scaled_in_place():
+    src = tcc.compile(str(BENCH / "attention.loop")).source
+    assert "S = Q @ K.T\n    np.multiply(1.0 / np.sqrt(dt.type(E)), S, out=S)" in src
+
+
+def test_a_returned_tensor_is_never_overwritten():
+    # T is returned: its last read in the function is not its last use
+    stmts = [Assign(Name("T"), Op("+", (Name("S"), Name("M")))),
+             Assign(Name("E"), Apply("fn:exp", (Op("-", (Name("T"), _col("m"))),)))]
+    assert "out=T" in " ".join(_code(inplace.rewrite(stmts, ENV)))
+    assert "out=T" not in " ".join(_code(inplace.rewrite(stmts, ENV, keep={"T"})))

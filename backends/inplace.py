@@ -63,7 +63,7 @@ class _Statement:
         a temporary of this statement, free to overwrite."""
         op, args = _operation(n)
         if op is None:
-            if n in self.dying:
+            if isinstance(n, Name) and n in self.dying:
                 return n, True
             if isinstance(n, Apply) and n.op == "matmul" and shape(n, self.env) == self.full:
                 return self.temp(n, self.full), True    # a new array: scale it in place
@@ -116,9 +116,10 @@ def rewrite(stmts: list, env: dict, keep=frozenset()) -> list:
         reads = [n for n in walk(s.value) if isinstance(n, Name)] \
             if isinstance(s, Assign) else []
         dying = {n for n in local if last[n] == i and reads.count(n) == 1 and n.name not in keep}
-        out += _statement(s, env, taken, dying)
+        host = _host(stmts, i, last, env, keep)
+        out += _statement(s, env, taken, dying, host)
         if isinstance(s, Assign) and isinstance(s.target, Name):
-            if _new_array(s.value) or s.value in local:
+            if _new_array(s.value) or (isinstance(s.value, Name) and s.value in local):
                 local.add(s.target)
             else:
                 local.discard(s.target)     # a view may share another array's memory
@@ -135,10 +136,40 @@ def _new_array(value) -> bool:
     return isinstance(value, Apply) and (value.op.startswith("fn:") or value.op in _NEW)
 
 
-def _statement(s, env: dict, taken: set, dying: set) -> list:
+def _host(stmts: list, i: int, last: dict, env: dict, keep) -> Name | None:
+    """The target of a later statement that may hold statement i's new local
+    until then: the statement that reads the local for the last time, once,
+    writes the whole of a target of its shape that nothing reads or writes
+    before it, or hands its own result on to such a target the same way.
+    (Softmax: exp(s - max) goes straight into p, divided there.)"""
+    s = stmts[i]
+    if not (isinstance(s, Assign) and isinstance(s.target, Name)) or s.target.name in keep \
+            or _operation(s.value)[0] is None:
+        return None
+    j = last.get(s.target, i)
+    if j <= i or not isinstance(stmts[j], Assign) or \
+            [n for n in walk(stmts[j].value) if n == s.target] != [s.target]:
+        return None
+    later = stmts[j]
+    if isinstance(later.target, Index) and later.target.parts == (ALL,) and \
+            isinstance(later.target.base, Name):
+        dest = later.target.base
+        if dest in walk(later.value):
+            return None
+    else:
+        dest = _host(stmts, j, last, env, keep)
+    if dest is None or shape(dest, env) is None or shape(dest, env) != shape(s.value, env) \
+            or any(dest in walk(x) for x in stmts[i:j]):
+        return None
+    return dest
+
+
+def _statement(s, env: dict, taken: set, dying: set, host: Name | None = None) -> list:
     if not isinstance(s, Assign) or _operation(s.value)[0] is None:
         return [s]
-    if isinstance(s.target, Name) and s.target not in walk(s.value):
+    if host is not None:
+        st = _Statement(env, taken, None, host, dying)
+    elif isinstance(s.target, Name) and s.target not in walk(s.value):
         st = _Statement(env, taken, s.target, None, dying)
     elif isinstance(s.target, Index) and s.target.parts == (ALL,) and \
             isinstance(s.target.base, Name) and s.target.base not in walk(s.value):

@@ -97,6 +97,22 @@ def test_a_local_read_twice_or_read_later_keeps_its_memory():
     assert not any("out=T" in line for line in _code(inplace.rewrite(later, ENV)))
 
 
+def test_a_later_target_hosts_a_local_until_it_is_written():
+    # softmax: E = exp(S - m) lives in P, which the last statement divides in place
+    stmts = [Assign(Name("E"), Apply("fn:exp", (Op("-", (Name("S"), _col("m"))),))),
+             Assign(Name("z"), Apply("sum", (Name("E"),), (("axis", 1),))),
+             Assign(Index(Name("P"), (ALL,)), Op("/", (Name("E"), _col("z"))))]
+    env = {**ENV, "z": ("N",)}
+    assert _code(inplace.rewrite(stmts, env)) == [
+        "ufunc('subtract', S, m[:, None], out=P)", "ufunc('fn:exp', P, out=P)", "E = P",
+        "z = sum(E, axis=1)", "ufunc('divide', E, z[:, None], out=P)"]
+    # not when P is read before it is written, or E is read after
+    early = [stmts[0], Assign(Name("z"), Apply("sum", (Name("P"),), (("axis", 1),))), stmts[2]]
+    assert "out=P)" not in _code(inplace.rewrite(early, env))[0]
+    after = [*stmts, Assign(Name("F"), Op("*", (Name("E"), Lit(2.0))))]
+    assert "out=P)" not in _code(inplace.rewrite(after, env))[0]
+
+
 def test_a_view_is_never_overwritten():
     # V is a view of the input S: its last read must not write into S's memory
     stmts = [Assign(Name("V"), Index(Name("S"), (ALL,))),
@@ -116,9 +132,13 @@ def test_a_sibling_does_not_reuse_the_target_while_it_holds_a_value():
 def test_the_generated_code_of_the_attention_softmax():
     k = tcc.compile(str(BENCH / "attention.loop"))
     src = k.source
-    assert "np.subtract(T, Z_max[:, None], out=T)" in src
-    assert "np.exp(T, out=T)" in src
-    assert "np.divide(Z_exp, Z_shifted[:, None], out=P)" in src
+    # T and Z_exp live in P, the block of the output, as hand-written NumPy has it
+    body = src[src.index("def _rows_1(S, M, P):"):src.index("_row_blocks(_rows_1, N")]
+    assert [line.strip() for line in body.splitlines() if line.strip()[:1] not in ("#", "")] \
+        == ["def _rows_1(S, M, P):", "np.add(S, M, out=P)", "T = P",
+            "Z_max = np.max(T, axis=1, initial=-np.inf)",
+            "np.subtract(T, Z_max[:, None], out=T)", "np.exp(T, out=P)", "Z_exp = P",
+            "Z_shifted = Z_exp.sum(axis=1)", "np.divide(Z_exp, Z_shifted[:, None], out=P)"]
 
 
 def _without_pass(monkeypatch, path, backend):

@@ -455,6 +455,8 @@ def shape(n, env: dict) -> tuple | None:
     if isinstance(n, Apply):
         if n.op == "scalar":
             return ()
+        if n.op == "if_nonzero":        # a number, or 0 where a size is 0
+            return shape(n.args[0], env)
         if n.op == "transpose":
             base = shape(n.args[0], env)
             perm = n.get("perm")
@@ -469,7 +471,78 @@ def shape(n, env: dict) -> tuple | None:
         if n.op.startswith("fn:") or n.op == "as_float":
             parts = [shape(a, env) for a in n.args]
             return None if None in parts else _broadcast(parts)
+        if n.op in ("empty", "zeros", "full") and isinstance(n.args[0], Tup):
+            sizes = [x.name if isinstance(x, Name) else x.value if isinstance(x, Lit) else None
+                     for x in n.args[0].items]
+            return None if None in sizes else tuple(sizes)
+        if n.op in ("sum", "max", "min"):
+            base, axis = shape(n.args[0], env), n.get("axis")
+            if base is None or axis is None:
+                return None
+            axes = {a % len(base) for a in (axis if isinstance(axis, tuple) else (axis,))}
+            return tuple(d for k, d in enumerate(base) if k not in axes)
+        if n.op == "einsum" and isinstance(n.args[0], Lit):
+            ins, res = n.args[0].value.split("->")
+            size: dict = {}
+            for letters, x in zip(ins.split(","), n.args[1:]):
+                shp = shape(x, env)
+                if shp is None or len(shp) != len(letters):
+                    return None
+                for c, d in zip(letters, shp):
+                    if d != 1:
+                        size[c] = d
+            return tuple(size.get(c, 1) for c in res)
     return None
+
+
+_COMPARE = {"<", ">", "<=", ">=", "==", "!="}
+
+
+def dtype(n, env: dict) -> str:
+    """A value's element type: ``dt`` (the computation dtype, float32 or
+    float64, chosen at run time from the inputs), ``bool`` or ``int``."""
+    if isinstance(n, Op) and n.op in _COMPARE | {"and"}:
+        return "bool"
+    if isinstance(n, Apply) and n.op in ("both", "owned"):
+        return "bool"
+    if isinstance(n, Apply) and n.op in ("arange", "arange_axis"):
+        return "int"
+    if isinstance(n, Op) and n.op == "neg":
+        return dtype(n.args[0], env)
+    return "dt"
+
+
+def typed_lines(stmts, env: dict, indent: str = "") -> list[str]:
+    """The statements printed as ``str`` does, each assignment followed by the
+    type of what it makes (shape and dtype) where the shapes of its parts are
+    known from ``env`` (array name -> shape; the assignments extend it)."""
+    out: list[str] = []
+    for s in stmts:
+        note = None
+        if isinstance(s, Assign) and isinstance(s.target, Name):
+            shp = shape(s.value, env)
+            if shp is not None:
+                env[s.target.name] = shp
+                note = (shp, dtype(s.value, env))
+        elif isinstance(s, Do) and s.value.op == "ufunc":
+            shp = shape(s.value.get("out"), env)
+            note = None if shp is None else (shp, "dt")
+        if isinstance(s, (For, Def, If)):
+            head = str(s).splitlines()[0]
+            out.append(indent + head)
+            if isinstance(s, If):
+                out += typed_lines(s.then, env, indent + "    ")
+                if s.orelse:
+                    out.append(indent + "else:")
+                    out += typed_lines(s.orelse, env, indent + "    ")
+            else:
+                out += typed_lines(s.body, env, indent + "    ")
+            continue
+        line = indent + str(s)
+        if note is not None and note[0]:
+            line += f"    # [{', '.join(map(str, note[0]))}] {note[1]}"
+        out.append(line)
+    return out
 
 
 def walk(n):

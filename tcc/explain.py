@@ -257,14 +257,18 @@ def lowered_lines(p: Pipeline) -> list[str]:
     from .backends.lower import lower_program
     from .backends.operands import Context, Names
     names = Names(dict.fromkeys([*p.info.roles, *p.binfo.roles, *p.info.dims, *p.binfo.dims]))
+    from .backends.target import typed_lines
     out = ["Lowered for NumPy (the target IR; each backend prints these nodes through its "
-           "table):"]
+           "table). Each array a statement makes is typed: its shape, and dt, the "
+           "computation dtype the inputs give at run time. Inside a row-block function the "
+           "first axis is a block of those rows:"]
     returned = {"forward": set(p.info.outputs) | set(p.saved),
                 "backward": {grad_name(t) for t in p.info.differentiable}}
     for label, info in (("forward", p.info), ("backward", p.binfo)):
         ctx = Context(info, names, row_blocks=True, returned=returned[label])
         out += ["", f"  {label}:"]
-        out += ["    " + line for s in lower_program(ctx) for line in str(s).splitlines()]
+        env = {names(t): tuple(ctx.shape_of(t)) for t in info.shapes}
+        out += ["    " + line for line in typed_lines(lower_program(ctx), env)]
     return out
 
 

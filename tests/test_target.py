@@ -234,3 +234,29 @@ def test_explain_lowered_prints_the_target_ir(capsys):
     assert "np." not in lowered
     assert main(["explain", path]) == 0
     assert "Lowered" not in capsys.readouterr().out
+
+
+def test_target_ir_values_are_typed(capsys):
+    """Every array a statement makes has a shape in dims and a dtype, from the
+    shapes of its parts (target.shape, target.dtype); explain prints them."""
+    from tcc.backends.target import ALL, Apply, Index, Lit, Name, Op, Slice, Tup, dtype, shape
+    env = {"x": ("B", "D"), "g": ("D",)}
+    assert shape(Apply("sum", (Name("x"),), (("axis", 1),)), env) == ("B",)
+    assert shape(Apply("max", (Name("x"),), (("axis", (0, 1)),)), env) == ()
+    assert shape(Apply("einsum", (Lit("ab,b,ab->b"), Name("x"), Name("g"), Name("x"))),
+                 env) == ("D",)
+    assert shape(Apply("matmul", (Name("x"), Apply("transpose", (Name("x"),)))), env) == \
+        ("B", "B")
+    assert shape(Apply("empty", (Tup((Name("B"), Lit(3))),)), env) == ("B", 3)
+    assert shape(Index(Name("x"), (ALL,)), env) == ("B", "D")
+    assert shape(Index(Name("x"), (Slice(Lit(0), Lit(2)),)), env) is None
+    assert dtype(Op("<", (Name("x"), Lit(0))), env) == "bool"
+    assert dtype(Op("*", (Name("x"), Lit(2))), env) == "dt"
+    from tcc.cli import main
+    path = os.path.join(os.path.dirname(EXAMPLES), "..", "..", "benchmarks", "programs",
+                        "attention.loop")
+    assert main(["explain", "--lowered", path]) == 0
+    out = capsys.readouterr().out
+    assert "S = matmul(Q, transpose(K, perm=None))    # [N, N] dt" in out
+    assert "Z_max = max(T, axis=1)    # [N] dt" in out
+    assert "ufunc('fn:exp', T, out=P)    # [N, N] dt" in out

@@ -100,24 +100,39 @@ def _do(op: str, args: tuple, out: Name) -> Do:
     return Do(Apply("ufunc", (Lit(op), *args), (("out", out),)))
 
 
-def rewrite(stmts: list, env: dict, keep=frozenset()) -> list:
+def rewrite(stmts: list, env: dict, keep=frozenset(), min_rank: int = 0) -> list:
     """The statements with each elementwise assignment computed through ``out=``
     and in place; ``env`` maps each array's name to its shape (``target.shape``).
 
     A local that an earlier statement of ``stmts`` made and that this one reads
     for the last time, once, is a temporary too: its memory is reused; never
-    one named in ``keep`` (what the function returns)."""
+    one named in ``keep`` (what the function returns). Statements whose result
+    has fewer than ``min_rank`` axes stay as written (outside row-block groups,
+    a vector's temporary costs little and the plain expression reads better)."""
     taken = {n.name for s in stmts for n in walk(s) if isinstance(n, Name)}
     last = {n: i for i, s in enumerate(stmts) for n in walk(s) if isinstance(n, Name)}
     env = dict(env)
     local: set = set()
+    alias: dict = {}        # a local -> the array whose memory it names
+    busy: dict = {}         # an array holding a later statement's local -> its last read
     out: list = []
     for i, s in enumerate(stmts):
         reads = [n for n in walk(s.value) if isinstance(n, Name)] \
             if isinstance(s, Assign) else []
         dying = {n for n in local if last[n] == i and reads.count(n) == 1 and n.name not in keep}
         host = _host(stmts, i, last, env, keep)
-        out += _statement(s, env, taken, dying, host)
+        if host is not None and busy.get(host.name, -1) > i:
+            host = None             # it holds another local still
+        if host is not None:
+            busy[host.name] = last[s.target]
+        small = isinstance(s, Assign) and len(shape(s.value, env) or ()) < min_rank
+        steps = [s] if small else _statement(s, env, taken, dying, host,
+                                             {alias.get(n.name, n.name) for n in reads})
+        for step in steps:
+            if isinstance(step, Assign) and isinstance(step.target, Name) and \
+                    isinstance(step.value, Name):
+                alias[step.target.name] = alias.get(step.value.name, step.value.name)
+        out += steps
         if isinstance(s, Assign) and isinstance(s.target, Name):
             if _new_array(s.value) or (isinstance(s.value, Name) and s.value in local):
                 local.add(s.target)
@@ -164,7 +179,10 @@ def _host(stmts: list, i: int, last: dict, env: dict, keep) -> Name | None:
     return dest
 
 
-def _statement(s, env: dict, taken: set, dying: set, host: Name | None = None) -> list:
+def _statement(s, env: dict, taken: set, dying: set, host: Name | None = None,
+               memory: frozenset = frozenset()) -> list:
+    """One statement's steps; ``memory``: the arrays its reads name (through
+    aliases), which a target may not take as scratch."""
     if not isinstance(s, Assign) or _operation(s.value)[0] is None:
         return [s]
     if host is not None:
@@ -176,6 +194,8 @@ def _statement(s, env: dict, taken: set, dying: set, host: Name | None = None) -
         st = _Statement(env, taken, None, s.target.base, dying)
     else:
         return [s]
+    if st.dest is not None and st.dest.name in memory:
+        st.dest_free = False        # it holds a value this statement still reads
     st.full = shape(s.value, env)
     if not st.full or (st.dest is not None and shape(st.dest, env) != st.full):
         return [s]              # a number, a shape not known here, or a broadcast

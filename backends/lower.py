@@ -48,7 +48,7 @@ def lower_program(ctx: Context) -> list:
         from .rowblocks import group
         env = {ctx.names(t): tuple(ctx.shape_of(t)) for t in ctx.info.shapes}
         return inplace.rewrite(group(ctx, lowered), env,
-                               keep={ctx.names(t) for t in ctx.returned})
+                               keep={ctx.names(t) for t in ctx.returned}, min_rank=2)
     return [n for _, nodes in lowered for n in nodes]
 
 

@@ -433,6 +433,13 @@ def shape(n, env: dict) -> tuple | None:
         base = shape(n.base, env)
         if base is None:
             return None
+        if n.parts and all(isinstance(p, (Name, Apply)) for p in n.parts):
+            # a gather: index arrays, one per leading axis, broadcast together
+            index = [shape(p, env) for p in n.parts]
+            if None in index or len(n.parts) > len(base):
+                return None
+            lead = _broadcast(index)
+            return None if lead is None else lead + tuple(base[len(n.parts):])
         out, k = [], 0
         for i, p in enumerate(n.parts):
             if p is NEW:
@@ -457,6 +464,15 @@ def shape(n, env: dict) -> tuple | None:
             return ()
         if n.op == "if_nonzero":        # a number, or 0 where a size is 0
             return shape(n.args[0], env)
+        if n.op in ("array", "asarray", "copy", "contiguous", "own"):
+            return shape(n.args[0], env)
+        if n.op == "arange_axis":
+            size, axis, ndim = (a.value if isinstance(a, Lit) else a for a in n.args)
+            size = size.name if isinstance(size, Name) else size
+            if not isinstance(size, (str, int)) or not isinstance(axis, int) or \
+                    not isinstance(ndim, int):
+                return None
+            return tuple(size if k == axis else 1 for k in range(ndim))
         if n.op == "transpose":
             base = shape(n.args[0], env)
             perm = n.get("perm")

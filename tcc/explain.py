@@ -216,15 +216,24 @@ def explain(text_or_path, verify_rewrites: bool = False, sizes: dict | None = No
     lines += _kernel_lines(opt)
     nominal = nominal_sizes(opt.original, sizes)
     lines += ["", "Estimated cost (" + ", ".join(f"{k}={v}" for k, v in nominal.items())
-              + "; float64):", f"  {'':<22}{'flops':>14}{'peak memory':>16}"]
-    rows = [("forward, unoptimized", raw.info), ("forward, optimized", opt.info),
-            ("backward, unoptimized", raw.binfo), ("backward, optimized", opt.binfo)]
-    for label, info in rows:
+              + "; float64):",
+              f"  {'':<22}{'flops':>14}{'peak memory':>16}{'passes':>10}"]
+    rows = [("forward, unoptimized", raw, "forward"), ("forward, optimized", opt, "forward"),
+            ("backward, unoptimized", raw, "backward"),
+            ("backward, optimized", opt, "backward")]
+    for label, pipe, stage in rows:
+        info = pipe.info if stage == "forward" else pipe.binfo
         try:
-            fl, mem = cost(info, _bound_for(info, opt, nominal))
-            lines.append(f"  {label:<22}{_fmt_flops(fl):>14}{_fmt_bytes(mem):>16}")
+            bound = _bound_for(info, opt, nominal)
+            fl, mem = cost(info, bound)
+            moved = memory_passes(pipe, stage, bound, grouped=pipe is opt)
+            shown = "n/a" if moved is None else f"{moved:.1f}"
+            lines.append(f"  {label:<22}{_fmt_flops(fl):>14}{_fmt_bytes(mem):>16}{shown:>10}")
         except (ValueError, KeyError) as err:
             lines.append(f"  {label:<22}  (not estimated: {err})")
+    lines.append("  passes: reads and writes of arrays in units of the largest, as the NumPy")
+    lines.append("  backend lowers the function (unoptimized: statement by statement; a")
+    lines.append("  row-block group reads and writes each of its arrays once)")
     if lowered:
         lines += ["", *lowered_lines(opt)]
     return "\n".join(lines) + "\n", ok
@@ -250,25 +259,41 @@ def _kernel_lines(p: Pipeline) -> list[str]:
     return out
 
 
+def _lowering(p: Pipeline, stage: str, row_blocks: bool):
+    """(statements, shapes of the arrays by local name) of one function of p
+    as the NumPy backend lowers it."""
+    from .backends.lower import lower_program
+    from .backends.operands import Context, Names
+    names = Names(dict.fromkeys([*p.info.roles, *p.binfo.roles, *p.info.dims, *p.binfo.dims]))
+    info = p.info if stage == "forward" else p.binfo
+    returned = set(p.info.outputs) | set(p.saved) if stage == "forward" else \
+        {grad_name(t) for t in p.info.differentiable}
+    ctx = Context(info, names, row_blocks=row_blocks, returned=returned)
+    stmts = lower_program(ctx)
+    return stmts, {names(t): tuple(ctx.shape_of(t)) for t in info.shapes}
+
+
+def memory_passes(p: Pipeline, stage: str, sizes: dict, grouped: bool) -> float | None:
+    """Estimated passes over memory of one function (backends/traffic.py);
+    None where the lowering makes arrays whose shapes it computes at run time."""
+    from .backends.traffic import passes
+    stmts, env = _lowering(p, stage, grouped)
+    return passes(stmts, env, sizes)
+
+
 def lowered_lines(p: Pipeline) -> list[str]:
     """The target IR the backends print for the optimized forward and backward:
     every strategy the lowering chose (views, contractions and their order,
     scatters), before any backend's table spells it."""
-    from .backends.lower import lower_program
-    from .backends.operands import Context, Names
-    names = Names(dict.fromkeys([*p.info.roles, *p.binfo.roles, *p.info.dims, *p.binfo.dims]))
     from .backends.target import typed_lines
     out = ["Lowered for NumPy (the target IR; each backend prints these nodes through its "
            "table). Each array a statement makes is typed: its shape, and dt, the "
            "computation dtype the inputs give at run time. Inside a row-block function the "
            "first axis is a block of those rows:"]
-    returned = {"forward": set(p.info.outputs) | set(p.saved),
-                "backward": {grad_name(t) for t in p.info.differentiable}}
-    for label, info in (("forward", p.info), ("backward", p.binfo)):
-        ctx = Context(info, names, row_blocks=True, returned=returned[label])
+    for label in ("forward", "backward"):
+        stmts, env = _lowering(p, label, row_blocks=True)
         out += ["", f"  {label}:"]
-        env = {names(t): tuple(ctx.shape_of(t)) for t in info.shapes}
-        out += ["    " + line for line in typed_lines(lower_program(ctx), env)]
+        out += ["    " + line for line in typed_lines(stmts, env)]
     return out
 
 

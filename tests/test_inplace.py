@@ -192,3 +192,30 @@ def test_a_returned_tensor_is_never_overwritten():
              Assign(Name("E"), Apply("fn:exp", (Op("-", (Name("T"), _col("m"))),)))]
     assert "out=T" in " ".join(_code(inplace.rewrite(stmts, ENV)))
     assert "out=T" not in " ".join(_code(inplace.rewrite(stmts, ENV, keep={"T"})))
+
+
+def _execute(stmts, arrays):
+    """Run target IR statements as the numpy backend prints them."""
+    from tcc.backends.base import NUMPY_CODE
+    from tcc.backends.target import Printer
+    ns = {"np": np, **{k: v.copy() for k, v in arrays.items()}}
+    exec("\n".join(Printer(NUMPY_CODE).lines(stmts)), ns)
+    return ns
+
+
+def test_a_target_holding_a_local_is_not_scratch_for_its_own_statement():
+    # G lives in P until P's statement, which needs two more full-size values
+    # before it reads G: they may not go into P (ugrnn_cell's Gp.grad had that bug)
+    G, P, S, M = Name("G"), Name("P"), Name("S"), Name("M")
+    stmts = [Assign(G, Op("*", (S, M))),
+             Assign(Index(P, (ALL,)),
+                    Op("*", (Op("*", (G, Apply("fn:exp", (S,)))),
+                             Op("-", (Lit(1.0), Apply("fn:exp", (M,)))))))]
+    rng = np.random.default_rng(0)
+    arrays = {"S": rng.standard_normal((4, 4)), "M": rng.standard_normal((4, 4)),
+              "P": np.zeros((4, 4))}
+    got = _execute(inplace.rewrite(stmts, ENV), arrays)["P"]
+    want = _execute(stmts, arrays)["P"]
+    assert np.array_equal(got, want)
+    s, m = arrays["S"], arrays["M"]
+    np.testing.assert_allclose(want, s * m * np.exp(s) * (1 - np.exp(m)))

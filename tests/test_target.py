@@ -260,3 +260,34 @@ def test_target_ir_values_are_typed(capsys):
     assert "S = matmul(Q, transpose(K, perm=None))    # [N, N] dt" in out
     assert "Z_max = max(T, axis=1)    # [N] dt" in out
     assert "ufunc('fn:exp', T, out=P)    # [N, N] dt" in out
+
+
+def test_passes_over_memory(capsys):
+    """backends/traffic.py: one read or write of the largest array is a pass;
+    a row-block group moves each array it touches once; unknown shapes give
+    no estimate; explain shows the softmax going from 7 passes to 2."""
+    from tcc.backends.target import ALL, Apply, Assign, Def, Do, Index, Name, Op, Slice, Tup
+    from tcc.backends.traffic import passes
+    env = {"S": ("N", "N"), "P": ("N", "N"), "m": ("N",)}
+    sizes = {"N": 100}
+    col = Index(Name("m"), (Slice(),))      # m[:], a view
+    # exp(S) into a new array, then a copy into P: read S, write, read, write
+    plain = [Assign(Index(Name("P"), (ALL,)), Apply("fn:exp", (Name("S"),)))]
+    assert passes(plain, env, sizes) == 4.0
+    # the same in a row-block group: S read once, P written once
+    group = [Def("_rows_1", ("S", "P"), tuple(plain)),
+             Do(Apply("row_blocks", (Name("_rows_1"), Name("N"), Tup((Name("S"), Name("P"))))))]
+    assert passes(group, env, sizes) == 2.0
+    # a row vector is a hundredth of a pass
+    assert passes([Assign(Name("q"), Op("*", (col, col)))], env, sizes) == 0.03
+    # a shape computed at run time: no estimate
+    assert passes([Assign(Name("r"), Apply("reshape", (Name("S"), Name("shape"))))],
+                  env, sizes) is None
+    from tcc.cli import main
+    assert main(["explain", os.path.join(EXAMPLES, "ttic_softmax.loop")]) == 0
+    out = capsys.readouterr().out
+    assert "passes" in out
+    rows = {line[:24].strip(): line.split()[-1] for line in out.splitlines()
+            if line.startswith("  forward, ") or line.startswith("  backward, ")}
+    assert rows == {"forward, unoptimized": "7.0", "forward, optimized": "2.0",
+                    "backward, unoptimized": "22.1", "backward, optimized": "3.0"}

@@ -397,8 +397,9 @@ def forward(**tensors):
         # for b, j: Z_max[b] max= s[b, j]
         Z_max = np.max(s, axis=1, initial=-np.inf)
         # for b, j: Z_exp[b, j] = exp(s[b, j] - Z_max[b])
-        Z_exp = s - Z_max[:, None]
-        np.exp(Z_exp, out=Z_exp)
+        np.subtract(s, Z_max[:, None], out=p)
+        np.exp(p, out=p)
+        Z_exp = p
         # for b, j: Z_shifted[b] += Z_exp[b, j]
         Z_shifted = Z_exp.sum(axis=1)
         # for b, j: p[b, j] += Z_exp[b, j] / Z_shifted[b]

@@ -498,9 +498,11 @@ def backward(grads, /, **tensors):
     # for b, j: BG.grad[j] -= 1 / B * Gp.grad[b, j]
     BG_grad = -((1 / dt.type(B) if B else 0.0) * Gp_grad.sum(axis=0))
     # for b, j, k: WxG.grad[j, k] += 1 / B * Gp.grad[b, j] * x[b, k]
-    WxG_grad = (1 / dt.type(B) if B else 0.0) * (Gp_grad.T @ x)
+    WxG_grad = Gp_grad.T @ x
+    np.multiply((1 / dt.type(B) if B else 0.0), WxG_grad, out=WxG_grad)
     # for b, j, i: WhG.grad[j, i] += 1 / B * Gp.grad[b, j] * h[b, i]
-    WhG_grad = (1 / dt.type(B) if B else 0.0) * (Gp_grad.T @ h)
+    WhG_grad = Gp_grad.T @ h
+    np.multiply((1 / dt.type(B) if B else 0.0), WhG_grad, out=WhG_grad)
     # rows of B in blocks, on threads when large: 1 statement in one pass
     Rp_grad = np.empty((B, J), dtype=dt)
     def _rows_2(hn_grad, G, R, Rp_grad):
@@ -513,9 +515,11 @@ def backward(grads, /, **tensors):
     # for b, j: BR.grad[j] -= 1 / B * Rp.grad[b, j]
     BR_grad = -((1 / dt.type(B) if B else 0.0) * Rp_grad.sum(axis=0))
     # for b, j, k: WxR.grad[j, k] += 1 / B * Rp.grad[b, j] * x[b, k]
-    WxR_grad = (1 / dt.type(B) if B else 0.0) * (Rp_grad.T @ x)
+    WxR_grad = Rp_grad.T @ x
+    np.multiply((1 / dt.type(B) if B else 0.0), WxR_grad, out=WxR_grad)
     # for b, j, i: WhR.grad[j, i] += 1 / B * Rp.grad[b, j] * h[b, i]
-    WhR_grad = (1 / dt.type(B) if B else 0.0) * (Rp_grad.T @ h)
+    WhR_grad = Rp_grad.T @ h
+    np.multiply((1 / dt.type(B) if B else 0.0), WhR_grad, out=WhR_grad)
     # for b, j, i: h.grad[b, i] += Gp.grad[b, j] * WhG[j, i] + Rp.grad[b, j] * WhR[j, i]
     h_grad += Gp_grad @ WhG + Rp_grad @ WhR
     return {"WhR": WhR_grad, "WxR": WxR_grad, "BR": BR_grad, "WhG": WhG_grad, "WxG": WxG_grad, "BG": BG_grad, "h": h_grad}

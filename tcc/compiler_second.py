@@ -11,7 +11,6 @@ from __future__ import annotations
 import pprint
 
 from .check import Info, analyze, size_symbols
-from .errors import TccError
 from .forward import Derived, hessian_diagonal, hvp, jvp
 from .ir import is_grad, py_name, shape_owner
 
@@ -19,11 +18,6 @@ from .ir import is_grad, py_name, shape_owner
 def derived_programs(p) -> dict[str, tuple[Derived, Info]]:
     """{function name: (derived program, its checked form)} for a Pipeline."""
     out = {}
-    if p.original.recurrences:
-        first = p.original.stmts[min(p.original.recurrences[0].stmts)].stmt
-        raise TccError("the module's second-order functions do not handle recurrences yet: "
-                       "tcc jvp and tcc hvp print their programs, and tcc compile compiles "
-                       "those", first.pos)
     for name, build in (("jvp", jvp), ("hvp", hvp), ("hessian_diagonal", hessian_diagonal)):
         d = build(p.original, optimize=p.optimize)
         out[name] = (d, analyze(d.program, reserved=size_symbols(d.forward)))

@@ -10,6 +10,9 @@
 * the diagonal Hessian: the one-layer network's (exact there) against the
   diagonal built from one-hot HVPs; the ETH problem 2 recursion against its
   golden file; the last layer of the two-layer network exact, the first not;
+  through recurrences: descending like BPTT, the Elman RNN's against the
+  recursion written out in NumPy, an elementwise recurrence's input diagonal
+  exact (its shared weight's not);
 * the rules: comparisons and relu's indicator have derivative 0, ``max=``
   splits its tangent evenly among ties, ``-=`` flips the sign;
 * the command line and the errors.
@@ -553,6 +556,19 @@ def test_the_diagonal_hessian_of_the_elman_rnn_is_the_recursion_by_hand(optimize
     _close(diag, want, "diagonal vs by hand", text, tol=1e-12)
     k = tcc.compile(text, second_order=True)
     _close(k.hessian_diagonal(s.seeds, **s.inputs), want, "module diagonal", text, tol=1e-12)
+
+
+def test_the_elman_diagonal_over_one_step_is_exact():
+    """With T = 1 the Elman RNN is one layer, h = tanh(W x), under a loss linear
+    in h: every diagonal is exact there (U meets only the zero state)."""
+    with open(example_path("rnn_elman"), encoding="utf-8") as f:
+        text = f.read()
+    s = Setup(text, {"T": 1, "B": 2, "D": 3, "S": 2})
+    diag = secondcheck.run_hessian(forward.hessian_diagonal(s.info), s.inputs, s.seeds)
+    exact = _exact_diagonal(s, forward.hvp(s.info))
+    for t in ("x", "W", "U"):
+        np.testing.assert_allclose(diag[t], exact[t], rtol=1e-10, atol=1e-12, err_msg=t)
+    assert np.max(np.abs(exact["W"])) > 1e-3
 
 
 ELEMENTWISE_RNN = """\

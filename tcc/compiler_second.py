@@ -67,8 +67,11 @@ def functions(p, programs, names, printer, body_of, size_lines, unpack,
     info = p.original
     for fname, (d, dinfo) in programs.items():
         tag = fname.upper()
-        fbody, fctx = body_of(d.forward, names, printer)
-        body, ctx = body_of(dinfo, names, printer)
+        # a library kernel (torch's) never hides what the derived program reads
+        # of the forward, nor what it returns
+        fbody, fctx = body_of(d.forward, names, printer,
+                              [t for t in dinfo.inputs if t in d.forward.computed])
+        body, ctx = body_of(dinfo, names, printer, list(d.results))
         consts.append(f"_{tag}_FORWARD_PLAN = " + pprint.pformat(
             _plan_py(d.forward.plan), width=96, compact=True))
         consts.append(f"_{tag}_PLAN = " + pprint.pformat(_plan_py(dinfo.plan), width=96,

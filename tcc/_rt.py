@@ -192,6 +192,10 @@ def need_saved(*names, arrays):
 # Rounding in a central difference is about eps * |loss terms| / h; a
 # difference below FD_NOISE * (the loss's size) is not evidence either way.
 FD_NOISE = 3e-8
+# Rounding in the backward itself: about 1000 ulps of (largest seed) x (largest
+# input, at least 1). It matters where the references are exactly 0, as when
+# every output is 0, and a backward sum of terms that cancel leaves 1e-16.
+FD_ROUNDING = 1024 * 2.0 ** -52
 
 
 def loss_scale(outputs, seeds):
@@ -199,6 +203,22 @@ def loss_scale(outputs, seeds):
     with _np_rt.errstate(all="ignore"):
         total = sum(float(_np_rt.sum(_np_rt.abs(seeds[o] * outputs[o]))) for o in seeds)
     return total if _np_rt.isfinite(total) else 0.0
+
+
+def _top(a):
+    """The largest finite |element| of ``a`` (0 for none)."""
+    a = _np_rt.abs(_np_rt.asarray(a, dtype=_np_rt.float64))
+    return float(_np_rt.max(a, initial=0.0, where=_np_rt.isfinite(a)))
+
+
+def fd_noise(outputs, seeds, inputs):
+    """The absolute difference below which a gradient and its finite
+    difference cannot be told apart: the loss's rounding (FD_NOISE) or the
+    backward's (FD_ROUNDING), whichever is larger."""
+    with _np_rt.errstate(all="ignore"):
+        seed = max((_top(a) for a in seeds.values()), default=0.0)
+        big = max((_top(a) for a in inputs.values()), default=0.0)
+    return max(FD_NOISE * loss_scale(outputs, seeds), FD_ROUNDING * seed * max(big, 1.0))
 
 
 def finite_differences(loss, inputs, t, scale=1.0, h=1e-6):

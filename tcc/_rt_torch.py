@@ -110,12 +110,30 @@ def seed(grads, name, shape, dt):
 # Rounding in a central difference is about eps * |loss terms| / h; a
 # difference below FD_NOISE * (the loss's size) is not evidence either way.
 FD_NOISE = 3e-8
+# Rounding in the backward itself: about 1000 ulps of (largest seed) x (largest
+# input, at least 1), for references that are exactly 0.
+FD_ROUNDING = 1024 * 2.0 ** -52
 
 
 def loss_scale(outputs, seeds):
     """The size of the checked scalar's terms: sum |seed * output|."""
     total = sum(float((seeds[o] * outputs[o]).abs().sum()) for o in seeds)
     return total if abs(total) < float("inf") else 0.0
+
+
+def _top(a):
+    """The largest finite |element| of ``a`` (0 for none)."""
+    a = a.to(torch.float64).abs()
+    a = a[torch.isfinite(a)]
+    return float(a.max()) if a.numel() else 0.0
+
+
+def fd_noise(outputs, seeds, inputs):
+    """The absolute difference below which a gradient and its finite
+    difference cannot be told apart: the loss's rounding or the backward's."""
+    seed = max((_top(a) for a in seeds.values()), default=0.0)
+    big = max((_top(a) for a in inputs.values()), default=0.0)
+    return max(FD_NOISE * loss_scale(outputs, seeds), FD_ROUNDING * seed * max(big, 1.0))
 
 
 def finite_differences(loss, inputs, t, scale=1.0, h=1e-6):

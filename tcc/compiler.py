@@ -420,8 +420,7 @@ _CHECK_REST = '''    grads = backward(seeds, **inputs, **fwd)
     sizes = bind_sizes(_FORWARD_PLAN, inputs)
     scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
              if role == "param" and _BATCH}
-    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".", "_")] for o in _OUTPUTS},
-                                  seeds)
+    noise = fd_noise({o: fwd[o.replace(".", "_")] for o in _OUTPUTS}, seeds, inputs)
     rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
     print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")
     for name, shape, err, _skipped, ok, note in rows:

@@ -218,8 +218,6 @@ def random_seeds(info: Info, outputs: dict, seed: int) -> dict:
 
 # The finite differences and the comparison live in _rt.py, which every
 # generated module copies for its own --check: one definition for both.
-NOISE = _rt.FD_NOISE
-loss_scale = _rt.loss_scale
 Compared = _rt.Compared
 
 
@@ -244,7 +242,7 @@ def check_gradients(info: Info, forward, grads: dict, inputs: dict, seeds: dict)
         return sum(float(np.sum(seeds[o] * outs[o])) for o in seeds)
 
     with np.errstate(all="ignore"):
-        noise = NOISE * loss_scale(forward(inputs), seeds)
+        noise = _rt.fd_noise(forward(inputs), seeds, inputs)
     full = _rt.bind_sizes(info.plan, inputs, {})
     results = {}
     with np.errstate(all="ignore"):

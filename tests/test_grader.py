@@ -245,3 +245,49 @@ def test_readme_shows_the_wrong_intermediate_report():
     printed = out.stdout.replace(path, "wrong_gate.loop").splitlines()
     for line in shown:
         assert line in printed, (line, printed)
+
+
+# ----------------------------------------- the noise floor of the comparison
+
+def _zero_loss_rows(fd_check, fd_noise, asarray, grad):
+    """fd_check on a loss that is exactly 0 whatever its input (every output
+    0), against a backward that gives ``grad`` everywhere."""
+    x = asarray(np.linspace(-1.0, 2.0, 4))
+    seeds = {"y": asarray(np.ones(4))}
+    outputs = {"y": asarray(np.zeros(4))}
+    noise = fd_noise(outputs, seeds, {"x": x})
+    return fd_check(lambda t: 0.0, {"x": x}, {"x": asarray(np.full(4, grad))}, {}, noise)
+
+
+@pytest.mark.parametrize("grad, ok", [(1.4e-16, True), (-3e-15, True), (1e-9, False),
+                                      (1e-3, False)])
+def test_rounding_against_an_exactly_zero_reference(grad, ok):
+    """The long profile's case: every output 0, so the loss's size gives no
+    noise floor, and a backward that leaves 1e-16 of rounding in a sum of
+    terms that cancel read as a relative error of 1e284. The backward's own
+    rounding (about 1000 ulps of seed x input) is the floor; a gradient above
+    it still fails."""
+    from tcc import _rt
+    rows = _zero_loss_rows(_rt.fd_check, _rt.fd_noise, np.asarray, grad)
+    assert rows[0][4] is ok, rows
+
+
+@pytest.mark.parametrize("grad, ok", [(1.4e-16, True), (1e-9, False)])
+def test_rounding_floor_in_the_torch_runtime(grad, ok):
+    torch = pytest.importorskip("torch")
+    from tcc import _rt_torch
+    rows = _zero_loss_rows(_rt_torch.fd_check, _rt_torch.fd_noise,
+                           lambda a: torch.as_tensor(a, dtype=torch.float64), grad)
+    assert rows[0][4] is ok, rows
+
+
+def test_a_small_gradient_that_is_wrong_still_fails():
+    """The floor is absolute, about 2e-13 for inputs of size 1: a program whose
+    values are all about 1e-9 is still graded relative to its own size."""
+    text = "input x[I]\noutput y[I]\ny[i] += exp(x[i] - 20)\n"
+    head = "dim I\ndata y.grad[I]\noutput x.grad[I]\n"
+    right = head + "for i: x.grad[i] += y.grad[i] * exp(x[i] - 20)\n"
+    wrong = head + "for i: x.grad[i] += y.grad[i] * exp(x[i] - 21)\n"
+    assert api.check(text, sizes={"I": 3}).ok
+    assert api.check(text, backward=right, sizes={"I": 3}).ok
+    assert not api.check(text, backward=wrong, sizes={"I": 3}).ok

@@ -210,11 +210,30 @@ def need_saved(*names, arrays):
 FD_NOISE = 3e-8
 
 
+FD_ROUNDING = 1024 * 2.0 ** -52
+
+
 def loss_scale(outputs, seeds):
     """The size of the checked scalar's terms: sum |seed * output|."""
     with _np_rt.errstate(all="ignore"):
         total = sum(float(_np_rt.sum(_np_rt.abs(seeds[o] * outputs[o]))) for o in seeds)
     return total if _np_rt.isfinite(total) else 0.0
+
+
+def _top(a):
+    """The largest finite |element| of ``a`` (0 for none)."""
+    a = _np_rt.abs(_np_rt.asarray(a, dtype=_np_rt.float64))
+    return float(_np_rt.max(a, initial=0.0, where=_np_rt.isfinite(a)))
+
+
+def fd_noise(outputs, seeds, inputs):
+    """The absolute difference below which a gradient and its finite
+    difference cannot be told apart: the loss's rounding (FD_NOISE) or the
+    backward's (FD_ROUNDING), whichever is larger."""
+    with _np_rt.errstate(all="ignore"):
+        seed = max((_top(a) for a in seeds.values()), default=0.0)
+        big = max((_top(a) for a in inputs.values()), default=0.0)
+    return max(FD_NOISE * loss_scale(outputs, seeds), FD_ROUNDING * seed * max(big, 1.0))
 
 
 def finite_differences(loss, inputs, t, scale=1.0, h=1e-6):
@@ -452,8 +471,7 @@ def _self_check(seed=0):
     sizes = bind_sizes(_FORWARD_PLAN, inputs)
     scale = {t: 1.0 / sizes[_BATCH] for t, role in _DIFFERENTIABLE.items()
              if role == "param" and _BATCH}
-    noise = FD_NOISE * loss_scale({o: fwd[o.replace(".", "_")] for o in _OUTPUTS},
-                                  seeds)
+    noise = fd_noise({o: fwd[o.replace(".", "_")] for o in _OUTPUTS}, seeds, inputs)
     rows = fd_check(loss, inputs, {t: grads[t] for t in _DIFFERENTIABLE}, scale, noise)
     print(f"{'gradient':<16} {'shape':<16} {'rel. error':>16}  status")
     for name, shape, err, _skipped, ok, note in rows:

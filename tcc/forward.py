@@ -46,9 +46,9 @@ from .autodiff import (ONE, _in_run_order, _needs_grad, _plain_step_target, _pla
                        build_product, derivative, differentiate, read_paths)
 from .check import Info, analyze, size_symbols
 from .errors import TccError
-from .ir import (DOT, HESS, REDUCTIONS, Affine, Bin, Decl, DimVal, Expr, Neg, Num, Program,
-                 Ref, Stmt, dim_uses, grad_name, hess_name, index_cmps, index_vars, is_grad,
-                 reads, shape_owner, stmt_vars, tangent_name)
+from .ir import (COMPARISONS, DOT, HESS, REDUCTIONS, Affine, Bin, Decl, DimVal, Expr,
+                 IndexCmp, Neg, Num, Program, Ref, Stmt, dim_uses, grad_name, hess_name,
+                 index_cmps, index_vars, is_grad, reads, shape_owner, stmt_vars, tangent_name)
 from .algebra import split_product
 from .names import fresh
 from .passes import Context, Log, taken_names
@@ -444,6 +444,8 @@ def _square(e: Expr) -> tuple:
 
 
 def _sq(f: Expr) -> Expr:
+    if isinstance(f, IndexCmp) or (isinstance(f, Bin) and f.op in COMPARISONS):
+        return f            # a comparison is 0 or 1: its square is itself
     if isinstance(f, Bin) and f.op == "**" and isinstance(f.rhs, Num):
         if f.rhs.value == 0:
             return f

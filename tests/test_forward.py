@@ -600,6 +600,8 @@ def test_the_diagonal_hessian_of_a_recurrence_shifted_by_a_loop_index():
     path = os.path.join(HERE, "data", "interp_only", "nyu_attention_rnn_inf.loop")
     text = tcc.hessian_text(path)
     assert "h.hess[t, b, r] += v.hess[t + i + 1, b, i, s] * V[i, s, r] ** 2" in text
+    # a comparison is 0 or 1: D ** 2 keeps it as it is
+    assert "(i < t) ** 2" not in text and "(i < t) * exp(w[t, b, i]) ** 2" in text
     info = analyze(tcc.parse(open(path, encoding="utf-8").read()))
     chosen = gradcheck.choose_sizes(info, {"T": 3, "B": 2, "D": 2, "S": 2})
     inputs = gradcheck.random_inputs(info, chosen, 0)

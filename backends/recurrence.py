@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from tcc.check import StmtInfo
 from tcc.errors import TccError
-from tcc.ir import Affine, Ref, map_refs, reads
+from tcc.ir import Affine, Bin, Num, Ref, map_refs, reads
 
 from .operands import Context, ap, shape_tuple, split_factors, split_terms
 from .target import ALL, Assign, Comment, For, If, Index, Lit, Name, Op, Slice, Tup, Update, walk
@@ -60,6 +60,12 @@ def _unused_sizes(stmts: list, sizes: set[str]) -> list:
 
 def _touched(s) -> set[str]:
     return {s.target.tensor, *(r.tensor for r in reads(s.expr))}
+
+
+def _power_of(f, r: Ref) -> bool:
+    """Whether the factor ``f`` is the read ``r`` or ``r ** n`` with n > 0 (0 where r is)."""
+    return f is r or (isinstance(f, Bin) and f.op == "**" and f.lhs is r and
+                      isinstance(f.rhs, Num) and f.rhs.value > 0)
 
 
 def _offset(ix) -> int | None:
@@ -252,7 +258,7 @@ class _State:
                 if c is None or ctx.shape_of(r.tensor)[axis] != size or \
                         r.tensor in self.buffers.values():
                     return None
-                if c and r is not s.target and not any(f is r for f in factors):
+                if c and r is not s.target and not any(_power_of(f, r) for f in factors):
                     return None       # outside, this read is 0 but the product need not be
                 offsets.append(c)
         if not any(offsets):
@@ -303,7 +309,7 @@ class _State:
             for axis, ix in enumerate(r.index):
                 c = _offset(ix)
                 if c is None:
-                    if isinstance(ix, Affine) and ix.plain is None:
+                    if isinstance(ix, Affine) and ix.plain is None and ix.vars:
                         raise TccError("a written range over this access is not lowered by "
                                        "the compiled backends yet", r.pos or s.pos)
                     continue

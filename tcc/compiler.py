@@ -205,9 +205,6 @@ def _unpack(tensors, names, source="arrays") -> list[str]:
 def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = False) -> str:
     """The module's text; ``second_order`` adds jvp, hvp and hessian_diagonal."""
     backend = _backend(backend_name)
-    if second_order and backend.runtime == "torch":
-        raise ValueError("the torch backend has no second-order functions (jvp, hvp, "
-                         "hessian_diagonal) yet: use backend='numpy' for them")
     from .backends.operands import Names
     info, binfo = p.info, p.binfo
     ranges = [v for i in (info, binfo) for si in i.stmts for v in si.ranges.values()
@@ -298,7 +295,8 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
     second_consts, second_funcs = [], []
     if second_order:
         second_consts, second_funcs = compiler_second.functions(
-            p, derived, names, printer, _function_body, _size_lines, _unpack)
+            p, derived, names, printer, _function_body, _size_lines, _unpack,
+            backend.decorator)
 
     helpers = backend.helpers_for(printer.used)
     from .gradcheck import choose_sizes
@@ -337,7 +335,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
     torch = backend.runtime == "torch"
     rest = [] if torch else [_module_runtime()]
     if second_order:
-        rest.append(compiler_second.RUNTIME)
+        rest.append(compiler_second.TORCH_RUNTIME if torch else compiler_second.RUNTIME)
     if helpers:
         rest.append("# ---- helpers\n\n" + _helper_source(helpers, backend.helper_module))
     rest += [
@@ -345,7 +343,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
         "\n".join(fwd),
         "\n".join(bwd),
         *second_funcs,
-        _TORCH_TAIL if torch else _tail(second_order),
+        _tail(second_order, torch),
     ]
     parts = [
         _header(p, backend, second_order),
@@ -371,12 +369,14 @@ def _zeros(printer, shape: str) -> str:
     return printer.expr(Apply("zeros", (shape,)))
 
 
-def _tail(second_order: bool) -> str:
+def _tail(second_order: bool, torch: bool = False) -> str:
+    tail = _TORCH_TAIL if torch else _TAIL
     if not second_order:
-        return _TAIL
-    from .compiler_second import SELF_CHECK
-    return _TAIL.replace("def _self_check(seed=0):",
-                         SELF_CHECK + "\n\n\ndef _self_check(seed=0):").replace(
+        return tail
+    from .compiler_second import SELF_CHECK, TORCH_SELF_CHECK
+    check = TORCH_SELF_CHECK if torch else SELF_CHECK
+    return tail.replace("def _self_check(seed=0):",
+                        check + "\n\n\ndef _self_check(seed=0):").replace(
         "sys.exit(0 if _self_check() else 1)",
         "sys.exit(0 if _self_check() & _self_check_second_order() else 1)")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import pprint
 
 from .check import Info, analyze, size_symbols
-from .errors import TccError
 from .forward import Derived, hessian_diagonal, hvp, jvp
 from .ir import is_grad, py_name, shape_owner
 
@@ -19,11 +18,6 @@ from .ir import is_grad, py_name, shape_owner
 def derived_programs(p) -> dict[str, tuple[Derived, Info]]:
     """{function name: (derived program, its checked form)} for a Pipeline."""
     out = {}
-    if p.original.recurrences:
-        first = p.original.stmts[min(p.original.recurrences[0].stmts)].stmt
-        raise TccError("the module's second-order functions do not handle recurrences yet: "
-                       "tcc jvp and tcc hvp print their programs, and tcc compile compiles "
-                       "those", first.pos)
     for name, build in (("jvp", jvp), ("hvp", hvp), ("hessian_diagonal", hessian_diagonal)):
         d = build(p.original, optimize=p.optimize)
         out[name] = (d, analyze(d.program, reserved=size_symbols(d.forward)))
@@ -63,14 +57,21 @@ DOCS = {
 }
 
 
-def functions(p, programs, names, printer, body_of, size_lines, unpack) -> tuple[list, list]:
-    """(constant lines, function texts) of the second-order functions."""
+def functions(p, programs, names, printer, body_of, size_lines, unpack,
+              decorator: str = "") -> tuple[list, list]:
+    """(constant lines, function texts) of the second-order functions; the
+    printer's rows make the casts and zeros (NumPy or torch), ``decorator``
+    is the backend's line before each function (torch's no_grad)."""
+    from .compiler import _cast, _zeros
     consts, funcs = [], []
     info = p.original
     for fname, (d, dinfo) in programs.items():
         tag = fname.upper()
-        fbody, fctx = body_of(d.forward, names, printer)
-        body, ctx = body_of(dinfo, names, printer)
+        # a library kernel (torch's) never hides what the derived program reads
+        # of the forward, nor what it returns
+        fbody, fctx = body_of(d.forward, names, printer,
+                              [t for t in dinfo.inputs if t in d.forward.computed])
+        body, ctx = body_of(dinfo, names, printer, list(d.results))
         consts.append(f"_{tag}_FORWARD_PLAN = " + pprint.pformat(
             _plan_py(d.forward.plan), width=96, compact=True))
         consts.append(f"_{tag}_PLAN = " + pprint.pformat(_plan_py(dinfo.plan), width=96,
@@ -78,7 +79,8 @@ def functions(p, programs, names, printer, body_of, size_lines, unpack) -> tuple
         sig, doc = DOCS[fname]
         args = {"jvp": "tangents, /", "hvp": "tangents, grads, /",
                 "hessian_diagonal": "grads, /"}[fname]
-        out = [f"def {fname}({args}, **tensors):", f'    """{doc}', '    """']
+        out = [*([decorator] if decorator else []),
+               f"def {fname}({args}, **tensors):", f'    """{doc}', '    """']
         out.append(f'    arrays, dt = take(tensors, _FORWARD_KINDS, "{fname}")')
         out.append(f"    sizes = bind_sizes(_{tag}_FORWARD_PLAN, arrays)")
         if fname != "hessian_diagonal":
@@ -87,7 +89,7 @@ def functions(p, programs, names, printer, body_of, size_lines, unpack) -> tuple
             out.append("    seed_names(grads, _OUTPUTS)")
         pre = unpack(d.forward.inputs, names)
         for t, local in fctx.value_casts.items():
-            pre.append(f"{local} = {names(t)}.astype(dt)")
+            pre.append(f"{local} = {_cast(printer, names(t))}")
         pre += size_lines(fctx, names)
         out += ["    " + line for line in pre + fbody]
         # the derived program's data: directions, seeds, the forward's values
@@ -105,7 +107,7 @@ def functions(p, programs, names, printer, body_of, size_lines, unpack) -> tuple
         take_lines.append(f"sizes = bind_sizes(_{tag}_PLAN, derived, sizes)")
         take_lines += unpack(dinfo.inputs, names, "derived")
         for t, local in ctx.value_casts.items():
-            take_lines.append(f"{local} = {names(t)}.astype(dt)")
+            take_lines.append(f"{local} = {_cast(printer, names(t))}")
         take_lines += size_lines(ctx, names)
         out += ["    " + line for line in take_lines + body]
         keys = list(info.outputs) if fname == "jvp" else list(info.differentiable)
@@ -115,7 +117,7 @@ def functions(p, programs, names, printer, body_of, size_lines, unpack) -> tuple
             if k in got and got[k] in dinfo.computed:
                 ret.append(f'"{k}": {names(got[k])}')
             else:
-                ret.append(f'"{k}": np.zeros({_shape_code(d.forward.shapes[k])}, dtype=dt)')
+                ret.append(f'"{k}": {_zeros(printer, _shape_code(d.forward.shapes[k]))}')
         out.append("    return {" + ", ".join(ret) + "}")
         funcs.append("\n".join(out))
     return consts, funcs
@@ -146,13 +148,33 @@ def direction(tangents, name, shape, dt):
     return v.astype(dt, copy=False)'''
 
 
+TORCH_RUNTIME = '''def tangent_names(tangents, names, what):
+    unknown = [k for k in tangents if k not in names]
+    if unknown:
+        raise ValueError(f"{what}() got a tangent for {', '.join(map(repr, unknown))}, which "
+                         f"is not an input or param; they are {', '.join(names) or 'none'}")
+
+
+def direction(tangents, name, shape, dt):
+    v = tangents.get(name)
+    if v is None:
+        return dt.new_zeros(shape)
+    v = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+    if v.is_complex():
+        raise ValueError(f"the tangent for '{name}' is complex ({_Kind(v.dtype)})")
+    if tuple(v.shape) != tuple(shape):
+        raise ValueError(f"the tangent for '{name}' has shape {tuple(v.shape)}, but '{name}' "
+                         f"has shape {tuple(shape)}")
+    return v.to(dt)'''
+
+
 SELF_CHECK = '''def _self_check_second_order(seed=0):
     """jvp() against central differences of forward(); hvp() against central
     differences of backward(), on random directions."""
     inputs = random_inputs(seed)
     rng = np.random.default_rng(seed + 2)
     fwd = forward(**inputs)
-    seeds = {o: rng.standard_normal(np.shape(fwd[o])) for o in _OUTPUTS}
+    seeds = {o: rng.standard_normal(np.shape(fwd[o.replace(".", "_")])) for o in _OUTPUTS}
     dirs = {t: rng.standard_normal(np.shape(inputs[t])) for t in _DIFFERENTIABLE}
     h = 1e-5
 
@@ -170,7 +192,8 @@ SELF_CHECK = '''def _self_check_second_order(seed=0):
     tangents = jvp(dirs, **inputs)
     up, down = forward(**moved(h)), forward(**moved(-h))
     for o in _OUTPUTS:
-        rows.append((o + ".dot", error(tangents[o], (up[o] - down[o]) / (2 * h))))
+        py = o.replace(".", "_")
+        rows.append((o + ".dot", error(tangents[o], (up[py] - down[py]) / (2 * h))))
     hv = hvp(dirs, seeds, **inputs)
     up, down = grads(moved(h)), grads(moved(-h))
     for t in _DIFFERENTIABLE:
@@ -179,3 +202,23 @@ SELF_CHECK = '''def _self_check_second_order(seed=0):
     for name, err in rows:
         print(f"{name:<18} {err:>12.2e}  {'ok' if err < 1e-6 else 'FAIL'}")
     return all(err < 1e-6 for _, err in rows)'''
+
+
+
+# The same check in a torch module: draws by torch.Generator, float64 on the CPU.
+TORCH_SELF_CHECK = SELF_CHECK.replace(
+    "    rng = np.random.default_rng(seed + 2)\n",
+    "    rng = torch.Generator().manual_seed(seed + 2)\n"
+).replace(
+    "rng.standard_normal(np.shape(fwd[o.replace(\".\", \"_\")]))",
+    "torch.randn(fwd[o.replace(\".\", \"_\")].shape, generator=rng, dtype=torch.float64)"
+).replace(
+    "rng.standard_normal(np.shape(inputs[t]))",
+    "torch.randn(inputs[t].shape, generator=rng, dtype=torch.float64)"
+).replace(
+    """        scale = max(float(np.max(np.abs(want), initial=0.0)), 1e-8)
+        return float(np.max(np.abs(got - want), initial=0.0)) / scale""",
+    """        if not want.numel():
+            return 0.0
+        scale = max(float(want.abs().max()), 1e-8)
+        return float((got - want).abs().max()) / scale""")

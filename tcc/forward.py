@@ -30,7 +30,10 @@ element together), with D = d f / d X[e] and D2 = d^2 f / d X[e]^2,
 which neglects every off-diagonal term d^2 L / dY[o] dY[o'] and d^2 f / dX[e]
 dX[e'] (e != e'). It is exact where no such term is nonzero: a single layer
 with an elementwise loss, or any chain of statements whose target elements each
-depend on one element of each operand.
+depend on one element of each operand. Through a recurrence it is a
+recurrence in the backward's direction (descending, like BPTT); a weight that
+every step reads drops the terms between steps (a later h depends on an
+earlier one), so its diagonal is an approximation even for an elementwise cell.
 """
 
 from __future__ import annotations
@@ -38,13 +41,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .autodiff import (ONE, _plain_vars, _range_pins, _step_written, active_tensors,
+from .autodiff import (ONE, _in_run_order, _needs_grad, _plain_step_target, _plain_vars,
+                       _range_pins, _shifted_first, _step_written, active_tensors,
                        build_product, derivative, differentiate, read_paths)
 from .check import Info, analyze, size_symbols
 from .errors import TccError
-from .ir import (DOT, HESS, REDUCTIONS, Affine, Bin, Decl, DimVal, Expr, Neg, Num, Program,
-                 Ref, Stmt, dim_uses, grad_name, hess_name, index_cmps, index_vars, is_grad,
-                 reads, shape_owner, stmt_vars, tangent_name)
+from .ir import (COMPARISONS, DOT, HESS, REDUCTIONS, Affine, Bin, Decl, DimVal, Expr,
+                 IndexCmp, Neg, Num, Program, Ref, Stmt, dim_uses, grad_name, hess_name,
+                 index_cmps, index_vars, is_grad, reads, shape_owner, stmt_vars, tangent_name)
 from .algebra import split_product
 from .names import fresh
 from .passes import Context, Log, taken_names
@@ -85,13 +89,6 @@ def _term(info: Info, si, origin, target: Ref, lead: list[Expr], coef, nums: lis
 def _has_tangent_name(t: str) -> bool:
     """Whether ``t.dot`` is a name: X.dot and X.grad.dot are, X.dot.dot and X.hess.dot not."""
     return not (t.endswith(DOT) or t.endswith(HESS))
-
-
-def _no_recurrence(s: Stmt, what: str):
-    for r in reads(s.expr):
-        if r.tensor == s.target.tensor:
-            raise TccError(f"{what} does not handle recurrences yet: this statement reads "
-                           f"its own target '{r.tensor}'", r.pos or s.pos)
 
 
 def _tie_split(s: Stmt, k, taken: set[str], origin: bool):
@@ -447,6 +444,8 @@ def _square(e: Expr) -> tuple:
 
 
 def _sq(f: Expr) -> Expr:
+    if isinstance(f, IndexCmp) or (isinstance(f, Bin) and f.op in COMPARISONS):
+        return f            # a comparison is 0 or 1: its square is itself
     if isinstance(f, Bin) and f.op == "**" and isinstance(f.rhs, Num):
         if f.rhs.value == 0:
             return f
@@ -456,27 +455,69 @@ def _sq(f: Expr) -> Expr:
 
 def hessian_diagonal(program: Info | Program, optimize: bool = True) -> Derived:
     """The diagonal Hessian by the Becker-LeCun recursion: X.hess for every
-    input and param X, beside the gradients (read from the raw backward)."""
+    input and param X, beside the gradients (read from the raw backward).
+
+    A recurrence's diagonal is a recurrence too, in the backward's direction
+    (``h.hess[t - 1] += a.hess[t] * U ** 2``, descending like BPTT): which
+    tensors have a diagonal is a fixed point over the cycle, as for the
+    gradients."""
     info = _forward_info(program, optimize)
     _require(info, HESS)
-    if info.recurrences:
-        first = info.stmts[min(info.recurrences[0].stmts)].stmt
-        raise TccError("the diagonal Hessian does not handle recurrences yet (tcc jvp and "
-                       "tcc hvp do)", first.pos)
-    active = active_tensors(info)
     backward = differentiate(info)
     binfo = analyze(backward, reserved=size_symbols(info))
     taken = _taken(info, binfo)
+    if info.recurrences:
+        # a recurrence reads at an earlier step what it updates later in program
+        # order: which tensors have a diagonal is a fixed point over the cycle
+        before, has_hess = None, set()
+        while has_hess != before:
+            before = set(has_hess)
+            _, has_hess = _diagonal_pass(info, set(taken), has_hess)
+        out, _ = _diagonal_pass(info, taken, has_hess)
+        out = _shifted_first(_HessSteps(info), out)
+    else:
+        out, _ = _diagonal_pass(info, taken, set())
+    outputs = [hess_name(t) for t in info.differentiable
+               if hess_name(t) in {s.target.tensor for s in out}]
+    seeds = [grad_name(t) for t in info.outputs]
+    first = [*info.inputs, *seeds]
+    stmts = list(backward.stmts) + out
+
+    def declare_fn(ss):
+        return _in_run_order(info, declare([info, binfo], ss, outputs, first))
+
+    prog = _finish(info, declare_fn(stmts), declare_fn, optimize)
+    return Derived(info, prog, {o: shape_owner(o) for o in outputs})
+
+
+class _HessSteps:
+    """``info`` for the backward's step helpers, with the step axis of each
+    recurrence tensor's diagonal (X.hess) beside X's and X.grad's."""
+
+    def __init__(self, info: Info):
+        self._info = info
+        self.step_axes = {**info.step_axes,
+                          **{hess_name(t): a for t, a in info.step_axes.items()}}
+
+    def __getattr__(self, name):
+        return getattr(self._info, name)
+
+
+def _diagonal_pass(info: Info, taken: set[str], start: set[str]) -> tuple[list[Stmt], set]:
+    """The diagonal's statements in reverse program order, given the tensors
+    that have a diagonal before the pass (``start``, for a recurrence's reads of
+    later steps); returns them and every tensor with a diagonal after them."""
+    active = active_tensors(info)
+    needs_grad = _needs_grad(info, active)
     has_grad = {t for t in info.outputs if t in active}
-    has_hess: set[str] = set()
+    has_hess: set[str] = set(start)
     batch = info.batch
     out: list[Stmt] = []
     for k, si in reversed(list(enumerate(info.stmts))):
         s = si.stmt
         y = s.target.tensor
-        if y not in has_grad:
+        if y not in has_grad and y not in needs_grad:
             continue
-        _no_recurrence(s, "the diagonal Hessian")
         pending, extra, dens0 = [], [], []
         if s.op in REDUCTIONS:
             count, extra, dens0 = _tie_split(s, k, taken, True)
@@ -511,20 +552,11 @@ def hessian_diagonal(program: Info | Program, optimize: bool = True) -> Derived:
         if terms:
             if dens0:
                 pending.append(count)
-            out += pending + terms
+            steps = _HessSteps(info)
+            out += pending + [_plain_step_target(steps, k, t) for t in terms]
             has_hess.update(shape_owner(t.target.tensor) for t in terms
                             if t.target.tensor.endswith(".hess"))
-    outputs = [hess_name(t) for t in info.differentiable
-               if hess_name(t) in {s.target.tensor for s in out}]
-    seeds = [grad_name(t) for t in info.outputs]
-    first = [*info.inputs, *seeds]
-    stmts = list(backward.stmts) + out
-
-    def declare_fn(ss):
-        return declare([info, binfo], ss, outputs, first)
-
-    prog = _finish(info, declare_fn(stmts), declare_fn, optimize)
-    return Derived(info, prog, {o: shape_owner(o) for o in outputs})
+    return out, has_hess
 
 
 __all__ = ["tangents", "jvp", "hvp", "hessian_diagonal", "declare", "Derived"]

@@ -30,6 +30,7 @@ import platform
 import statistics
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -974,10 +975,49 @@ def main(argv=None) -> int:
     rows = [bench_workload(w, cols, args) for w in chosen]
     print()
     print_table(rows, list(cols))
+    if not TCC_ERROR:
+        print()
+        memory_table(chosen, args)
     if BY_NAME["softmax"] in chosen and not TCC_ERROR:
         print()
         softmax_backward_table(args)
     return 0
+
+
+def peak_extra(step, t, seeds) -> int:
+    """The largest memory one call holds at once beyond what it was given, in
+    bytes, as tracemalloc sees it (NumPy reports its array buffers to it); the
+    results it returns count."""
+    step(t, seeds)                          # warm: caches, pools, plans
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        step(t, seeds)
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def memory_table(chosen: list, args) -> None:
+    """Peak extra memory of one forward+backward, hand-written and tcc numpy,
+    and tcc's estimated passes over memory (``tcc explain``): reads and writes
+    of arrays in units of the largest one."""
+    from tcc import explain
+    from tcc.pipeline import Pipeline
+    print("| workload | hand-written peak MiB | tcc numpy peak MiB | ratio "
+          "| tcc passes forward + backward (estimated) |")
+    print("| --- | --- | --- | --- | --- |")
+    for w in chosen:
+        sizes = w.quick if args.quick else w.sizes
+        t, seeds = w.make(np.random.default_rng(0), np.dtype(args.dtype), **sizes)
+        hand = peak_extra(w.hand, t, seeds)
+        tcc_peak = peak_extra(tcc_column("numpy", True)(w), t, seeds)
+        pipe = Pipeline(w.program.read_text(), str(w.program), optimize=True)
+        moved = [explain.memory_passes(pipe, stage, sizes, grouped=True)
+                 for stage in ("forward", "backward")]
+        shown = "n/a" if None in moved else f"{moved[0]:.1f} + {moved[1]:.1f}"
+        print(f"| {w.name} | {hand / 2**20:.1f} | {tcc_peak / 2**20:.1f} | "
+              f"{tcc_peak / max(hand, 1):.2f}x | {shown} |")
 
 
 def softmax_backward_table(args) -> None:

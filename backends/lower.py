@@ -10,7 +10,8 @@ Convolution-shaped updates run tap by tap: on flattened rows where each tap
 is one matrix product on a view (``flatconv.py``), else one product per tap
 on basic slices, else through the im2col view in one contraction. A statement
 with written ranges runs on zero-padded copies (``breadth.py``); index
-comparisons select the factors they multiply (``operands.py``), and an
+comparisons select the factors they multiply (``operands.py``; a causal mask
+is a triangle, ``triangular.py``), and an
 equality that fixes a summed index removes it (``breadth.eliminate``).
 """
 
@@ -21,9 +22,9 @@ from dataclasses import replace
 from tcc.check import StmtInfo
 from tcc.ir import Affine, DimVal, Gather, Ref, index_cmps, map_refs, reads
 
-from .operands import (Context, Operand, add, align, ap, condition, contract, elementwise,
-                       expr_vars, index_vars, is_guard, mul, product_operands, select,
-                       shape_tuple, simple_axes, slice_part, split_factors, split_terms,
+from .operands import (Context, Operand, add, align, ap, contract, elementwise,
+                       expr_vars, index_vars, is_guard, mul, product_operands, shape_tuple,
+                       simple_axes, slice_part, split_factors, split_terms,
                        const_value, advanced_index)
 from .target import ALL, Apply, Assign, Comment, Do, For, If, Index, Lit, Name, Op, Slice, Tup, \
     Update
@@ -146,7 +147,8 @@ def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
             node = scalar if node == Lit(1.0) else mul(scalar, node)
         vars_ = res.vars
         if post:
-            node = select(condition(ctx, post, tvars_order, ranges), node)
+            from .triangular import guarded
+            node = guarded(ctx, post, tvars_order, ranges, node, res.vars)
             kept = set(vars_).union(*(c.vars for c in post))
             vars_ = tuple(v for v in tvars_order if v in kept)
         # (a view of a tensor, where an equality left one point of the sum)

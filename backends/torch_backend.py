@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from tcc import functions
 
-from .base import NUMPY_CODE, Backend, call, literal, method
+from .base import NUMPY_CODE, Backend, _triangle, call, literal, method
 from .target import ATOM, Apply, Attr, Lit, Op, Printer, Tup, walk
 
 
@@ -151,6 +151,8 @@ TORCH_CODE = {
     "diagonal": (lambda p, x, axis1=0, axis2=1: f"torch.diagonal({p.expr(x)}, dim1={axis1}, "
                                                 f"dim2={axis2})", ATOM),
     "where": call("torch.where({0}, _tensor({1}, dt), 0.0)"),
+    "tril": (lambda p, x, k=0: _triangle(p, "torch.tril", x, k), ATOM),
+    "triu": (lambda p, x, k=0: _triangle(p, "torch.triu", x, k), ATOM),
     "pad": call("_pad({0}, {1})"),
     "add_at": call("_add_at({0}, {1}, {2})"),
     "max_at": call("_max_at({0}, {1}, {2})"),

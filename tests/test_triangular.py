@@ -1,0 +1,169 @@
+"""Causal masks lowered as triangles (``backends/triangular.py``): a comparison
+between two loop indices, ``(j <= t)``, ``(j < t)``, ``(j >= t)``, ``(t > j + 1)``,
+that selects a value over those two indices is ``np.tril`` / ``np.triu`` of it
+(``torch.tril`` / ``torch.triu``), with the diagonal offset, not a select over
+``arange`` views.
+
+Each program runs on every backend, optimized and not, against the reference
+interpreter (forward and backward); the masked positions are exactly 0 even
+where the product they select is inf or nan (LANGUAGE.md, "Index comparisons").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tcc
+from tcc import api, interp
+from tcc.autodiff import differentiate
+from tcc.backends.triangular import triangle
+from tcc.check import analyze
+from tcc.ir import py_name
+
+torch = pytest.importorskip("torch")
+
+BACKENDS = ("numpy", "opt_einsum", "torch")
+
+# name -> (program, shapes, the call the forward must make, or None for a select)
+CASES = {
+    "scores, j <= t": ("input q[T, E], k[T, E]\noutput s[T, T]\n"
+                       "for t, j, e: s[t, j] += q[t, e] * k[j, e] * (j <= t)\n",
+                       {"q": (5, 3), "k": (5, 3)}, "s = np.tril(q @ k.T)"),
+    "scores, j < t": ("input q[T, E], k[T, E]\noutput s[T, T]\n"
+                      "for t, j, e: s[t, j] += q[t, e] * k[j, e] * (j < t)\n",
+                      {"q": (5, 3), "k": (5, 3)}, "s = np.tril(q @ k.T, -1)"),
+    "scores, j >= t": ("input q[T, E], k[T, E]\noutput s[T, T]\n"
+                       "for t, j, e: s[t, j] += q[t, e] * k[j, e] * (j >= t)\n",
+                       {"q": (5, 3), "k": (5, 3)}, "s = np.triu(q @ k.T)"),
+    "scores, t > j + 1": ("input q[T, E], k[T, E]\noutput s[T, T]\n"
+                          "for t, j, e: s[t, j] += q[t, e] * k[j, e] * (t > j + 1)\n",
+                          {"q": (5, 3), "k": (5, 3)}, "s = np.tril(q @ k.T, -2)"),
+    "scores, j - 1 <= t": ("input q[T, E], k[T, E]\noutput s[T, T]\n"
+                           "for t, j, e: s[t, j] += q[t, e] * k[j, e] * (j - 1 <= t)\n",
+                           {"q": (5, 3), "k": (5, 3)}, "s = np.tril(q @ k.T, 1)"),
+    "rows before columns": ("input q[T, E], k[S, E]\noutput s[S, T]\n"
+                            "for j, t, e: s[j, t] += q[t, e] * k[j, e] * (j <= t)\n",
+                            {"q": (4, 3), "k": (6, 3)}, "s = np.triu(k @ q.T)"),
+    "a band": ("input A[T, T]\noutput f[T, T]\n"
+               "for t, j: f[t, j] = A[t, j] * (j <= t) * (j >= t - 2)\n",
+               {"A": (6, 6)}, "f = np.triu(np.tril(A), -2)"),
+    "heads": ("input q[H, T, E], k[H, T, E]\noutput s[H, T, T]\n"
+              "for h, t, j, e: s[h, t, j] += q[h, t, e] * k[h, j, e] * (j <= t)\n",
+              {"q": (2, 4, 3), "k": (2, 4, 3)}, "np.tril(np.einsum("),
+    "attention output": ("input a[T, T], v[T, D]\noutput o[T, D]\n"
+                         "for t, j, d: o[t, d] += (j <= t) * a[t, j] * v[j, d]\n",
+                         {"a": (4, 4), "v": (4, 3)}, "o = np.tril(a) @ v"),
+    "masked row sums": ("input A[T, T]\noutput f[T]\n"
+                        "for t, j: f[t] += exp(A[t, j]) * (j <= t) * (t < T - 1)\n",
+                        {"A": (4, 4)}, "np.tril(np.exp(A))"),
+    "mask over the leading axes": ("input x[T, T, D]\noutput y[T, T, D]\n"
+                                   "for t, j, d: y[t, j, d] = x[t, j, d] * (j <= t)\n",
+                                   {"x": (3, 3, 2)}, None),
+    "mask over one index": ("input x[T]\noutput y[T, T]\n"
+                            "for t, j: y[t, j] = x[j] * (j <= t)\n", {"x": (4,)}, None),
+    "non-square, j <= t": ("input q[T, E], k[S, E]\noutput s[T, S]\n"
+                           "for t, j, e: s[t, j] += q[t, e] * k[j, e] * (j <= t)\n",
+                           {"q": (3, 2), "k": (5, 2)}, "s = np.tril(q @ k.T)"),
+}
+
+
+def arrays(spec: dict, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {t: rng.standard_normal(shape) for t, shape in spec.items()}
+
+
+def forward_code(src: str) -> str:
+    code = tcc.compile_source(src)
+    return code.split("def forward(", 1)[1].split("def backward(", 1)[0]
+
+
+def as_numpy(a):
+    return a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_triangle_agrees_with_the_interpreter(name, backend):
+    src, spec, _ = CASES[name]
+    inputs = arrays(spec)
+    info = analyze(tcc.parse(src))
+    saved = interp.run(info, inputs)
+    rng = np.random.default_rng(1)
+    seeds = {o: rng.standard_normal(np.shape(saved[o])) for o in info.outputs}
+    grads = api.InterpEngine(info, differentiate(info)).backward(seeds, inputs, saved)
+    conv = (lambda a: torch.as_tensor(a)) if backend == "torch" else (lambda a: a)
+    kw = {py_name(t): conv(a) for t, a in inputs.items()}
+    for optimize in (False, True):
+        k = tcc.compile(src, backend=backend, optimize=optimize)
+        fwd = k.forward(**kw)
+        for t in info.outputs:
+            np.testing.assert_allclose(as_numpy(fwd[py_name(t)]), saved[t], rtol=1e-12,
+                                       atol=1e-12, err_msg=f"{name}, optimize={optimize}: {t}")
+        g = k.backward({o: conv(s) for o, s in seeds.items()}, **kw, **fwd)
+        for t in info.differentiable:
+            np.testing.assert_allclose(as_numpy(g[t]), grads[t], rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{name}, optimize={optimize}: {t}.grad")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_form_of_the_mask(name):
+    src, _, form = CASES[name]
+    code = forward_code(src)
+    if form is None:
+        assert "np.where(" in code and "np.tril" not in code and "np.triu" not in code
+    else:
+        assert form in code, code
+        assert "[:, None]" not in code, code        # no mask over two arange views
+
+
+def test_the_torch_module_calls_torch_tril():
+    code = tcc.compile_source(CASES["scores, j < t"][0], backend="torch")
+    assert "s = torch.tril(q @ k.T, -1)" in code
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimize", [False, True])
+def test_masked_scores_are_exactly_zero_where_the_product_is_inf_or_nan(backend, optimize):
+    """The triangle selects after the product: a score the mask removes is 0
+    whatever the product is there (the interpreter's answer, a select)."""
+    src = CASES["scores, j <= t"][0]
+    q = np.array([[1.0, 0.0], [0.0, 1.0], [np.inf, 1.0]])
+    k = np.array([[1.0, 2.0], [np.nan, 1.0], [-np.inf, 0.0]])
+    info = analyze(tcc.parse(src))
+    with np.errstate(all="ignore"):
+        want = interp.run(info, {"q": q, "k": k})["s"]
+    conv = (lambda a: torch.as_tensor(a)) if backend == "torch" else (lambda a: a)
+    with np.errstate(all="ignore"):
+        got = as_numpy(tcc.compile(src, backend=backend, optimize=optimize)
+                       .forward(q=conv(q), k=conv(k))["s"])
+    np.testing.assert_array_equal(np.triu(got, 1), np.zeros((3, 3)))
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("op, lhs, rhs, want", [
+    ("<=", "j", "t", ("tril", 0)), ("<", "j", "t", ("tril", -1)),
+    (">=", "j", "t", ("triu", 0)), (">", "j", "t", ("triu", 1)),
+    ("<=", "t", "j", ("triu", 0)), ("<", "t", "j", ("triu", 1)),
+    (">=", "t", "j", ("tril", 0)), (">", "t", "j", ("tril", -1)),
+    ("<=", "j + 2", "t", ("tril", -2)), ("<", "j", "t + 3", ("tril", 2)),
+    ("<=", "j - t", "1", ("tril", 1)), (">=", "t - j", "0", ("tril", 0)),
+])
+def test_the_diagonal_offset(op, lhs, rhs, want):
+    """triangle(c, rows="t", cols="j") against the comparison at every point."""
+    src = f"input A[T, T]\nfor t, j: f[t, j] = A[t, j] * ({lhs} {op} {rhs})\n"
+    c = tcc.parse(src).stmts[0].expr.rhs
+    assert triangle(c, "t", "j") == want
+    fn, k = want
+    keep = (np.tril if fn == "tril" else np.triu)(np.ones((7, 7), dtype=bool), k)
+    t, j = np.arange(7)[:, None], np.arange(7)
+    assert np.array_equal(keep, eval(f"({lhs}) {op} ({rhs})", {"t": t, "j": j}) &
+                          np.ones((7, 7), dtype=bool))
+
+
+@pytest.mark.parametrize("cmp", ["(2*j <= t)", "(j <= t + T)", "(j == t)", "(j != t)",
+                                 "(j <= 3)", "(j + t <= 3)"])
+def test_other_comparisons_are_no_triangle(cmp):
+    src = f"input A[T, T]\nfor t, j: f[t, j] = A[t, j] * {cmp}\n"
+    c = tcc.parse(src).stmts[0].expr.rhs
+    assert triangle(c, "t", "j") is None

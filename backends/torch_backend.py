@@ -151,6 +151,7 @@ TORCH_CODE = {
     "diagonal": (lambda p, x, axis1=0, axis2=1: f"torch.diagonal({p.expr(x)}, dim1={axis1}, "
                                                 f"dim2={axis2})", ATOM),
     "where": call("torch.where({0}, _tensor({1}, dt), 0.0)"),
+    "both": call("torch.logical_and({0}, {1})"),
     "tril": (lambda p, x, k=0: _triangle(p, "torch.tril", x, k), ATOM),
     "triu": (lambda p, x, k=0: _triangle(p, "torch.triu", x, k), ATOM),
     "pad": call("_pad({0}, {1})"),
@@ -158,7 +159,7 @@ TORCH_CODE = {
     "max_at": call("_max_at({0}, {1}, {2})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
 }
-assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "both", "row_blocks"}, \
+assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "row_blocks"}, \
     set(NUMPY_CODE) - set(TORCH_CODE)
 
 TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),

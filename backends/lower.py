@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tcc.check import StmtInfo
-from tcc.ir import Affine, DimVal, Gather, Ref, index_cmps, map_refs, reads
+from tcc.ir import Affine, DimVal, Gather, IndexCmp, Ref, children, index_cmps, reads, rebuild
 
 from .operands import (Context, Operand, add, align, ap, contract, elementwise,
                        expr_vars, index_vars, is_guard, mul, product_operands, shape_tuple,
@@ -296,13 +296,22 @@ def fix_indices(s, names):
         dims = a.dims + tuple((v, c) for v, c in a.terms if v in names)
         return Affine(terms, a.const, dims, a.pos)
 
+    def fix_index(ix):
+        return fix_affine(ix) if isinstance(ix, Affine) else \
+            Gather(ix.tensor, tuple(fix_affine(a) for a in ix.index))
+
     def fix_ref(r: Ref) -> Ref:
-        return Ref(r.tensor, tuple(fix_affine(ix) if isinstance(ix, Affine) else
-                                   Gather(ix.tensor, tuple(fix_affine(a) for a in ix.index))
-                                   for ix in r.index), r.pos)
+        return Ref(r.tensor, tuple(fix_index(ix) for ix in r.index), r.pos)
+
+    def fix(e):         # reads and index comparisons ((t >= 1) at a fixed step t)
+        if isinstance(e, Ref):
+            return fix_ref(e)
+        if isinstance(e, IndexCmp):
+            return IndexCmp(e.op, fix_index(e.lhs), fix_index(e.rhs), e.pos)
+        return rebuild(e, [fix(c) for c in children(e)])
 
     return replace(s, loops=tuple(v for v in s.loops if v not in names),
-                   target=fix_ref(s.target), expr=map_refs(s.expr, fix_ref))
+                   target=fix_ref(s.target), expr=fix(s.expr))
 
 
 def tap_value(value, buffer: Name) -> tuple[Assign, bool]:

@@ -86,10 +86,38 @@ def as_numpy(a):
     return a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
+# Comparisons over the step index of a recurrence: held fixed in the step loop
+# (``t >= 1`` is a Python bool there), and over a range the backward restricts
+# to the steps where every access is inside (``a.grad[1:]``), compared at t + 1.
+RECURRENCES = {
+    "step compared in the cycle": (
+        "input x[T, D]\nparam W[D, D]\noutput h[T, D]\nfor t, d: a[t, d] += x[t, d]\n"
+        "for t, d, e: a[t, d] += W[d, e] * h[t - 1, e] * (t >= 1) * (e <= d)\n"
+        "for t, d: h[t, d] = tanh(a[t, d])\n", {"x": (4, 3), "W": (3, 3)}),
+    "a causal sum feeding a cycle": (
+        "input x[T, D]\nparam W[D, D]\noutput h[T, D]\n"
+        "for t in T, j, d: a[t, d] += x[j, d] * (j <= t) * (t >= j + 1)\n"
+        "for t, d, e: a[t, d] += W[d, e] * h[t - 1, e]\n"
+        "for t, d: h[t, d] = tanh(a[t, d])\n", {"x": (4, 3), "W": (3, 3)}),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(RECURRENCES))
+def test_a_comparison_over_a_step_index_agrees_with_the_interpreter(name, backend):
+    src, spec = RECURRENCES[name]
+    agrees(name, src, spec, backend)
+    assert api.check(src).ok
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_triangle_agrees_with_the_interpreter(name, backend):
     src, spec, _ = CASES[name]
+    agrees(name, src, spec, backend)
+
+
+def agrees(name, src, spec, backend):
     inputs = arrays(spec)
     info = analyze(tcc.parse(src))
     saved = interp.run(info, inputs)

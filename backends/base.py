@@ -155,6 +155,8 @@ NUMPY_CODE: dict[str, Entry] = {
     "diagonal": (lambda p, x, axis1=0, axis2=1: f"np.diagonal({p.expr(x)})" if (axis1, axis2)
                  == (0, 1) else f"np.diagonal({p.expr(x)}, 0, {axis1}, {axis2})", ATOM),
     "where": call("np.where({0}, {1}, 0.0)"),
+    "cumsum": call("np.cumsum({0}, axis={axis})"),
+    "flip": call("np.flip({0}, axis={axis})"),
     "tril": (lambda p, x, k=0: _triangle(p, "np.tril", x, k), ATOM),
     "triu": (lambda p, x, k=0: _triangle(p, "np.triu", x, k), ATOM),
     "both": call("np.logical_and({0}, {1})"),

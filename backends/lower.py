@@ -11,7 +11,8 @@ is one matrix product on a view (``flatconv.py``), else one product per tap
 on basic slices, else through the im2col view in one contraction. A statement
 with written ranges runs on zero-padded copies (``breadth.py``); index
 comparisons select the factors they multiply (``operands.py``; a causal mask
-is a triangle, ``triangular.py``), and an
+is a triangle, ``triangular.py``, a causal sum a running sum, ``prefix.py``),
+and an
 equality that fixes a summed index removes it (``breadth.eliminate``).
 """
 
@@ -122,12 +123,18 @@ def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
         # comparisons over the target's indices select the term once it is summed
         post = [f for up, f in factors if is_guard(up, f) and set(f.vars) <= set(tvars_order)]
         factors = [(up, f) for up, f in factors if not (is_guard(up, f) and f in post)]
-        scalar, operands = product_operands(ctx, factors, loops, ranges)
-        res = contract(ctx, operands, tvars_order, ranges) if operands else \
-            Operand(Lit(1.0), ())
+        # a causal sum ((j <= t) over a summed j) is a running sum (prefix.py)
+        from .prefix import prefix_sum
+        running = prefix_sum(ctx, factors, tvars_order, summed, loops, ranges)
+        if running is not None:
+            scalar, res, present = running
+        else:
+            scalar, operands = product_operands(ctx, factors, loops, ranges)
+            res = contract(ctx, operands, tvars_order, ranges) if operands else \
+                Operand(Lit(1.0), ())
+            present = set().union(*(o.vars for o in operands)) if operands else set()
         node = align(res.node, res.vars, tvars_order) if res.vars else res.node
         # summed indices this term does not depend on: each adds the term again
-        present = set().union(*(o.vars for o in operands)) if operands else set()
         for v in summed:
             if v not in present and v not in gone:
                 scalar = ctx.var_size(ranges, v) if scalar is None else \

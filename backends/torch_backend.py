@@ -161,6 +161,8 @@ TORCH_CODE = {
                                                 f"dim2={axis2})", ATOM),
     "where": (lambda p, c, x: _where(p, c, x), ATOM),
     "both": call("torch.logical_and({0}, {1})"),
+    "cumsum": call("torch.cumsum({0}, dim={axis})"),
+    "flip": call("torch.flip({0}, dims=({axis},))"),
     "tril": (lambda p, x, k=0: _triangle(p, "torch.tril", x, k), ATOM),
     "triu": (lambda p, x, k=0: _triangle(p, "torch.triu", x, k), ATOM),
     "pad": call("_pad({0}, {1})"),

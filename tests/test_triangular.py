@@ -72,6 +72,31 @@ CASES = {
 }
 
 
+# Causal sums (backends/prefix.py): a sum over j masked by (j <= t) of a term
+# that does not use t is a running sum, O(T) where the mask is O(T^2).
+RUNNING = {
+    "prefix sum": ("input x[T, D]\noutput y[T, D]\nfor t, j, d: y[t, d] += x[j, d] * (j <= t)\n",
+                   {"x": (5, 3)}, "y = np.cumsum(x, axis=0)"),
+    "exclusive prefix sum": ("input x[T, D]\noutput y[T, D]\n"
+                             "for t, j, d: y[t, d] += x[j, d] * (j < t)\n",
+                             {"x": (5, 3)},
+                             "y = np.cumsum(np.pad(x, ((1, 0), (0, 0)))[:T], axis=0)"),
+    "suffix sum": ("input x[T, D]\noutput y[T, D]\nfor t, j, d: y[t, d] += x[j, d] * (t <= j)\n",
+                   {"x": (5, 3)}, "y = np.flip(np.cumsum(np.flip(x, axis=0), axis=0), axis=0)"),
+    "exclusive suffix sum": ("input x[T]\noutput y[T]\nfor t, j: y[t] += x[j] * (j > t)\n",
+                             {"x": (4,)}, "np.flip(np.cumsum(np.flip(np.pad(x, ((0, 1),))[1:]"),
+    "weighted, summed over d": ("input x[T, D]\nparam w[D]\noutput z[T]\n"
+                                "for t, j, d: z[t] += exp(x[j, d]) * w[d] * (j <= t) * 2\n",
+                                {"x": (5, 3), "w": (3,)}, "np.cumsum(np.exp(x), axis=0)"),
+    "times a factor over t": ("input a[B, T], x[B, T]\noutput y[B, T]\n"
+                              "for b, t, j: y[b, t] += a[b, t] * x[b, j] * (j <= t)\n",
+                              {"a": (2, 4), "x": (2, 4)}, "a * np.cumsum(x, axis=1)"),
+    "both indices summed": ("input x[T], g[T]\noutput n\nfor t, j: n += g[t] * x[j] * (j <= t)\n",
+                            {"x": (4,), "g": (4,)}, "cumsum"),
+}
+CASES.update({name: case for name, case in RUNNING.items()})
+
+
 def arrays(spec: dict, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     return {t: rng.standard_normal(shape) for t, shape in spec.items()}
@@ -199,3 +224,23 @@ def test_other_comparisons_are_no_triangle(cmp):
     src = f"input A[T, T]\nfor t, j: f[t, j] = A[t, j] * {cmp}\n"
     c = tcc.parse(src).stmts[0].expr.rhs
     assert triangle(c, "t", "j") is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimize", [False, True])
+def test_a_running_sum_never_meets_the_masked_terms(backend, optimize):
+    """An inf or nan after step t cannot reach y[t] (the interpreter's answer)."""
+    src = RUNNING["prefix sum"][0]
+    x = np.array([[1.0, 2.0], [3.0, np.nan], [np.inf, 1.0]])
+    conv = (lambda a: torch.as_tensor(a)) if backend == "torch" else (lambda a: a)
+    with np.errstate(all="ignore"):
+        want = interp.run(analyze(tcc.parse(src)), {"x": x})["y"]
+        got = as_numpy(tcc.compile(src, backend=backend, optimize=optimize).forward(x=conv(x))["y"])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got[0], [1.0, 2.0])
+
+
+def test_the_backward_of_a_prefix_sum_is_a_suffix_sum():
+    code = tcc.compile_source(RUNNING["prefix sum"][0])
+    assert "x_grad = np.flip(np.cumsum(np.flip(y_grad, axis=0), axis=0), axis=0)" in code
+    assert "[:, None]" not in code.split("def forward(", 1)[1].split("def random_inputs", 1)[0]

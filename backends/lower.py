@@ -12,8 +12,7 @@ on basic slices, else through the im2col view in one contraction. A statement
 with written ranges runs on zero-padded copies (``breadth.py``); index
 comparisons select the factors they multiply (``operands.py``; a causal mask
 is a triangle, ``triangular.py``, a causal sum a running sum, ``prefix.py``),
-and an
-equality that fixes a summed index removes it (``breadth.eliminate``).
+and an equality that fixes a summed index removes it (``breadth.eliminate``).
 """
 
 from __future__ import annotations

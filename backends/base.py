@@ -123,6 +123,10 @@ def _shape(p: Printer, shape) -> str:
     return p.expr(shape if not isinstance(shape, tuple) else Tup(shape))
 
 
+def _triangle(p: Printer, fn: str, x, k) -> str:
+    return f"{fn}({p.expr(x)})" if k == 0 else f"{fn}({p.expr(x)}, {literal(k)})"
+
+
 # The NumPy table: every operation of target.OPS.
 NUMPY_CODE: dict[str, Entry] = {
     "as_float": method("{0}.astype(dt)"),
@@ -163,6 +167,10 @@ NUMPY_CODE: dict[str, Entry] = {
     "diagonal": (lambda p, x, axis1=0, axis2=1: f"np.diagonal({p.expr(x)})" if (axis1, axis2)
                  == (0, 1) else f"np.diagonal({p.expr(x)}, 0, {axis1}, {axis2})", ATOM),
     "where": call("np.where({0}, {1}, 0.0)"),
+    "cumsum": call("np.cumsum({0}, axis={axis})"),
+    "flip": call("np.flip({0}, axis={axis})"),
+    "tril": (lambda p, x, k=0: _triangle(p, "np.tril", x, k), ATOM),
+    "triu": (lambda p, x, k=0: _triangle(p, "np.triu", x, k), ATOM),
     "both": call("np.logical_and({0}, {1})"),
     "pad": call("np.pad({0}, {1})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),

@@ -156,21 +156,31 @@ def lower_padded(ctx: Context, si: StmtInfo, lower) -> list:
         done += post
         renamed[t] = (local, shifts)
 
+    windows: dict = {}
+
     def shifted(r: Ref) -> Ref:
         if r.tensor not in renamed:
             return r
         local, shifts = renamed[r.tensor]
         moved = [axis for axis, f in shifts.items() if f]
-        if any(not isinstance(r.index[axis], Affine) for axis in moved):
+        gathered = [axis for axis in moved if not isinstance(r.index[axis], Affine)]
+        if gathered:
             # a gather is never padded: on an axis padded for another read, this
             # read takes the tensor itself, if it needs no padding of its own
-            if any(isinstance(r.index[axis], Affine) for axis in moved):
+            if not any(isinstance(r.index[axis], Affine) for axis in moved):
+                return r
+            if r.tensor == target:
                 raise TccError(f"a read of {r.tensor} that gathers on an axis padded for "
                                "another read and is padded on another axis is not lowered "
                                "by the compiled backends yet", r.pos or s.pos)
-            return r
-        index = tuple(_shift(ix, shifts[axis]) if axis in moved else ix
-                      for axis, ix in enumerate(r.index))
+            # else it reads a view of the padded copy that is the tensor's own
+            # window on the gathered axes (pad once, then gather)
+            key = (local, tuple(gathered))
+            if key not in windows:
+                windows[key] = _window(ctx, r.tensor, local, shifts, gathered, out)
+            local = windows[key]
+        index = tuple(_shift(ix, shifts[axis]) if axis in moved and isinstance(ix, Affine)
+                      else ix for axis, ix in enumerate(r.index))
         return Ref(local, index, r.pos)
 
     inner = replace(s, target=shifted(s.target), expr=map_refs(s.expr, shifted), written=())
@@ -183,6 +193,32 @@ def lower_padded(ctx: Context, si: StmtInfo, lower) -> list:
     if target in renamed:
         ctx.defined.add(target)
     return body + done
+
+
+def _window(ctx: Context, t: str, local: str, shifts: dict, gathered: list[int], out: list):
+    """A view of t's padded copy ``local`` that is t's own extent on the
+    ``gathered`` axes (where a gather reads it, unpadded) and padded on the
+    others; its statement is appended to ``out``. Returns its local name."""
+    shape, padded_shape = ctx.shape_of(t), ctx.shape_of(local)
+    parts, new_shape = [], []
+    for axis, entry in enumerate(padded_shape):
+        if axis in gathered:
+            start = _value(ctx, shifts[axis])
+            parts.append(Slice(start, Op("+", (start, ctx.size(shape[axis])))))
+            new_shape.append(shape[axis])
+        else:
+            parts.append(Slice())
+            new_shape.append(entry)
+    while parts and parts[-1] == Slice():
+        parts.pop()
+    n, key = 1, f"{t}__win"
+    while key in ctx.extra_shapes:
+        n += 1
+        key = f"{t}__win{n}"
+    ctx.extra_shapes[key] = tuple(new_shape)
+    ctx.padded[key] = set(ctx.padded.get(local, ())) - set(gathered)
+    out.append(Assign(ctx.local(key), Index(ctx.local(local), tuple(parts))))
+    return key
 
 
 def _shift(ix: Affine, shift) -> Affine:

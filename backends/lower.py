@@ -10,8 +10,9 @@ Convolution-shaped updates run tap by tap: on flattened rows where each tap
 is one matrix product on a view (``flatconv.py``), else one product per tap
 on basic slices, else through the im2col view in one contraction. A statement
 with written ranges runs on zero-padded copies (``breadth.py``); index
-comparisons select the factors they multiply (``operands.py``), and an
-equality that fixes a summed index removes it (``breadth.eliminate``).
+comparisons select the factors they multiply (``operands.py``; a causal mask
+is a triangle, ``triangular.py``, a causal sum a running sum, ``prefix.py``),
+and an equality that fixes a summed index removes it (``breadth.eliminate``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tcc.check import StmtInfo
-from tcc.ir import Affine, DimVal, Gather, Ref, index_cmps, map_refs, reads
+from tcc.ir import Affine, DimVal, Gather, IndexCmp, Ref, children, index_cmps, reads, rebuild
 
-from .operands import (Context, Operand, add, align, ap, condition, contract, elementwise,
-                       expr_vars, index_vars, is_guard, mul, product_operands, select,
-                       shape_tuple, simple_axes, slice_part, split_factors, split_terms,
+from .operands import (Context, Operand, add, align, ap, contract, elementwise,
+                       expr_vars, index_vars, is_guard, mul, product_operands, shape_tuple,
+                       simple_axes, slice_part, split_factors, split_terms,
                        const_value, advanced_index)
 from .target import ALL, Apply, Assign, Comment, Do, For, If, Index, Lit, Name, Op, Slice, Tup, \
     Update
@@ -124,12 +125,18 @@ def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
         # comparisons over the target's indices select the term once it is summed
         post = [f for up, f in factors if is_guard(up, f) and set(f.vars) <= set(tvars_order)]
         factors = [(up, f) for up, f in factors if not (is_guard(up, f) and f in post)]
-        scalar, operands = product_operands(ctx, factors, loops, ranges)
-        res = contract(ctx, operands, tvars_order, ranges) if operands else \
-            Operand(Lit(1.0), ())
+        # a causal sum ((j <= t) over a summed j) is a running sum (prefix.py)
+        from .prefix import prefix_sum
+        running = prefix_sum(ctx, factors, tvars_order, summed, loops, ranges)
+        if running is not None:
+            scalar, res, present = running
+        else:
+            scalar, operands = product_operands(ctx, factors, loops, ranges)
+            res = contract(ctx, operands, tvars_order, ranges) if operands else \
+                Operand(Lit(1.0), ())
+            present = set().union(*(o.vars for o in operands)) if operands else set()
         node = align(res.node, res.vars, tvars_order) if res.vars else res.node
         # summed indices this term does not depend on: each adds the term again
-        present = set().union(*(o.vars for o in operands)) if operands else set()
         for v in summed:
             if v not in present and v not in gone:
                 scalar = ctx.var_size(ranges, v) if scalar is None else \
@@ -149,7 +156,8 @@ def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
             node = scalar if node == Lit(1.0) else mul(scalar, node)
         vars_ = res.vars
         if post:
-            node = select(condition(ctx, post, tvars_order, ranges), node)
+            from .triangular import guarded
+            node = guarded(ctx, post, tvars_order, ranges, node, res.vars)
             kept = set(vars_).union(*(c.vars for c in post))
             vars_ = tuple(v for v in tvars_order if v in kept)
         # (a view of a tensor, where an equality left one point of the sum)
@@ -297,13 +305,22 @@ def fix_indices(s, names):
         dims = a.dims + tuple((v, c) for v, c in a.terms if v in names)
         return Affine(terms, a.const, dims, a.pos)
 
+    def fix_index(ix):
+        return fix_affine(ix) if isinstance(ix, Affine) else \
+            Gather(ix.tensor, tuple(fix_affine(a) for a in ix.index))
+
     def fix_ref(r: Ref) -> Ref:
-        return Ref(r.tensor, tuple(fix_affine(ix) if isinstance(ix, Affine) else
-                                   Gather(ix.tensor, tuple(fix_affine(a) for a in ix.index))
-                                   for ix in r.index), r.pos)
+        return Ref(r.tensor, tuple(fix_index(ix) for ix in r.index), r.pos)
+
+    def fix(e):         # reads and index comparisons ((t >= 1) at a fixed step t)
+        if isinstance(e, Ref):
+            return fix_ref(e)
+        if isinstance(e, IndexCmp):
+            return IndexCmp(e.op, fix_index(e.lhs), fix_index(e.rhs), e.pos)
+        return rebuild(e, [fix(c) for c in children(e)])
 
     return replace(s, loops=tuple(v for v in s.loops if v not in names),
-                   target=fix_ref(s.target), expr=map_refs(s.expr, fix_ref))
+                   target=fix_ref(s.target), expr=fix(s.expr))
 
 
 def tap_value(value, buffer: Name) -> tuple[Assign, bool]:

@@ -288,8 +288,10 @@ def elementwise(ctx: Context, e: Expr, order: tuple[str, ...], ranges):
     if isinstance(e, Bin) and e.op in ("*", "/") and guards_of(e):
         # a product with index comparisons for factors: a select, exactly 0
         # where one is false (whatever inf or nan the other factors hold)
-        return select(condition(ctx, guards_of(e), order, ranges),
-                      elementwise(ctx, strip_guards(e), order, ranges))
+        from .triangular import guarded
+        rest = strip_guards(e)
+        return guarded(ctx, guards_of(e), order, ranges, elementwise(ctx, rest, order, ranges),
+                       expr_vars(rest))
     if isinstance(e, Bin):
         a = elementwise(ctx, e.lhs, order, ranges)
         b = elementwise(ctx, e.rhs, order, ranges)
@@ -436,7 +438,9 @@ def factor_value(ctx, factors: list[tuple[bool, Expr]], order, ranges):
         if not up:
             node = Op("/", (node, elementwise(ctx, f, order, ranges)))
     if guards:
-        node = select(condition(ctx, guards, order, ranges), node)
+        from .triangular import guarded
+        node = guarded(ctx, guards, order, ranges, node,
+                       set().union(*(expr_vars(f) for _, f in factors)))
     return node
 
 

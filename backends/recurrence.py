@@ -25,7 +25,9 @@ from dataclasses import replace
 
 from tcc.check import StmtInfo
 from tcc.errors import TccError
-from tcc.ir import Affine, Bin, Num, Ref, map_refs, reads
+from tcc import algebra
+from tcc.ir import Affine, Bin, IndexCmp, Num, Ref, children, index_cmps, map_refs, reads, \
+    rebuild
 
 from .operands import Context, ap, shape_tuple, split_factors, split_terms
 from .target import ALL, Assign, Comment, For, If, Index, Lit, Name, Op, Slice, Tup, Update, walk
@@ -296,7 +298,13 @@ class _State:
         if view(s.target) is not s.target:
             return None         # a target at an offset: left to the padded copies
         ranges = {**si.ranges, v: inside}
-        return replace(s, expr=map_refs(s.expr, view), written=()), ranges, out
+        expr = map_refs(s.expr, view)
+        if lo and any(v in c.vars for c in index_cmps(expr)):
+            # the views start at step lo: a comparison over v compares v + lo
+            expr = _shift_cmps(expr, v, lo)
+            if expr is None:
+                return None
+        return replace(s, expr=expr, written=()), ranges, out
 
     def padded_reads(self, si: StmtInfo, s):
         """A statement with written ranges whose reads step outside a tensor only
@@ -428,6 +436,17 @@ class _State:
             body += self.inside_steps(si.stmt, v, lowered)
         out.append(For(step, count, tuple(body)))
         return out
+
+
+def _shift_cmps(e, v: str, lo: int):
+    """e with v replaced by v + lo in its index comparisons (not in its reads);
+    None if a comparison cannot say it."""
+    if isinstance(e, IndexCmp):
+        return algebra.subst(e, {v: Affine(((v, 1),), lo)})
+    if isinstance(e, Ref):
+        return e
+    kids = [_shift_cmps(c, v, lo) for c in children(e)]
+    return None if any(k is None for k in kids) else rebuild(e, kids)
 
 
 __all__ = ["lower_program"]

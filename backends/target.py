@@ -170,6 +170,10 @@ OPS = {
     "diagonal": "a read-only view of the diagonal of axes axis1, axis2 (moved last)",
     "where": "a select: value where the condition holds, else exactly 0 (even for inf, nan)",
     "both": "elementwise logical and of two boolean arrays",
+    "cumsum": "the running sum of x along axis (a causal sum)",
+    "flip": "x reversed along axis (a view)",
+    "tril": "x with its last two axes' entries above diagonal k (col - row > k) exactly 0",
+    "triu": "x with its last two axes' entries below diagonal k (col - row < k) exactly 0",
     "pad": "a copy with zeros added before and after each axis (widths: (before, after) pairs)",
     "add_affine": "dst[offsets + sum coefs*i] += value, positions may repeat",
     # library kernels (backends/kernels.py; only backends whose table has them)

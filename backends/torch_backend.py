@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from tcc import functions
 
-from .base import NUMPY_CODE, Backend, call, literal, method
-from .target import ATOM, Apply, Attr, Lit, Op, Printer, Tup, walk
+from .base import NUMPY_CODE, Backend, _triangle, call, literal, method
+from .target import ATOM, Apply, Attr, Index, Lit, Op, Printer, Tup, walk
 
 
 def _shape(p: Printer, shape) -> str:
@@ -68,6 +68,15 @@ def _elements(node):
 def _as_strided(p: Printer, x, shape, strides) -> str:
     assert not any(isinstance(n, Attr) and n.attr == "itemsize" for n in walk(shape))
     return f"torch.as_strided({p.expr(x)}, {p.expr(shape)}, {p.expr(_elements(strides))})"
+
+
+def _where(p: Printer, cond, x) -> str:
+    """A select. A condition with no array in it (``t >= 1`` at a fixed step
+    ``t`` of a recurrence) is a Python bool, which torch.where does not take."""
+    c = p.expr(cond)
+    if not any(isinstance(n, (Apply, Index)) for n in walk(cond)):
+        c = f"torch.tensor({c}, device=dt.device)"
+    return f"torch.where({c}, _tensor({p.expr(x)}, dt), 0.0)"
 
 
 def _fn(code: str):
@@ -150,7 +159,12 @@ TORCH_CODE = {
     "arange": call("torch.arange({0}, device=dt.device)"),
     "diagonal": (lambda p, x, axis1=0, axis2=1: f"torch.diagonal({p.expr(x)}, dim1={axis1}, "
                                                 f"dim2={axis2})", ATOM),
-    "where": call("torch.where({0}, _tensor({1}, dt), 0.0)"),
+    "where": (lambda p, c, x: _where(p, c, x), ATOM),
+    "both": call("torch.logical_and({0}, {1})"),
+    "cumsum": call("torch.cumsum({0}, dim={axis})"),
+    "flip": call("torch.flip({0}, dims=({axis},))"),
+    "tril": (lambda p, x, k=0: _triangle(p, "torch.tril", x, k), ATOM),
+    "triu": (lambda p, x, k=0: _triangle(p, "torch.triu", x, k), ATOM),
     "pad": call("_pad({0}, {1})"),
     "add_at": call("_add_at({0}, {1}, {2})"),
     "max_at": call("_max_at({0}, {1}, {2})"),
@@ -158,8 +172,7 @@ TORCH_CODE = {
 }
 # row_blocks and ufunc (in-place steps, backends/inplace.py) come only in row-block
 # groups, which the torch backend leaves off
-assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "both", "row_blocks",
-                                             "ufunc"}, \
+assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "row_blocks", "ufunc"}, \
     set(NUMPY_CODE) - set(TORCH_CODE)
 
 TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),

@@ -1128,7 +1128,14 @@ def recurrences(draw) -> Generated:
         body.append(f"for b, s, r: a[{first}, b, s] += V[s, r] * h0[b, r]")
     for k in dists:
         scale = draw(st.sampled_from(["", "0.5 * "]))
-        body.append(f"for t, b, s, r: a[t, b, s] += {scale}U{k}[s, r] * h[t {sign} {k}, b, r]")
+        # an index comparison over the step (held fixed in the step loop, shifted
+        # where the backward restricts the steps) or over the state's indices
+        mask = draw(st.sampled_from(["", "", "", f" * (t >= {k})", " * (t < T - 1)",
+                                     " * (r <= s)", " * (s < r + 1)", f" * ({k} <= t)"]))
+        if mask:
+            features.add("index comparison in a recurrence")
+        body.append(f"for t, b, s, r: a[t, b, s] += {scale}U{k}[s, r] * h[t {sign} {k}, b, r]"
+                    f"{mask}")
     hp = f"h[t {sign} {dists[0]}, b, s]"
     body += [line.replace("HP", hp) for line in _CELLS[cell]]
     readout = draw(st.sampled_from(["none", "loss", "readout"]))

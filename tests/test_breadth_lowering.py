@@ -89,6 +89,16 @@ CASES = {
                                     "for n in N, i in F: y[n] += x[n + i - 2] * w[i]\n",
                                     {"x": (3,), "w": (5,)}),
     "outputs read later": (TWO_LAYERS, {"x": (3, 4), "W": (5, 4), "V": (2, 5)}),
+    # a read that gathers on an axis padded for another read and is padded on
+    # another axis: a view of the padded copy, unpadded where it gathers
+    "gather on a padded axis, padded": ("input x[N, M]\ndata y[N]\noutput f[N, M]\n"
+                                        "for n in N, m in M: f[n, m] = x[n - 1, m] + "
+                                        "x[y[n], m - 1]\n",
+                                        {"x": (4, 3), "y": np.array([3, 0, 0, 2])}),
+    "gather on a padded axis, padded (3-d)": (
+        "input x[N, C, M]\ndata y[B]\noutput f[B, C, M]\n"
+        "for b in B, c, m in M: f[b, c, m] += x[b - 1, c, m] * x[y[b], c, m - 2]\n",
+        {"x": (3, 2, 4), "y": np.array([2, 0, 1, 1, 0])}),
     "kronecker product": ("input A[2, 2], Bm[2, 3]\noutput C[4, 6]\n"
                           "for i, j, k, l: C[2*i + k, 3*j + l] += A[i, j] * Bm[k, l]\n",
                           {"A": (2, 2), "Bm": (2, 3)}),
@@ -213,7 +223,7 @@ def test_the_kronecker_delta_is_a_diagonal_view():
 
 def test_a_causal_mask_selects_the_operand_of_one_matrix_product():
     code = source(CASES["causal attention"][0])
-    assert "o = np.where(np.arange(T) <= np.arange(T)[:, None], a, 0.0) @ v" in code
+    assert "o = np.tril(a) @ v" in code         # a triangle, no mask (tests/test_triangular.py)
 
 
 def test_a_comparison_over_the_target_selects_the_contraction():
@@ -404,3 +414,25 @@ def test_a_gather_read_padded_on_its_other_axis():
     want = interp.run(info, inputs)
     got = k.forward(**inputs)
     np.testing.assert_allclose(got["h10"], want["h10"], rtol=1e-12, atol=1e-15)
+
+
+def test_a_gather_read_padded_on_another_axis_reads_a_window_of_the_padded_copy():
+    """Pad once, then gather: the read takes a view of the padded copy that is
+    the tensor's own extent on the gathered axis."""
+    code = forward_code(CASES["gather on a padded axis, padded"][0])
+    assert code.count("np.pad(") == 1
+    assert "x__win = x__pad[1:1 + N]" in code
+    assert "x__win[y[:, None], _ix(M, 1, 2)]" in code
+    for name in ("gather on a padded axis, padded", "gather on a padded axis, padded (3-d)"):
+        src, spec = CASES[name]
+        sizes = {"N": 4, "M": 3} if "3-d" not in name else {"N": 3, "C": 2, "M": 4, "B": 5}
+        assert api.check(src, sizes=sizes).ok, name
+        torch = pytest.importorskip("torch")      # and the torch module, against the interpreter
+        inputs = arrays(spec)
+        info, saved, seeds, grads = reference(src, inputs)
+        k = tcc.compile(src, backend="torch")
+        kw = {py_name(t): torch.as_tensor(a) for t, a in inputs.items()}
+        fwd = k.forward(**kw)
+        np.testing.assert_allclose(fwd["f"].numpy(), saved["f"], rtol=1e-12)
+        g = k.backward({o: torch.as_tensor(v) for o, v in seeds.items()}, **kw, **fwd)
+        np.testing.assert_allclose(g["x"].numpy(), grads["x"], rtol=1e-10, atol=1e-12)

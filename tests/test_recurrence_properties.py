@@ -109,5 +109,6 @@ def test_recurrence_strategy_draws_every_form():
 
     collect()
     for form in ("recurrence up", "recurrence down", "cell gated", "cell accumulate",
-                 "starting state", "readout loss", "output read later"):
+                 "starting state", "readout loss", "output read later",
+                 "index comparison in a recurrence"):
         assert form in seen, f"never drew {form}"

@@ -278,11 +278,11 @@ class _State:
         bname = self.ctx.local(buf)
         out: list = [Comment("(updates outside the steps are dropped)")]
         if lo:
-            out.append(Assign(Index(bname, (Slice(),) * axis + (Slice(None, _value(ctx, lo)),)),
+            out.append(Assign(Index(bname, (Slice(),) * axis + (Slice(None, _value(self.ctx, lo)),)),
                               Lit(0)))
         if hi:
             after = Lit(-hi[1]) if set(hi) == {1} else Op("+", (
-                _value(ctx, lo), ctx.size(ctx.shape_of(t)[axis])))
+                _value(self.ctx, lo), self.ctx.size(self.ctx.shape_of(t)[axis])))
             out.append(Assign(Index(bname, (Slice(),) * axis + (Slice(after),)), Lit(0)))
         return out
 

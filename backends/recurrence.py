@@ -107,8 +107,7 @@ def _pads(info) -> dict[str, tuple[dict, dict]]:
                 continue
             ix = r.index[axis]
             rec = info.recurrence_of(k)
-            reach = _reach(ix, si.ranges, r is not s.target,
-                           rec.step_of(k) if rec is not None else None)
+            reach = _reach(ix, si.ranges, rec.step_of(k) if rec is not None else None)
             if reach is None:
                 if isinstance(ix, Affine) and not ix.terms and (
                         (not ix.dims and ix.const >= 0) or
@@ -125,14 +124,14 @@ def _pads(info) -> dict[str, tuple[dict, dict]]:
     return {t: (_bound(b), _bound(a)) for t, (b, a) in need.items()}
 
 
-def _reach(ix, ranges, read: bool, step: str | None) -> tuple[dict, dict] | None:
-    """(steps before 0, steps after the last) that an access ``t + c`` or, for a
-    read, ``t + c +- i`` (t the step index) reaches, as size forms; None for
-    another form."""
+def _reach(ix, ranges, step: str | None) -> tuple[dict, dict] | None:
+    """(steps before 0, steps after the last) that an access ``t + c`` or
+    ``t + c +- i`` (t the step index, over the step axis or held fixed) reaches,
+    as size forms; None for another form."""
     c = _offset(ix)
     if c is not None:
         return {1: max(0, -c)}, {1: max(0, c)}
-    if not (read and isinstance(ix, Affine) and len(ix.terms) == 2 and not ix.dims):
+    if not (isinstance(ix, Affine) and len(ix.terms) == 2 and not ix.dims):
         return None
     coefs = dict(ix.terms)
     t = step if step in coefs else next((u for u, e in ix.terms if e == 1), None)
@@ -271,15 +270,15 @@ class _State:
         """Zero the pad rows an update at an offset step may have written."""
         t = s.target.tensor
         buf = self.buffers.get(t)
-        if buf is None or _offset(s.target.index[self.info.step_axes[t]]) in (0, None):
+        if buf is None or _offset(s.target.index[self.info.step_axes[t]]) == 0:
             return []
         axis = self.info.step_axes[t]
         lo, hi = self.pads[t]
         bname = self.ctx.local(buf)
         out: list = [Comment("(updates outside the steps are dropped)")]
         if lo:
-            out.append(Assign(Index(bname, (Slice(),) * axis + (Slice(None, _value(self.ctx, lo)),)),
-                              Lit(0)))
+            before = Slice(None, _value(self.ctx, lo))
+            out.append(Assign(Index(bname, (Slice(),) * axis + (before,)), Lit(0)))
         if hi:
             after = Lit(-hi[1]) if set(hi) == {1} else Op("+", (
                 _value(self.ctx, lo), self.ctx.size(self.ctx.shape_of(t)[axis])))

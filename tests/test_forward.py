@@ -149,9 +149,6 @@ def test_printed_programs_reparse_and_compile(item, kind):
     values = interp.run(derived.forward, s.inputs)
     data = secondcheck.program_data(derived, s.inputs, values, s.dirs, s.seeds)
     want = interp.run(analyze(reparsed), data)
-    if name == "nyu_attention_rnn2":     # checked above through the interpreter
-        pytest.skip("the compiled backends do not lower a written range inside a "
-                    "recurrence yet (the tangents of its stacked steps have one)")
     out = tcc.compile(printed).forward(**{py_name(t): a for t, a in data.items()})
     for o in derived.results:
         np.testing.assert_allclose(out[py_name(o)], want[o], rtol=1e-9, atol=1e-9,

@@ -29,6 +29,7 @@ from tcc.ir import Affine, Gather, IndexCmp, Ref, children, map_refs, reads, reb
 
 from .breadth import _add, _lin, _shift, _value
 from .operands import Context, ap, shape_tuple, split_factors, split_terms
+from .recurrence_slots import live_slots, restrict
 from .target import ALL, Assign, Comment, For, If, Index, Lit, Name, Op, Slice, Tup, Update, walk
 
 
@@ -481,6 +482,7 @@ class _State:
         for v in names:
             if ctx.local(v) != ctx.local(var):
                 body.append(Assign(ctx.local(v), ctx.local(var)))
+        counts: dict = {}       # live positions and their views, per step
         for k in rec.stmts:
             si = info.stmts[k]
             v = rec.step_of(k)
@@ -488,10 +490,15 @@ class _State:
             if s.padded:        # its shifted copies are made once, before the loop
                 s, pre = self.padded_reads(si, s)
                 out += pre
+            ranges, live = si.ranges, []
+            found = live_slots(info, si.stmt, v)
+            if found is not None:     # h[t - 1 - i]: only the i whose step is inside
+                s, ranges, live = restrict(self, s, ranges, v, found, counts)
             s = fix_indices(_fix_comparisons(s, v), [v])
-            lowered = lower_statement(ctx, StmtInfo(s, si.ranges))
+            lowered = lower_statement(ctx, StmtInfo(s, ranges))
             if lowered and isinstance(lowered[0], Comment):
                 lowered[0] = Comment(str(si.stmt))
+            lowered[1:1] = live
             if si.stmt.op in ("max=", "min="):     # allocated once, before the loop
                 lowered = [x for x in lowered if not (isinstance(x, Assign) and
                                                       x.target == ctx.local(si.stmt.target.tensor))]

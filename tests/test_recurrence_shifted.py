@@ -2,7 +2,8 @@
 part): AttentionRNN(infinity) reads ``h[t - 1 - i]`` for every earlier step,
 and its backward gathers ``v.grad[t + 1 + i]``. The compiled backends (numpy,
 opt_einsum, torch; optimized or not) against the reference interpreter,
-forward and backward, for T = 1, 2, 5 and several sizes; the interpreter
+forward and backward, for T = 1, 2, 5 and several sizes (each step runs over
+the live slots only, where that adds the same); the interpreter
 against a hand-written NumPy AttentionRNN(infinity); the backends' gradients
 against finite differences; the same forms downwards, and off the cycle (a
 loss reading h[t - 1 - i] after the recurrence); the form that stays refused.
@@ -53,8 +54,19 @@ for t, b, s:    h[t, b, s] = tanh(a[t, b, s])
 for t, i in T, b, s: L += P[i, s] * h[t - 1 - i, b, s] * y[t, b, s]
 """
 
+# the shifted read under exp: exp(0) = 1 at the steps before the first, so every
+# i adds to the sum (the statement keeps its whole range of i)
+EXP_OF_SHIFTED = """
+input  x[T, B, S]
+param  U[T, S]
+output h[T, B, S]
+for t, b, s:    a[t, b, s] += x[t, b, s]
+for t, i in T, b, s: a[t, b, s] += U[i, s] * exp(0.5 * h[t - 1 - i, b, s])
+for t, b, s:    h[t, b, s] = tanh(a[t, b, s])
+"""
+
 PROGRAMS = {"attention_inf": ATTENTION_INF, "later_states": LATER_STATES,
-            "loss_after": LOSS_AFTER}
+            "loss_after": LOSS_AFTER, "exp_of_shifted": EXP_OF_SHIFTED}
 SIZES = [{"B": 1, "D": 2, "S": 3}, {"B": 3, "D": 4, "S": 2}]
 
 
@@ -158,19 +170,26 @@ def test_compiled_gradients_agree_with_finite_differences(name, T, optimize, bac
 
 def test_the_step_loop_reads_a_view_of_the_buffer():
     """Each step reads the earlier states as one strided view of the padded
-    buffer (no copy, no concatenation); the backward gathers the later steps'
-    gradients the same way, and the parameter gradients run after the loop."""
+    buffer (no copy, no concatenation), over the live slots only (i < t: the
+    others read zero steps and would add 0); the backward gathers the later
+    steps' gradients the same way, and the parameter gradients run after the
+    loop."""
     src = tcc.compile_source(ATTENTION_INF)
     fwd = src[src.index("def forward"):src.index("def backward")]
     assert "h__pad = np.zeros((T + T, B, S), dtype=dt)" in fwd       # T zero steps before
-    assert "_view(h__pad, (-1 + T + t, 0, 0), (T, B, S), ((-1, 0, 0)," in fwd
+    assert "i__live = t\n" in fwd and "Q__i__live = Q[:i__live]" in fwd
+    assert "_view(h__pad, (-1 + T + t, 0, 0), (i__live, B, S), ((-1, 0, 0)," in fwd
     assert "np.where(np.arange(T) < t," in fwd                        # (i < t) at step t
     bwd = src[src.index("def backward"):src.index("def random_inputs")]
-    assert "_view(v_grad__pad, (1 + t, 0, 0, 0), (T, B, S), ((1, 0, 1, 0)," in bwd
+    assert "i__live = T - t - 1\n" in bwd
+    assert "_view(v_grad__pad, (1 + t, 0, 0, 0), (i__live, B, S), ((1, 0, 1, 0)," in bwd
     loop = bwd[bwd.index("for t__step"):]
     assert "V_grad" not in loop[:loop.index("\n    # for t in T, i in T")]
     for text in (fwd, bwd):
         assert "concatenate" not in text and "stack" not in text
+    # under exp, a zero step adds exp(0): the whole range of i stays
+    src = tcc.compile_source(EXP_OF_SHIFTED)
+    assert "__live" not in src[src.index("def forward"):src.index("def backward")]
 
 
 # ------------------------------------------------------------------ refused

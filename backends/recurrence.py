@@ -107,8 +107,7 @@ def _pads(info) -> dict[str, tuple[dict, dict]]:
             if axis is None:
                 continue
             ix = r.index[axis]
-            rec = info.recurrence_of(k)
-            reach = _reach(ix, si.ranges, rec.step_of(k) if rec is not None else None)
+            reach = _reach(ix, si.ranges, info.shapes[r.tensor][axis])
             if reach is None:
                 if isinstance(ix, Affine) and not ix.terms and (
                         (not ix.dims and ix.const >= 0) or
@@ -125,28 +124,22 @@ def _pads(info) -> dict[str, tuple[dict, dict]]:
     return {t: (_bound(b), _bound(a)) for t, (b, a) in need.items()}
 
 
-def _reach(ix, ranges, step: str | None) -> tuple[dict, dict] | None:
+def _reach(ix, ranges, size) -> tuple[dict, dict] | None:
     """(steps before 0, steps after the last) that an access ``t + c`` or
-    ``t + c +- i`` (t the step index, over the step axis or held fixed) reaches,
-    as size forms; None for another form."""
+    ``t + c +- i`` reaches over its loop ranges, as size forms (``size``: the
+    step axis's length); None for another form."""
     c = _offset(ix)
     if c is not None:
         return {1: max(0, -c)}, {1: max(0, c)}
-    if not (isinstance(ix, Affine) and len(ix.terms) == 2 and not ix.dims):
+    if not (isinstance(ix, Affine) and len(ix.terms) == 2 and not ix.dims and
+            sorted(e for _, e in ix.terms) in ([-1, 1], [1, 1])):
         return None
-    coefs = dict(ix.terms)
-    t = step if step in coefs else next((u for u, e in ix.terms if e == 1), None)
-    if coefs.get(t) != 1:
-        return None
-    v, e = next((u, e) for u, e in ix.terms if u != t)
-    if e not in (1, -1):
-        return None
-    # i in 0..n-1: the step moves by e * (n - 1) from t + c
-    far = _add({1: e * ix.const}, _lin(ranges[v]), {1: -1})     # e * (t + c + e*(n-1))
-    near = {1: ix.const}
-    if e < 0:       # t + c down to t + c - (n - 1)
-        return far, {1: max(0, near[1])}
-    return {1: max(0, -near[1])}, far
+    # lowest and highest step: c plus e * (n - 1) for each index on its side
+    lo, hi = {1: ix.const}, {1: ix.const}
+    for v, e in ix.terms:
+        reach = _add(_lin(ranges[v]), {1: -1}, scale=[e, e])
+        lo, hi = (_add(lo, reach), hi) if e < 0 else (lo, _add(hi, reach))
+    return _add(lo, scale=[-1]), _add(hi, _lin(size), {1: -1}, scale=[1, -1, 1])
 
 
 def _bound(forms: list[dict]) -> dict:
@@ -496,9 +489,10 @@ class _State:
                 s, ranges, live = restrict(self, s, ranges, v, found, counts)
             s = fix_indices(_fix_comparisons(s, v), [v])
             lowered = lower_statement(ctx, StmtInfo(s, ranges))
-            if lowered and isinstance(lowered[0], Comment):
+            head = 1 if lowered and isinstance(lowered[0], Comment) else 0
+            if head:
                 lowered[0] = Comment(str(si.stmt))
-            lowered[1:1] = live
+            lowered[head:head] = live
             if si.stmt.op in ("max=", "min="):     # allocated once, before the loop
                 lowered = [x for x in lowered if not (isinstance(x, Assign) and
                                                       x.target == ctx.local(si.stmt.target.tensor))]

@@ -65,8 +65,15 @@ for t, i in T, b, s: a[t, b, s] += U[i, s] * exp(0.5 * h[t - 1 - i, b, s])
 for t, b, s:    h[t, b, s] = tanh(a[t, b, s])
 """
 
+# AttentionRNN(3) in the same notation: a written range of 3 slots, shorter or
+# longer than the steps (the live slots stop at 3)
+ATTENTION_3 = ATTENTION_INF.replace("Q[T, S, S], K[T, S, S], V[T, S, S]",
+                                    "Q[3, S, S], K[3, S, S], V[3, S, S]").replace(
+                                        "i in T", "i in 3")
+
 PROGRAMS = {"attention_inf": ATTENTION_INF, "later_states": LATER_STATES,
-            "loss_after": LOSS_AFTER, "exp_of_shifted": EXP_OF_SHIFTED}
+            "loss_after": LOSS_AFTER, "exp_of_shifted": EXP_OF_SHIFTED,
+            "attention_3": ATTENTION_3}
 SIZES = [{"B": 1, "D": 2, "S": 3}, {"B": 3, "D": 4, "S": 2}]
 
 
@@ -190,6 +197,8 @@ def test_the_step_loop_reads_a_view_of_the_buffer():
     # under exp, a zero step adds exp(0): the whole range of i stays
     src = tcc.compile_source(EXP_OF_SHIFTED)
     assert "__live" not in src[src.index("def forward"):src.index("def backward")]
+    src = tcc.compile_source(ATTENTION_3)
+    assert "if i__live > 3:" in src
 
 
 # ------------------------------------------------------------------ refused

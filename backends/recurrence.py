@@ -26,10 +26,12 @@ from dataclasses import replace
 from tcc.check import StmtInfo
 from tcc.errors import TccError
 from tcc import algebra
-from tcc.ir import Affine, Bin, IndexCmp, Num, Ref, children, index_cmps, map_refs, reads, \
-    rebuild
+from tcc.ir import Affine, Bin, Gather, IndexCmp, Num, Ref, children, index_cmps, map_refs, \
+    reads, rebuild
 
+from .breadth import _add, _lin, _shift, _value
 from .operands import Context, ap, shape_tuple, split_factors, split_terms
+from .recurrence_slots import live_slots, restrict
 from .target import ALL, Assign, Comment, For, If, Index, Lit, Name, Op, Slice, Tup, Update, walk
 
 
@@ -50,6 +52,25 @@ def lower_program(ctx: Context, lower_statement) -> list:
                                   whole_unit=True)
             out += state.recurrence(rec, lower_statement)
     return _unused_sizes(out, state.sizes)
+
+
+def _fix_comparisons(s, v: str):
+    """The statement with the step index v held fixed in its index comparisons
+    too (``(i < t)`` at step t compares i with the Python variable t), as
+    ``lower.fix_indices`` does in its reads."""
+    def fix(ix):
+        if isinstance(ix, Gather):
+            return Gather(ix.tensor, tuple(fix(a) for a in ix.index))
+        if v not in ix.vars:
+            return ix
+        return Affine(tuple((u, c) for u, c in ix.terms if u != v), ix.const,
+                      ix.dims + tuple((u, c) for u, c in ix.terms if u == v), ix.pos)
+
+    def walk_expr(e):
+        if isinstance(e, IndexCmp):
+            return IndexCmp(e.op, fix(e.lhs), fix(e.rhs), e.pos)
+        return rebuild(e, [walk_expr(c) for c in children(e)])
+    return replace(s, expr=walk_expr(s.expr))
 
 
 def _unused_sizes(stmts: list, sizes: set[str]) -> list:
@@ -77,11 +98,13 @@ def _offset(ix) -> int | None:
     return None
 
 
-def _pads(info) -> dict[str, tuple[int, int]]:
-    """(rows before, rows after) of zeros on each recurrence tensor's step axis."""
+def _pads(info) -> dict[str, tuple[dict, dict]]:
+    """(rows before, rows after) of zeros on each recurrence tensor's step axis,
+    as linear size forms ({1: literal, dim: coefficient}, ``breadth``'s): a
+    literal for ``h[t - 1]``, and T for a step shifted by a loop index over T
+    (``h[t - 1 - i]``, i in T, reaches i + 1 steps back)."""
     steps = info.step_axes
-    lo: dict[str, int] = {t: 0 for t in steps}
-    hi: dict[str, int] = {t: 0 for t in steps}
+    need: dict[str, tuple[list, list]] = {t: ([], []) for t in steps}
     for k, si in enumerate(info.stmts):
         s = si.stmt
         # a cycle statement's update at an offset step is guarded by the step
@@ -92,20 +115,54 @@ def _pads(info) -> dict[str, tuple[int, int]]:
             if axis is None:
                 continue
             ix = r.index[axis]
-            c = _offset(ix)
-            if c is None:
+            reach = _reach(ix, si.ranges, info.shapes[r.tensor][axis])
+            if reach is None:
                 if isinstance(ix, Affine) and not ix.terms and (
                         (not ix.dims and ix.const >= 0) or
                         (len(ix.dims) == 1 and ix.dims[0][1] == 1 and ix.const < 0 and
                          ix.dims[0][0] == info.shapes[r.tensor][axis])):
                     continue          # a constant step (0, T - 1): a starting state
                 raise TccError(f"the compiled backends lower a recurrence's steps only as "
-                               f"the step index plus a literal, not {ix} (the reference "
+                               f"the step index plus a literal, or plus or minus one more "
+                               f"loop index (h[t - 1 - i]), not {ix} (the reference "
                                "interpreter runs it: tcc.api.check(..., engine='interp'))",
                                ix.pos or r.pos or s.pos)
-            lo[r.tensor] = max(lo[r.tensor], -c)
-            hi[r.tensor] = max(hi[r.tensor], c)
-    return {t: (lo[t], hi[t]) for t in steps}
+            need[r.tensor][0].append(reach[0])
+            need[r.tensor][1].append(reach[1])
+    return {t: (_bound(b), _bound(a)) for t, (b, a) in need.items()}
+
+
+def _reach(ix, ranges, size) -> tuple[dict, dict] | None:
+    """(steps before 0, steps after the last) that an access ``t + c`` or
+    ``t + c +- i`` reaches over its loop ranges, as size forms (``size``: the
+    step axis's length); None for another form."""
+    c = _offset(ix)
+    if c is not None:
+        return {1: max(0, -c)}, {1: max(0, c)}
+    if not (isinstance(ix, Affine) and len(ix.terms) == 2 and not ix.dims and
+            sorted(e for _, e in ix.terms) in ([-1, 1], [1, 1])):
+        return None
+    # lowest and highest step: c plus e * (n - 1) for each index on its side
+    lo, hi = {1: ix.const}, {1: ix.const}
+    for v, e in ix.terms:
+        reach = _add(_lin(ranges[v]), {1: -1}, scale=[e, e])
+        lo, hi = (_add(lo, reach), hi) if e < 0 else (lo, _add(hi, reach))
+    return _add(lo, scale=[-1]), _add(hi, _lin(size), {1: -1}, scale=[1, -1, 1])
+
+
+def _bound(forms: list[dict]) -> dict:
+    """A form at least max(0, each form) for all sizes: the largest coefficient
+    of each symbol (sizes are >= 0), e.g. T + 1 for the reaches 1 and T."""
+    out: dict = {}
+    for f in forms:
+        for sym, c in f.items():
+            out[sym] = max(out.get(sym, 0), c)
+    return {sym: c for sym, c in out.items() if c > 0}
+
+
+def _form_text(f: dict) -> str:
+    parts = [str(c) if s == 1 else (s if c == 1 else f"{c}*{s}") for s, c in f.items()]
+    return " + ".join(parts) or "0"
 
 
 class _State:
@@ -117,6 +174,7 @@ class _State:
         self.copies: dict[tuple, str] = {}    # (tensor, axis) -> zero-padded copy
         self.sizes: set[str] = set()          # the padded sizes' names
         self.views: set[str] = set()          # views of buffers at a step offset
+        self.copied: set[str] = set()         # seeds copied once (they are added to)
 
     # ------------------------------------------------------------ buffers
     def allocate(self, tensors, whole_unit: bool) -> list:
@@ -128,7 +186,7 @@ class _State:
                 continue
             seed = t in info.inputs
             lo, hi = self.pads[t]
-            if t in ctx.defined and not seed:
+            if t in ctx.defined and (not seed or t in self.copied):
                 continue
             if not (lo or hi or seed or whole_unit):
                 continue          # its first update defines it, over all steps at once
@@ -140,22 +198,26 @@ class _State:
                 buf = f"{t}__pad"
                 bname = ctx.local(buf)
                 size = ctx.size(steps)
-                padded = tuple(Op("+", (size, Lit(lo + hi))) if k == axis else ctx.size(e)
+                extra = _value(ctx, _add(lo, hi))
+                padded = tuple(Op("+", (size, extra)) if k == axis else ctx.size(e)
                                for k, e in enumerate(shape))
-                out.append(Comment(f"'{t}' with {lo} zero step(s) before and {hi} after"))
+                out.append(Comment(f"'{t}' with {_form_text(lo)} zero step(s) before and "
+                                   f"{_form_text(hi)} after"))
                 out.append(Assign(bname, ap("zeros", Tup(padded))))
-                view = Index(bname, (Slice(),) * axis + (Slice(Lit(lo), Op("+", (Lit(lo), size))),))
+                start = _value(ctx, lo)
+                view = Index(bname, (Slice(),) * axis + (Slice(start, Op("+", (start, size))),))
                 if seed:
                     out.append(Assign(view, name))
                 out.append(Assign(name, view))
                 self.buffers[t] = buf
                 ctx.defined.add(buf)
                 padded_shape = list(shape)
-                padded_shape[axis] = self._size_symbol(f"{t}__steps", Op("+", (size,
-                                                                               Lit(lo + hi))), out)
+                padded_shape[axis] = self._size_symbol(f"{t}__steps", Op("+", (size, extra)),
+                                                       out)
                 ctx.extra_shapes[buf] = tuple(padded_shape)
             elif seed:
                 out.append(Assign(name, ap("array", name)))     # a copy: the seed is added to
+                self.copied.add(t)
             else:
                 out.append(Assign(name, ap("zeros", shape_tuple(ctx, shape))))
             start = self.reduction_start(t)
@@ -185,16 +247,18 @@ class _State:
             lo = self.pads[r.tensor][0]
             index = list(r.index)
             ix = index[axis]
-            if fixed_step:
-                index[axis] = replace(ix, const=ix.const + lo)
-                return Ref(buf, tuple(index), r.pos)
             c = _offset(ix)
+            if fixed_step or c is None:
+                # the buffer at the shifted step; a step that moves with another
+                # loop index (h[t - 1 - i]) is a strided view of the buffer
+                index[axis] = _shift(ix, lo)
+                return Ref(buf, tuple(index), r.pos)
             if not c:
                 return r
             view = f"{r.tensor}__at{c:+d}".replace("+", "p").replace("-", "m")
             if view not in self.views:
                 n = ctx.size(ctx.shape_of(r.tensor)[axis])
-                start = Lit(lo + c)
+                start = _value(ctx, _add(lo, {1: c}))
                 out.append(Assign(ctx.local(view), Index(ctx.local(buf), (Slice(),) * axis + (
                     Slice(start, Op("+", (start, n))),))))
                 ctx.extra_shapes[view] = ctx.shape_of(r.tensor)
@@ -208,16 +272,19 @@ class _State:
         """Zero the pad rows an update at an offset step may have written."""
         t = s.target.tensor
         buf = self.buffers.get(t)
-        if buf is None or _offset(s.target.index[self.info.step_axes[t]]) in (0, None):
+        if buf is None or _offset(s.target.index[self.info.step_axes[t]]) == 0:
             return []
         axis = self.info.step_axes[t]
         lo, hi = self.pads[t]
         bname = self.ctx.local(buf)
         out: list = [Comment("(updates outside the steps are dropped)")]
         if lo:
-            out.append(Assign(Index(bname, (Slice(),) * axis + (Slice(None, Lit(lo)),)), Lit(0)))
+            before = Slice(None, _value(self.ctx, lo))
+            out.append(Assign(Index(bname, (Slice(),) * axis + (before,)), Lit(0)))
         if hi:
-            out.append(Assign(Index(bname, (Slice(),) * axis + (Slice(Lit(-hi)),)), Lit(0)))
+            after = Lit(-hi[1]) if set(hi) == {1} else Op("+", (
+                _value(self.ctx, lo), self.ctx.size(self.ctx.shape_of(t)[axis])))
+            out.append(Assign(Index(bname, (Slice(),) * axis + (Slice(after),)), Lit(0)))
         return out
 
     # ------------------------------------------------------------ statements
@@ -231,7 +298,9 @@ class _State:
             if done is not None:
                 s, ranges, more = done
             else:
-                s, more = self.padded_reads(si, s)
+                # a form padded_reads does not take (h[t - i - 1] over i in T,
+                # h data) goes to the general zero padding (breadth.lower_padded)
+                s, more = self.padded_reads(si, s, refuse=False) or (s, [])
             pre += more
         body = lower_statement(self.ctx, StmtInfo(s, ranges))
         if body and isinstance(body[0], Comment):
@@ -306,10 +375,16 @@ class _State:
                 return None
         return replace(s, expr=expr, written=()), ranges, out
 
-    def padded_reads(self, si: StmtInfo, s):
+    def padded_reads(self, si: StmtInfo, s, refuse: bool = True):
         """A statement with written ranges whose reads step outside a tensor only
-        by offsets: the same statement on zero-padded copies, without the ranges."""
+        by offsets: the same statement on zero-padded copies, without the ranges.
+        Another form is a positioned error, or with ``refuse=False`` None."""
         ctx, out = self.ctx, []
+
+        def other(r):
+            if refuse:
+                raise TccError("a written range over this access is not lowered by the "
+                               "compiled backends yet", r.pos or s.pos)
         for r in [s.target, *reads(s.expr)]:
             if r.tensor in self.buffers.values():
                 continue
@@ -318,15 +393,13 @@ class _State:
                 c = _offset(ix)
                 if c is None:
                     if isinstance(ix, Affine) and ix.plain is None and ix.vars:
-                        raise TccError("a written range over this access is not lowered by "
-                                       "the compiled backends yet", r.pos or s.pos)
+                        return other(r)
                     continue
                 if c == 0:
                     continue
                 v = ix.terms[0][0]
                 if r is s.target or si.ranges.get(v) != shape[axis]:
-                    raise TccError("a written range over this access is not lowered by the "
-                                   "compiled backends yet", r.pos or s.pos)
+                    return other(r)
         fixed = s
         for r in reads(s.expr):
             shape = ctx.shape_of(r.tensor)
@@ -416,6 +489,7 @@ class _State:
         for v in names:
             if ctx.local(v) != ctx.local(var):
                 body.append(Assign(ctx.local(v), ctx.local(var)))
+        counts: dict = {}       # live positions and their views, per step
         for k in rec.stmts:
             si = info.stmts[k]
             v = rec.step_of(k)
@@ -423,10 +497,16 @@ class _State:
             if s.padded:        # its shifted copies are made once, before the loop
                 s, pre = self.padded_reads(si, s)
                 out += pre
-            s = fix_indices(s, [v])
-            lowered = lower_statement(ctx, StmtInfo(s, si.ranges))
-            if lowered and isinstance(lowered[0], Comment):
+            ranges, live = si.ranges, []
+            found = live_slots(info, si.stmt, v)
+            if found is not None:     # h[t - 1 - i]: only the i whose step is inside
+                s, ranges, live = restrict(self, s, ranges, v, found, counts)
+            s = fix_indices(_fix_comparisons(s, v), [v])
+            lowered = lower_statement(ctx, StmtInfo(s, ranges))
+            head = 1 if lowered and isinstance(lowered[0], Comment) else 0
+            if head:
                 lowered[0] = Comment(str(si.stmt))
+            lowered[head:head] = live
             if si.stmt.op in ("max=", "min="):     # allocated once, before the loop
                 lowered = [x for x in lowered if not (isinstance(x, Assign) and
                                                       x.target == ctx.local(si.stmt.target.tensor))]

@@ -50,11 +50,18 @@ def _ix(n, axis, ndim, device):
 def _view(a, offsets, shape, coefs):
     # A strided view v with v[i, j, ...] = a[offsets + i*coefs[0] + j*coefs[1] ...]:
     # the im2col of a convolution without a copy. Bounds were checked before.
-    base = a[tuple(slice(o, None) for o in offsets)]
     # (an axis of length 1 takes stride 0: its coefficient, however large, never moves)
-    strides = tuple(0 if n <= 1 else sum(c * s for c, s in zip(cs, a.stride(), strict=True))
-                    for cs, n in zip(coefs, shape, strict=True))
-    return torch.as_strided(base, tuple(shape), strides)
+    strides = [0 if n <= 1 else sum(c * s for c, s in zip(cs, a.stride(), strict=True))
+               for cs, n in zip(coefs, shape, strict=True)]
+    start = a.storage_offset() + sum(o * s for o, s in zip(offsets, a.stride(), strict=True))
+    # torch has no negative strides: an index that walks backwards (h[t - 1 - i]) is
+    # viewed forwards from its far end, then flipped (a copy)
+    back = [k for k, st in enumerate(strides) if st < 0]
+    for k in back:
+        start += strides[k] * (shape[k] - 1)
+        strides[k] = -strides[k]
+    v = torch.as_strided(a, tuple(shape), tuple(strides), start)
+    return v.flip(back) if back else v
 
 
 def _indices(base, index):

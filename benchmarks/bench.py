@@ -393,6 +393,61 @@ def rnn_backward(t, h, seeds):
     return {"x": da @ W, "W": dW, "U": dU}
 
 
+def attention_rnn_inf_forward(t):
+    """AttentionRNN(infinity) by hand: the products of x hoisted out of the loop;
+    each step attends to x[t] and the t earlier states only (h[t-1::-1])."""
+    x, Q0, K0, V0, Q, K, V = (t[k] for k in ("x", "Q0", "K0", "V0", "Q", "K", "V"))
+    T, B, _ = x.shape
+    S = Q0.shape[0]
+    q0, k0, v0 = x @ Q0.T, x @ K0.T, x @ V0.T
+    w0 = np.einsum("tbs,tbs->tb", q0, k0)
+    h = np.zeros((T, B, S), x.dtype)
+    steps = []
+    for n in range(T):
+        hist = h[n - 1::-1] if n else h[:0]            # h[n - 1 - i], i < n
+        q = hist @ Q[:n].transpose(0, 2, 1)            # (i, b, s)
+        k = hist @ K[:n].transpose(0, 2, 1)
+        v = hist @ V[:n].transpose(0, 2, 1)
+        w = np.concatenate([w0[n][None], np.einsum("ibs,ibs->ib", q, k)])
+        a = np.exp(w - w.max(axis=0))
+        a /= a.sum(axis=0)
+        h[n] = a[0][:, None] * v0[n] + np.einsum("ib,ibs->bs", a[1:], v)
+        steps.append((q, k, v, a))
+    return {"h": h}, (h, q0, k0, v0, steps)
+
+
+def attention_rnn_inf_backward(t, saved, seeds):
+    """Backpropagation through time, descending; slot i's gradient at step n
+    goes to h.grad[n - 1 - i] (one reversed slice add per step)."""
+    x, Q0, K0, V0, Q, K, V = (t[k] for k in ("x", "Q0", "K0", "V0", "Q", "K", "V"))
+    h, q0, k0, v0, steps = saved
+    T, B, _ = x.shape
+    dh = seeds["h"].copy()
+    dq0, dk0, dv0 = np.empty_like(q0), np.empty_like(k0), np.empty_like(v0)
+    dQ, dK, dV = np.zeros_like(Q), np.zeros_like(K), np.zeros_like(V)
+    for n in range(T - 1, -1, -1):
+        q, k, v, a = steps[n]
+        g = dh[n]
+        da = np.concatenate([np.einsum("bs,bs->b", g, v0[n])[None],
+                             np.einsum("bs,ibs->ib", g, v)])
+        dw = a * (da - np.einsum("ib,ib->b", a, da))
+        dv0[n] = a[0][:, None] * g
+        dq0[n] = dw[0][:, None] * k0[n]
+        dk0[n] = dw[0][:, None] * q0[n]
+        if n:
+            hist = h[n - 1::-1]
+            dq, dk = dw[1:, :, None] * k, dw[1:, :, None] * q
+            dv = a[1:, :, None] * g
+            dh[n - 1::-1] += dq @ Q[:n] + dk @ K[:n] + dv @ V[:n]
+            dQ[:n] += dq.transpose(0, 2, 1) @ hist
+            dK[:n] += dk.transpose(0, 2, 1) @ hist
+            dV[:n] += dv.transpose(0, 2, 1) @ hist
+    xf = x.reshape(-1, x.shape[2])
+    S = Q0.shape[0]
+    return {"x": dq0 @ Q0 + dk0 @ K0 + dv0 @ V0,
+            "Q0": dq0.reshape(-1, S).T @ xf / B, "K0": dk0.reshape(-1, S).T @ xf / B,
+            "V0": dv0.reshape(-1, S).T @ xf / B, "Q": dQ / B, "K": dK / B, "V": dV / B}
+
 def lib_softmax(lib, s):
     return {"p": lib.softmax(s)}
 
@@ -438,6 +493,19 @@ def lib_rnn(lib, x, W, U):
     return {"h": lib.rnn(x, W, U)}
 
 
+def lib_attention_rnn_inf(lib, x, Q0, K0, V0, Q, K, V):
+    """AttentionRNN(infinity) step by step, each slot by itself (no in-place writes,
+    for autograd): slot 0 attends to x[t], slot i + 1 to h[t - 1 - i]."""
+    hs = []
+    for t in range(x.shape[0]):
+        srcs = [(x[t], Q0, K0, V0)] + [(hs[t - 1 - i], Q[i], K[i], V[i]) for i in range(t)]
+        q = lib.stack([g @ Qi.T for g, Qi, _, _ in srcs], 1)
+        k = lib.stack([g @ Ki.T for g, _, Ki, _ in srcs], 1)
+        v = lib.stack([g @ Vi.T for g, _, _, Vi in srcs], 1)
+        a = lib.softmax((q * k).sum(-1))
+        hs.append((a[:, :, None] * v).sum(1))
+    return {"h": lib.stack(hs, 0)}
+
 def _loop_rnn(x, W, U):
     h, out = np.zeros((x.shape[1], W.shape[0]), x.dtype), []
     for xt in x:
@@ -480,7 +548,7 @@ REFERENCE_LIB = SimpleNamespace(
     tanh=np.tanh, sigmoid=lambda u: 1 / (1 + np.exp(-u)),
     conv1d=_loop_conv1d, conv2d=_loop_conv2d,
     multi_dot=lambda ms: functools.reduce(np.matmul, ms), layer_norm=_np_layer_norm,
-    rnn=_loop_rnn,
+    rnn=_loop_rnn, stack=np.stack,
 )
 
 
@@ -499,6 +567,7 @@ def _torch_lib():
         rnn=lambda x, W, U: torch._VF.rnn_tanh(
             x, x.new_zeros((1, x.shape[1], W.shape[0])), [W, U], False, 1, 0.0, False, False,
             False)[0],
+        stack=torch.stack,
     )
     return torch, lib
 
@@ -522,6 +591,7 @@ def _jax_lib():
         rnn=lambda x, W, U: lax.scan(
             lambda h, xt: (jnp.tanh(xt @ W.T + h @ U.T),) * 2,
             jnp.zeros((x.shape[1], W.shape[0]), x.dtype), x)[1],
+        stack=jnp.stack,
     )
     return jax, lib
 
@@ -589,6 +659,14 @@ def make_rnn(rng, dtype, T, B, D, S):
          "U": _normal(rng, (S, S), dtype, S ** -0.5)}
     return t, {"h": _normal(rng, (T, B, S), dtype)}
 
+
+def make_attention_rnn_inf(rng, dtype, T, B, D, S):
+    t = {"x": _normal(rng, (T, B, D), dtype)}
+    for n in ("Q0", "K0", "V0"):
+        t[n] = _normal(rng, (S, D), dtype, D ** -0.5)
+    for n in ("Q", "K", "V"):
+        t[n] = _normal(rng, (T, S, S), dtype, S ** -0.5)
+    return t, {"h": _normal(rng, (T, B, S), dtype)}
 
 @dataclass(frozen=True)
 class Impl:
@@ -658,6 +736,11 @@ WORKLOADS = [
              inputs=("x",), params=("W", "U"), batch="h_batch",
              sizes=dict(T=64, B=64, D=256, S=256), quick=dict(T=8, B=4, D=16, S=16),
              tiny=(dict(T=1, B=2, D=3, S=2), dict(T=4, B=2, D=3, S=4))),
+    Workload("attention_rnn_inf", make_attention_rnn_inf,
+             Impl(attention_rnn_inf_forward, attention_rnn_inf_backward), lib_attention_rnn_inf,
+             inputs=("x",), params=("Q0", "K0", "V0", "Q", "K", "V"), batch="h_batch",
+             sizes=dict(T=32, B=32, D=64, S=64), quick=dict(T=6, B=4, D=8, S=8),
+             tiny=(dict(T=1, B=2, D=3, S=2), dict(T=5, B=2, D=3, S=4))),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 

@@ -27,7 +27,7 @@ def round_trip(p: Program) -> None:
 # ------------------------------------------------------------------ examples
 
 def test_the_examples_are_there():
-    assert len(EXAMPLES) == 18
+    assert len(EXAMPLES) == 19
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -597,7 +597,7 @@ def test_the_diagonal_hessian_through_an_elementwise_recurrence():
 def test_the_diagonal_hessian_of_a_recurrence_shifted_by_a_loop_index():
     """AttentionRNN(infinity) scatters into h.hess[t - 1 - i]: re-indexed as the
     backward's h.grad is, so that the printed program is a recurrence."""
-    path = os.path.join(HERE, "data", "interp_only", "nyu_attention_rnn_inf.loop")
+    path = os.path.join(HERE, "data", "examples", "nyu_attention_rnn_inf.loop")
     text = tcc.hessian_text(path)
     assert "h.hess[t, b, r] += v.hess[t + i + 1, b, i, s] * V[i, s, r] ** 2" in text
     # a comparison is 0 or 1: D ** 2 keeps it as it is

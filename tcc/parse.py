@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import keyword
 import os
+import threading
 from importlib import resources
 
 import lark
@@ -53,10 +54,15 @@ class _BracketNewlines:
     always_accept = ("_NL",)
 
     def __init__(self):
-        self.open: list = []       # brackets still open, for error messages
+        self._mine = threading.local()      # one parser serves every thread
+
+    @property
+    def open(self) -> list:
+        """The brackets still open in this thread's parse, for error messages."""
+        return self._mine.__dict__.setdefault("open", [])
 
     def process(self, stream):
-        self.open = []
+        self._mine.open = []
         for tok in stream:
             if tok.type in ("LSQB", "LPAR"):
                 self.open.append(tok)
@@ -75,7 +81,12 @@ class _ToIR(Transformer):
 
     def __init__(self):
         super().__init__()
-        self.depth: dict[int, int] = {}
+        self._mine = threading.local()      # one parser serves every thread
+
+    @property
+    def depth(self) -> dict:
+        """Nesting depth and height by node id, for this thread's parse."""
+        return self._mine.__dict__.setdefault("depth", {})
 
     def _node(self, node, *children, nests=True):
         """Record a node's nesting depth (parentheses, calls, brackets, unary

@@ -722,7 +722,7 @@ def _explain_programs(tmp_path):
 
 
 ROW = re.compile(r"^  (forward|backward), (unoptimized|optimized)\s+([\d.]+) ([kMG]?)flop"
-                 r"\s+([\d.]+) (B|KiB|MiB|GiB)$", re.M)
+                 r"\s+([\d.]+) (B|KiB|MiB|GiB)\s+([\d.]+|n/a)$", re.M)
 
 
 def test_cli_explain_verify_verifies_every_rewrite(tmp_path, capsys):

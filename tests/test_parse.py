@@ -464,3 +464,30 @@ def test_a_comparison_after_a_derived_name(text):
     # the update "=" followed by "="
     prog = tcc.parse("data g1.grad, g1.dot\n" + text)
     assert tcc.parse(str(prog)) == prog
+
+
+def test_parsing_from_threads_at_once():
+    """One LALR parser serves every thread: the bracket post-lexer and the
+    nesting depths keep their state per thread (they were shared, and a
+    newline inside another thread's brackets read as a continuation)."""
+    import threading
+    from pathlib import Path
+    texts = [p.read_text() for p in sorted(
+        (Path(__file__).parent / "data" / "examples").glob("*.loop"))]
+    want = [tcc.parse(t) for t in texts]
+    errors: list = []
+
+    def work():
+        try:
+            for _ in range(10):
+                for text, expected in zip(texts, want):
+                    assert tcc.parse(text) == expected
+        except Exception as err:   # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]

@@ -122,6 +122,18 @@ def _saved_value(e: Expr, sigma: dict, defs: list[Definition]) -> Expr | None:
     return None
 
 
+def _contains(factors: list, wanted: list) -> bool:
+    """Whether the product ``factors`` has every factor of ``wanted`` to at
+    least its power. Two of a definition's factors may match one factor of the
+    product (h8[i, j] = h7[i] * h7[j] at i = j is h7[j] ** 2): reading h8 for
+    a lone h7[j] would leave h8[j, j] / h7[j], an inverse that is nan at 0."""
+    for f, k in algebra.merge(list(wanted)):
+        have = [kk for ff, kk in factors if ff == f]
+        if not have or (have[0] < k if k > 0 else have[0] > k):
+            return False
+    return True
+
+
 def _saved_factors(e: Expr, sigma: dict, defs: list[Definition]) -> Expr | None:
     """Some factors of a product are a definition's: read it instead of them.
     Only a recomputation is replaced: a definition that is a bare read times a
@@ -135,7 +147,8 @@ def _saved_factors(e: Expr, sigma: dict, defs: list[Definition]) -> Expr | None:
         if d.coef != 1 and not float(coef / d.coef).is_integer():
             continue
         s = algebra.match_factors(d.factors, factors, frozenset(d.vars))
-        if not _bound(s, d):
+        if not _bound(s, d) or not _contains(factors, [(algebra.subst(f, s), k)
+                                                      for f, k in d.factors]):
             continue
         rest = list(factors)
         for f, k in d.factors:

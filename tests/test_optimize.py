@@ -843,6 +843,19 @@ def test_a_tie_test_compares_what_the_forward_computed():
     assert "h9[" not in printed, printed
 
 
+def test_reuse_never_divides_by_a_factor_it_does_not_have():
+    """h8[i, j] = h7[i] * h7[j] at i = j is h7[j] ** 2: reuse once read h8 for
+    the lone h7[j] of h8.grad[i, j] * h7[j], leaving h8[j, j] / h7[j], and
+    W2.grad was nan where h7 is 0 (its padded first row; found by the long
+    property profile)."""
+    text = ("input x1\nparam W2[L]\nfor i in L: h7[i] += W2[i - 1]\n"
+            "h8[i, j] += h7[i] * h7[j]\nh10[i] += x1 + W2[i]\n")
+    printed = tcc.grad_text(text)
+    assert "/ h7" not in printed and "h8[j, j]" not in printed, printed
+    report = api.check(text, sizes={"L": 4})
+    assert report.ok, report.format()
+
+
 def test_reuse_replaces_a_recomputation_not_an_input():
     """A definition that is a bare read times a number saves nothing: reading
     x back as t / 3 would only add a rounding."""

@@ -104,8 +104,10 @@ def cost(info: Info, sizes: dict[str, int], itemsize: int = 8) -> tuple[float, f
                 elif operands:
                     letters = {v: chr(97 + i) if i < 26 else chr(39 + i)
                                for i, v in enumerate(s.loops)}
+                    present = set().union(*operands)   # a target index no operand has
                     spec = ",".join("".join(letters[v] for v in o) for o in operands) + \
-                        "->" + "".join(letters[v] for v in s.loops if v in tvars)
+                        "->" + "".join(letters[v] for v in s.loops
+                                       if v in tvars and v in present)
                     shapes = [tuple(_size(full, ranges[v]) for v in o) for o in operands]
                     _, path = oe.contract_path(spec, *shapes, shapes=True, optimize="auto")
                     flops += float(path.opt_cost)

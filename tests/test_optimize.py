@@ -856,6 +856,15 @@ def test_reuse_never_divides_by_a_factor_it_does_not_have():
     assert report.ok, report.format()
 
 
+def test_cost_of_a_term_broadcast_over_a_target_index(tmp_path):
+    # h3.grad[j] += h6.grad[i] * h3[i - 1]: no operand has j (it broadcasts);
+    # the estimate once failed with opt_einsum's "Output character did not appear"
+    path = tmp_path / "broadcast.loop"
+    path.write_text("input x1\nh3[1] max= x1\nfor i in 2, j: h6[i] += h3[i - 1] * h3[j]\n")
+    text, _ = explain(str(path))
+    assert "not estimated" not in text and "backward, optimized" in text, text
+
+
 def test_reuse_replaces_a_recomputation_not_an_input():
     """A definition that is a bare read times a number saves nothing: reading
     x back as t / 3 would only add a rounding."""

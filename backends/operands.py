@@ -533,7 +533,11 @@ def _contract2(a: Operand, b: Operand, res) -> Operand:
     if not summed:
         prod = mul(align(a.node, a.vars, res), align(b.node, b.vars, res))
         return Operand(prod, res, True)
-    if batch:       # a kept (batch) index shared: one einsum loop, no BLAS
+    if batch:
+        stacked = _stacked_matmul(a, b, batch, summed, res)
+        if stacked is not None:
+            return stacked
+        # a kept (batch) index shared and no matrix per batch: one einsum loop
         return Operand(ap("einsum", Lit(contraction.spec([a.vars, b.vars], res)), a.node,
                           b.node, path=None), tuple(res), True)
     af = tuple(v for v in a.vars if v not in summed)
@@ -556,6 +560,26 @@ def _contract2(a: Operand, b: Operand, res) -> Operand:
     ia = tuple(a.vars.index(v) for v in summed)
     ib = tuple(b.vars.index(v) for v in summed)
     return Operand(ap("tensordot", a.node, b.node, axes=(ia, ib)), af + bf, True).aligned(res)
+
+
+def _stacked_matmul(a: Operand, b: Operand, batch, summed, res) -> Operand | None:
+    """A matrix product per position of the shared kept indices, as one
+    stacked matmul (BLAS per matrix): both operands lead with the batch
+    indices in one order and end in a free index and the summed one. Q[i, s, r]
+    h[i, b, r] summed over r is matmul(Q, h^T) over i. Anything else (a dot
+    product per row, as ab,ab->a) stays one einsum loop."""
+    nb = len(batch)
+    if len(summed) != 1 or a.vars[:nb] != tuple(batch) or b.vars[:nb] != tuple(batch) or \
+            len(a.vars) != nb + 2 or len(b.vars) != nb + 2:
+        return None
+    c = summed[0]
+    fa = next(v for v in a.vars[nb:] if v != c)
+    fb = next(v for v in b.vars[nb:] if v != c)
+    if fa == fb:
+        return None
+    left = a.node if a.vars[-1] == c else _swap_last(a.node, len(a.vars))
+    right = b.node if b.vars[-2] == c else _swap_last(b.node, len(b.vars))
+    return Operand(ap("matmul", left, right), tuple(batch) + (fa, fb), True).aligned(res)
 
 
 def _matmul_forms(a: Operand, b: Operand, summed, res) -> Operand | None:

@@ -219,3 +219,20 @@ def test_a_target_holding_a_local_is_not_scratch_for_its_own_statement():
     assert np.array_equal(got, want)
     s, m = arrays["S"], arrays["M"]
     np.testing.assert_allclose(want, s * m * np.exp(s) * (1 - np.exp(m)))
+
+
+def test_a_matrix_product_per_batch_position_is_a_stacked_matmul():
+    # AttentionRNN(infinity)'s per-slot products Q[i, s, r] * h[t - 1 - i, b, r]:
+    # one BLAS product per slot i, not an einsum loop
+    text = ("input A[N, I, K], X[N, K, J]\noutput Y[N, I, J]\n"
+            "for n, i, j, k: Y[n, i, j] += A[n, i, k] * X[n, k, j]\n")
+    k = tcc.compile(text)
+    assert "A @ X" in k.source and "einsum" not in k.source
+    rng = np.random.default_rng(2)
+    a, x = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 5, 2))
+    np.testing.assert_allclose(k.forward(A=a, X=x)["Y"], np.einsum("nik,nkj->nij", a, x),
+                               rtol=1e-13)
+    # a dot product per row stays one einsum loop
+    dots = tcc.compile("input A[N, K], X[N, K]\noutput y[N]\n"
+                       "for n, k: y[n] += A[n, k] * X[n, k]\n")
+    assert "np.einsum('ab,ab->a', A, X)" in dots.source

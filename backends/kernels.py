@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from tcc.ir import Affine, Bin, Call, DimVal, Num, Ref, reads
 
 KERNEL_OPS = ("softmax", "log_softmax", "logsumexp", "softmax_backward", "var_mean",
-              "conv", "conv_weight", "conv_input")
+              "conv", "conv_weight", "conv_input", "layer_norm", "layer_norm_backward")
 
 
 @dataclass
@@ -189,18 +189,30 @@ def _match_at(stmts, i, ranges=None):
     return None
 
 
-def find(info, keep, ops) -> list[Group]:
+def _candidates(stmts, ranges, i, ops, forward):
+    """The groups that may start at statement i, the largest first: (group, the
+    tensors that must be dead elsewhere), or None."""
+    from . import layernorm
+    if set(ops) & set(layernorm.LAYER_NORM_OPS):
+        yield layernorm.match(stmts, ranges, i, forward)
+    if ops:
+        yield _match_at(stmts, i, ranges)
+    if set(ops) & set(CONV_OPS):
+        conv = _conv(stmts[i], i)
+        yield None if conv is None else (conv, set())
+
+
+def find(info, keep, ops, forward=None) -> list[Group]:
     """The kernel groups of a checked program whose operations are in ``ops``;
-    ``keep``: the tensors the function returns."""
+    ``keep``: the tensors the function returns; ``forward``: for a backward
+    program, the forward's Info (layer norm's backward needs its forward)."""
     stmts = [si.stmt for si in info.stmts]
     ranges = [si.ranges for si in info.stmts]
     found, i = [], 0
     while i < len(stmts):
-        m = _match_at(stmts, i, ranges) if ops else None
-        if m is None and set(ops) & set(CONV_OPS):
-            conv = _conv(stmts[i], i)
-            m = None if conv is None else (conv, set())
-        if m is not None and m[0].kind in ops:
+        for m in _candidates(stmts, ranges, i, ops, forward):
+            if m is None or m[0].kind not in ops:
+                continue
             group, dead = m
             inside = range(group.first, group.first + group.count)
             outside = [s for k, s in enumerate(stmts) if k not in inside]
@@ -217,15 +229,16 @@ def find(info, keep, ops) -> list[Group]:
                     not (group.also and defined & later):
                 found.append(group)
                 i += group.count
-                continue
-        i += 1
+                break
+        else:
+            i += 1
     return found
 
 
-def plan(info, keep, ops) -> dict[int, Group]:
+def plan(info, keep, ops, forward=None) -> dict[int, Group]:
     """{id of the group's StmtInfo: group} for the lowering's hook, every member."""
     out = {}
-    for g in find(info, keep, ops):
+    for g in find(info, keep, ops, forward):
         for k in g.members or range(g.first, g.first + g.count):
             out[id(info.stmts[k])] = g
     return out
@@ -240,6 +253,9 @@ def lower_group(ctx, si, group: Group) -> list:
         return []
     if isinstance(group, Conv):
         return lower_conv(ctx, si, group)
+    from .layernorm import LayerNorm, lower
+    if isinstance(group, LayerNorm):
+        return lower(ctx, si, group)
     members = [info.stmts[k] for k in group.members or
                range(group.first, group.first + group.count)]
     out = [Comment(str(m.stmt)) for m in members]

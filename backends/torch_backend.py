@@ -138,6 +138,11 @@ TORCH_CODE = {
                          ATOM),
     "var_mean": (lambda p, x, dim: f"torch.var_mean({p.expr(x)}, dim={dim}, correction=0)",
                  ATOM),
+    "layer_norm": (lambda p, x, w, b, eps: f"_layer_norm({p.expr(x)}, {p.expr(w)}, "
+                                           f"{p.expr(b)}, {literal(eps)})", ATOM),
+    "layer_norm_backward": (lambda p, dy, xc, rstd, w, mask: f"_layer_norm_backward("
+                            f"{p.expr(dy)}, {p.expr(xc)}, {p.expr(rstd)}, {p.expr(w)}, "
+                            f"{literal(mask)})", ATOM),
     "conv": (lambda p, x, w, n, stride: f"torch.nn.functional.conv{n}d({p.expr(x)}, "
                                         f"{p.expr(w)}, stride={literal(stride)})", ATOM),
     "conv_weight": (lambda p, x, shape, g, n, stride: f"torch.nn.grad.conv{n}d_weight("
@@ -165,7 +170,8 @@ TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
                  "min_at": ("_min_at", "_indices", "_tensor"), "where": ("_tensor",),
                  "pad": ("_pad",),
                  "min": ("_amin",), "broadcast_to": ("_tensor",), "array": ("_array",),
-                 "asarray": ("_asarray",)}
+                 "asarray": ("_asarray",), "layer_norm": ("_layer_norm",),
+                 "layer_norm_backward": ("_layer_norm_backward",)}
 
 
 class TorchPrinter(Printer):

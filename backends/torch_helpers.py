@@ -135,3 +135,18 @@ def _einsum(spec, path, *operands):
         terms.append(kept)
     (last,) = terms
     return ops[0] if last == output else torch.einsum(f"{last}->{output}", ops[0])
+
+
+def _layer_norm(x, weight, bias, eps):
+    # torch's layer norm over the last axis: (y, mean, 1 / sqrt(variance + eps)),
+    # the two statistics over the leading axes
+    y, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], weight, bias, eps)
+    return y, mean.reshape(x.shape[:-1]), rstd.reshape(x.shape[:-1])
+
+
+def _layer_norm_backward(dy, xc, rstd, weight, mask):
+    # torch's layer norm backward over the last axis, on the centred input xc (so a
+    # zero mean): (x.grad, weight.grad, bias.grad), None where mask is False
+    bias = dy.new_empty(dy.shape[-1:]) if mask[2] else None    # (only its shape is read)
+    return torch.ops.aten.native_layer_norm_backward(
+        dy, xc, xc.shape[-1:], rstd.new_zeros(rstd.shape), rstd, weight, bias, list(mask))

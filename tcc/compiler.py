@@ -165,10 +165,11 @@ def _row_block_source(helpers) -> str:
     return text[text.index("# Row blocks."):].rstrip() + "\n"
 
 
-def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = False
-                   ) -> tuple[list[str], object]:
+def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = False,
+                   forward: Info | None = None) -> tuple[list[str], object]:
     """The lowered statements of one generated function, printed; ``returned``:
-    the tensors it returns (a library kernel never hides one of them)."""
+    the tensors it returns (a library kernel never hides one of them);
+    ``forward``: the forward's Info, for a backward (its kernels may need it)."""
     from .backends import kernels
     from .backends.lower import lower_program
     from .backends.operands import Context
@@ -176,7 +177,7 @@ def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = F
     ctx = Context(info, names, row_blocks=row_blocks, returned=set(returned))
     ops = {op for op in kernels.KERNEL_OPS if op in printer.code}
     if ops:
-        ctx.kernels = kernels.plan(info, returned, ops)
+        ctx.kernels = kernels.plan(info, returned, ops, forward)
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
     for t in sorted(info.gather_data & value_reads):
@@ -249,7 +250,8 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
 
     # ---- backward
     bbody, bctx = _function_body(binfo, names, printer,
-                                 [grad_name(t) for t in info.differentiable], backend.row_blocks)
+                                 [grad_name(t) for t in info.differentiable], backend.row_blocks,
+                                 forward=info)
     seeds = [t for t in binfo.inputs if is_grad(t) and base_name(t) in info.outputs]
     saved = [t for t in binfo.inputs if t not in seeds and t not in info.inputs]
     bkinds = dict(kinds)

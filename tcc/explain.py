@@ -238,8 +238,8 @@ def _kernel_lines(p: Pipeline) -> list[str]:
     keep = {"forward": list(p.info.outputs) + list(p.saved),
             "backward": [grad_name(t) for t in p.info.differentiable]}
     out = []
-    for stage, info in (("forward", p.info), ("backward", p.binfo)):
-        for g in kernels.find(info, keep[stage], kernels.KERNEL_OPS):
+    for stage, info, forward in (("forward", p.info, None), ("backward", p.binfo, p.info)):
+        for g in kernels.find(info, keep[stage], kernels.KERNEL_OPS, forward):
             out.append("")
             out.append(f"  [{stage}] {g.describe()}")
             for k in g.members or range(g.first, g.first + g.count):

@@ -490,9 +490,13 @@ def lower(ctx, si, g: LayerNorm) -> list:
     present = [t is not None and (t == g.target or t in g.also) for t in grads]
     ctx.defined.update(t for t, p in zip(grads, present) if p)
     dx, dg, db = (ctx.local(t) if p else Name("_") for t, p in zip(grads, present))
+    # on x and its mean where the forward saved them (see saved_changes), else on
+    # the centred xc with a zero mean
+    x, mean = (operand(g.x, g.index), ctx.local(g.mu)) if _reads_x(info, g) else \
+        (operand(g.xc, g.index), Lit(None))
     out.append(Assign(Tup((dx, dg, db)), ap(
-        "layer_norm_backward", operand(grad_name(g.y), g.index), operand(g.xc, g.index),
-        rstd, weight, mask=tuple(present))))
+        "layer_norm_backward", operand(grad_name(g.y), g.index), x, mean, rstd, weight,
+        mask=tuple(present))))
     for name, scal, t in ((dg, g.scalars[0], grads[1]), (db, g.scalars[1], grads[2])):
         if not scal:
             continue
@@ -507,3 +511,31 @@ def lower(ctx, si, g: LayerNorm) -> list:
             value = ap("if_nonzero", value, count)
         out.append(Assign(name, mul(value, name)))
     return out
+
+
+# ------------------------------------------------------------------ what is saved
+
+def _reads_x(binfo, g: LayerNorm) -> bool:
+    """Whether the backward kernel reads x and mu (the forward saves mu, not xc):
+    so where nothing else in the backward reads xc, and xc has no step of the
+    backward's checks but its shape."""
+    inside = range(g.first, g.first + g.count)
+    if any(g.xc in {r.tensor for r in reads(si.stmt.expr)} | {si.stmt.target.tensor}
+           for k, si in enumerate(binfo.stmts) if k not in inside):
+        return False
+    return not any(step[0] != "shape" and g.xc in repr(step) for step in binfo.plan)
+
+
+def saved_changes(info, binfo, ops) -> tuple[set, list]:
+    """(forward values the backward no longer reads, those it reads instead):
+    layer norm's backward kernel reads x and mu where its statements read xc.
+    Nothing changes for a backend without the kernel."""
+    if "layer_norm_backward" not in ops:
+        return set(), []
+    from .kernels import find
+    drop, add = set(), []
+    for g in find(binfo, [grad_name(t) for t in info.differentiable], ops, info):
+        if isinstance(g, LayerNorm) and _reads_x(binfo, g):
+            drop.add(g.xc)
+            add += [g.x, g.mu]
+    return drop, add

@@ -180,8 +180,8 @@ OPS = {
     "var_mean": "(variance, mean) of x over axis dim, the variance over N (not N - 1)",
     "layer_norm": "(y, mean, 1 / sqrt(var + eps)) of layer norm over x's last axis, with "
                   "weight and bias (or None); the statistics over the leading axes",
-    "layer_norm_backward": "(x.grad, weight.grad, bias.grad) of layer norm from dy, the "
-                           "centred x and rstd (None where mask is False)",
+    "layer_norm_backward": "(x.grad, weight.grad, bias.grad) of layer norm from dy, x, its "
+                           "mean (None: x is centred) and rstd (None where mask is False)",
     "conv": "x (batch, channels, positions...) convolved with w (out, in, taps...), "
             "valid, at stride (n: the number of position axes)",
     "conv_weight": "the gradient of conv with respect to w (of shape), given the output's g",

@@ -140,9 +140,9 @@ TORCH_CODE = {
                  ATOM),
     "layer_norm": (lambda p, x, w, b, eps: f"_layer_norm({p.expr(x)}, {p.expr(w)}, "
                                            f"{p.expr(b)}, {literal(eps)})", ATOM),
-    "layer_norm_backward": (lambda p, dy, xc, rstd, w, mask: f"_layer_norm_backward("
-                            f"{p.expr(dy)}, {p.expr(xc)}, {p.expr(rstd)}, {p.expr(w)}, "
-                            f"{literal(mask)})", ATOM),
+    "layer_norm_backward": (lambda p, dy, x, mean, rstd, w, mask: f"_layer_norm_backward("
+                            f"{p.expr(dy)}, {p.expr(x)}, {p.expr(mean)}, {p.expr(rstd)}, "
+                            f"{p.expr(w)}, {literal(mask)})", ATOM),
     "conv": (lambda p, x, w, n, stride: f"torch.nn.functional.conv{n}d({p.expr(x)}, "
                                         f"{p.expr(w)}, stride={literal(stride)})", ATOM),
     "conv_weight": (lambda p, x, shape, g, n, stride: f"torch.nn.grad.conv{n}d_weight("

@@ -144,9 +144,10 @@ def _layer_norm(x, weight, bias, eps):
     return y, mean.reshape(x.shape[:-1]), rstd.reshape(x.shape[:-1])
 
 
-def _layer_norm_backward(dy, xc, rstd, weight, mask):
-    # torch's layer norm backward over the last axis, on the centred input xc (so a
-    # zero mean): (x.grad, weight.grad, bias.grad), None where mask is False
+def _layer_norm_backward(dy, x, mean, rstd, weight, mask):
+    # torch's layer norm backward over the last axis: (x.grad, weight.grad, bias.grad),
+    # None where mask is False; mean None: x is centred already (its mean is 0)
     bias = dy.new_empty(dy.shape[-1:]) if mask[2] else None    # (only its shape is read)
+    mean = rstd.new_zeros(rstd.shape) if mean is None else mean
     return torch.ops.aten.native_layer_norm_backward(
-        dy, xc, xc.shape[-1:], rstd.new_zeros(rstd.shape), rstd, weight, bias, list(mask))
+        dy, x, x.shape[-1:], mean, rstd, weight, bias, list(mask))

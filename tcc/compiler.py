@@ -203,6 +203,24 @@ def _unpack(tensors, names, source="arrays") -> list[str]:
     return [f'{names(t)} = {source}["{py_name(t)}"]' for t in tensors]
 
 
+def backward_reads(p: Pipeline, backend_name: str = "numpy") -> tuple[list, list, set]:
+    """(the forward-computed values the generated backward reads, every tensor
+    it reads but its seeds, the backward program's inputs it does not read).
+    Those of the backward program (``p.saved``), except where a library kernel
+    of the backend reads others: torch's layer norm backward reads x and the
+    mean in place of the centred x (backends/layernorm.py)."""
+    from .backends import kernels, layernorm
+    code = _backend(backend_name).code
+    drop, add = layernorm.saved_changes(p.info, p.binfo,
+                                        {op for op in kernels.KERNEL_OPS if op in code})
+    info = p.info
+    saved = list(dict.fromkeys([t for t in p.saved if t not in drop] +
+                               [t for t in add if t in info.computed]))
+    reads = list(dict.fromkeys([t for t in p.binfo.inputs if t not in drop and not
+                                (is_grad(t) and base_name(t) in info.outputs)] + add))
+    return saved, reads, drop
+
+
 def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = False) -> str:
     """The module's text; ``second_order`` adds jvp, hvp and hessian_diagonal."""
     backend = _backend(backend_name)
@@ -225,7 +243,8 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
 
     # ---- forward
     kinds = {py_name(t): ("gather" if t in info.gather_data else "float") for t in info.inputs}
-    returned = list(info.outputs) + [t for t in p.saved if t not in info.outputs]
+    saved_values, backward_tensors, unread = backward_reads(p, backend_name)
+    returned = list(info.outputs) + [t for t in saved_values if t not in info.outputs]
     if not p.optimize:
         returned = list(info.outputs) + [t for t in info.computed if t not in info.outputs]
     fbody, fctx = _function_body(info, names, printer, returned, backend.row_blocks)
@@ -253,7 +272,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
                                  [grad_name(t) for t in info.differentiable], backend.row_blocks,
                                  forward=info)
     seeds = [t for t in binfo.inputs if is_grad(t) and base_name(t) in info.outputs]
-    saved = [t for t in binfo.inputs if t not in seeds and t not in info.inputs]
+    saved = [t for t in backward_tensors if t not in seeds and t not in info.inputs]
     bkinds = dict(kinds)
     for t in info.computed:
         bkinds[py_name(t)] = "float"
@@ -277,7 +296,8 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
                                 for d in info.shapes[o]) + \
             ("," if len(info.shapes[o]) == 1 else "") + ")"
         bwd.append(f'    arrays["{py_name(t)}"] = seed(grads, "{o}", {shape}, dt)')
-    bpre = _unpack(binfo.inputs, names)
+    bpre = _unpack([t for t in binfo.inputs if t not in unread] +
+                   [t for t in backward_tensors if t not in binfo.inputs], names)
     for t, name in bctx.value_casts.items():
         bpre.append(f"{name} = {_cast(printer, local_name(t))}")
     size_lines = _size_lines(bctx, names)
@@ -296,6 +316,11 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
                 ("," if len(info.shapes[t]) == 1 else "") + ")"
             ret.append(f'"{t}": {_zeros(printer, shape)}')
     bwd.append("    return {" + ", ".join(ret) + "}")
+
+    # the checks of what the backward reads (a kernel's reads in place of the program's)
+    bplan = [s for s in binfo.plan if not (s[0] == "shape" and s[1] in unread)] + \
+        [("shape", t, tuple(info.shapes[t]), False) for t in backward_tensors
+         if t in info.computed and t not in binfo.inputs]
 
     second_consts, second_funcs = [], []
     if second_order:
@@ -333,7 +358,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
         f"_RANDOM = {rnd!r}",
         f"_GATHER_LIMITS = {limits!r}",
         "_FORWARD_PLAN = " + pprint.pformat(_plan_py(info.plan), width=96, compact=True),
-        "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(binfo.plan), width=96, compact=True),
+        "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(bplan), width=96, compact=True),
         *second_consts,
     ]
     torch = backend.runtime == "torch"

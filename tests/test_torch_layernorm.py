@@ -153,11 +153,17 @@ def test_near_misses_are_not_layer_norm(name):
 
 
 def test_only_what_is_read_is_computed():
-    """xc and var are computed from the kernel's statistics only when something
-    reads them: here the backward (they are saved), and nothing when the
-    program has no gradients to compute."""
-    forward, _ = _halves(tcc.compile_source(_AFFINE, backend="torch"))
-    assert "xc = x - mu[..., None]" in forward and "var = rstd ** (-2) - 1e-05" in forward
+    """The backward kernel reads x and mu, as torch's autograd saves them: the
+    forward returns mu and var (from the kernel's rstd, along the leading axes
+    only) and never builds xc; with no gradients to compute it returns nothing
+    more than y."""
+    k = tcc.compile(_AFFINE, backend="torch")
+    forward, backward = _halves(k.source)
+    assert "(y, mu, rstd) = _layer_norm(x, g, be, 1e-05)" in forward
+    assert "var = rstd ** (-2) - 1e-05" in forward and "xc =" not in forward
+    assert "_layer_norm_backward(y_grad, x, mu, rstd, g, (True, True, True))" in backward
+    kw = {t: torch.as_tensor(a) for t, a in tb.Ref(_AFFINE, {"B": 3, "D": 5}).kwargs().items()}
+    assert set(k.forward(**kw)) == {"y", "mu", "var"}
     data = _AFFINE.replace("param  g[D], be[D]", "data   g[D], be[D]") \
                   .replace("input  x[B, D]", "data   x[B, D]")
     forward, _ = _halves(tcc.compile_source(data, backend="torch"))
@@ -167,12 +173,25 @@ def test_only_what_is_read_is_computed():
 
 
 def test_a_second_reader_of_the_statistics():
-    """An output that reads the variance keeps it (computed from the kernel's
-    rstd), and its gradient flows through the statement-by-statement code."""
+    """An output that reads the variance: its gradient flows into var.grad, so
+    the backward is not layer norm's alone and stays statement by statement,
+    reading xc, which the forward then computes from the kernel's mean."""
     text = _AFFINE.replace("output y[B, D]", "output y[B, D], v[B]") + \
         "for b: v[b] = var[b] * 2\n"
+    forward, backward = _halves(tcc.compile_source(text, backend="torch"))
+    assert "= _layer_norm(" in forward and "xc = x - mu[..., None]" in forward
+    assert "_layer_norm_backward" not in backward
     _against_interpreter(text)
     _against_interpreter(text, optimize=False)
+
+
+def test_a_second_reader_of_the_centred_input():
+    """xc read by another output: the backward kernel (if taken) reads xc."""
+    text = _AFFINE.replace("output y[B, D]", "output y[B, D], z[B, D]") + \
+        "for b, d: z[b, d] = xc[b, d] * 3\n"
+    forward, _ = _halves(tcc.compile_source(text, backend="torch"))
+    assert "= _layer_norm(" in forward
+    _against_interpreter(text)
 
 
 def test_explain_shows_layer_norm():

@@ -256,6 +256,17 @@ def lower_group(ctx, si, group: Group) -> list:
     from .layernorm import LayerNorm, lower
     if isinstance(group, LayerNorm):
         return lower(ctx, si, group)
+    from .reuse import Reuse
+    if isinstance(group, Reuse):
+        from .lower import lower_statement
+        out = [Comment(str(si.stmt)), Comment(f"(the sum above, reusing the product "
+                                              f"before it: {group.describe()})")]
+        for part in group.si:
+            t = part.stmt.target.tensor
+            if t not in ctx.info.shapes and t not in ctx.extra_shapes:     # target__sum
+                ctx.extra_shapes[t] = ctx.shape_of(group.target)
+            out += lower_statement(ctx, part)[1:]
+        return out
     members = [info.stmts[k] for k in group.members or
                range(group.first, group.first + group.count)]
     out = [Comment(str(m.stmt)) for m in members]
@@ -405,7 +416,7 @@ def _uncanon(node, canon, want):
 
 def lower_conv(ctx, si, g: Conv) -> list:
     from .operands import ap, factor_value, mul, read_operand, shape_tuple
-    from .target import Assign, Comment, Index, Lit, Op, Slice, Tup, Update
+    from .target import Assign, Comment, Index, Lit, Op, Slice, Tup
     ranges = si.ranges
     size = lambda v: ctx.var_size(ranges, v)    # noqa: E731
     sp_x = [a for a, _, _, _ in g.spatial]
@@ -461,7 +472,6 @@ def lower_conv(ctx, si, g: Conv) -> list:
     wc = _canon(operand(g.w), list(_plain(g.w.index)), w_canon)
     xshape = Tup(tuple(Lit(1) if v is None else size(v) for v in (g.b, g.c)) + tuple(reach))
     val = _uncanon(ap("conv_input", xshape, wc, gc, **kw), x_canon, x_order)
-    region = tuple(Slice(None, reach[sp_x.index(a)]) if a in sp_x else Slice()
-                   for a in range(len(g.x.index)))
-    return out + [Assign(name, ap("zeros", shape_tuple(ctx, ctx.shape_of(g.target)))),
-                  Update(Index(name, region), "+=", scaled(val))]
+    # (the input's extent the outputs reach is most often all of it: then no copy)
+    return out + [Assign(name, ap("fit", scaled(val),
+                                  shape_tuple(ctx, ctx.shape_of(g.target))))]

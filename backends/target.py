@@ -186,6 +186,7 @@ OPS = {
             "valid, at stride (n: the number of position axes)",
     "conv_weight": "the gradient of conv with respect to w (of shape), given the output's g",
     "conv_input": "the gradient of conv with respect to x (of shape), given the output's g",
+    "fit": "x in the leading corner of zeros of shape (x itself when it has that shape)",
     "stride": "a tensor's strides in elements (torch)",
     "row_blocks": "run a row-block function (a Def) on blocks of rows of its arrays, "
                   "on a thread pool when they are large",

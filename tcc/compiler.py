@@ -178,6 +178,8 @@ def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = F
     ops = {op for op in kernels.KERNEL_OPS if op in printer.code}
     if ops:
         ctx.kernels = kernels.plan(info, returned, ops, forward)
+    from .backends import reuse
+    ctx.kernels.update(reuse.plan(info, ctx.kernels))
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
     for t in sorted(info.gather_data & value_reads):

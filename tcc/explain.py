@@ -254,6 +254,7 @@ def lowered_lines(p: Pipeline) -> list[str]:
     """The target IR the backends print for the optimized forward and backward:
     every strategy the lowering chose (views, contractions and their order,
     scatters), before any backend's table spells it."""
+    from .backends import reuse
     from .backends.lower import lower_program
     from .backends.operands import Context, Names
     names = Names(dict.fromkeys([*p.info.roles, *p.binfo.roles, *p.info.dims, *p.binfo.dims]))
@@ -263,6 +264,7 @@ def lowered_lines(p: Pipeline) -> list[str]:
                 "backward": {grad_name(t) for t in p.info.differentiable}}
     for label, info in (("forward", p.info), ("backward", p.binfo)):
         ctx = Context(info, names, row_blocks=True, returned=returned[label])
+        ctx.kernels.update(reuse.plan(info, ctx.kernels))
         out += ["", f"  {label}:"]
         out += ["    " + line for s in lower_program(ctx) for line in str(s).splitlines()]
     return out

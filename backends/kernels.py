@@ -189,12 +189,12 @@ def _match_at(stmts, i, ranges=None):
     return None
 
 
-def _candidates(stmts, ranges, i, ops, forward):
+def _candidates(stmts, ranges, i, ops, forward, info):
     """The groups that may start at statement i, the largest first: (group, the
     tensors that must be dead elsewhere), or None."""
     from . import layernorm
     if set(ops) & set(layernorm.LAYER_NORM_OPS):
-        yield layernorm.match(stmts, ranges, i, forward)
+        yield layernorm.match(stmts, ranges, i, forward, info.outputs, info.inputs)
     if ops:
         yield _match_at(stmts, i, ranges)
     if set(ops) & set(CONV_OPS):
@@ -210,7 +210,7 @@ def find(info, keep, ops, forward=None) -> list[Group]:
     ranges = [si.ranges for si in info.stmts]
     found, i = [], 0
     while i < len(stmts):
-        for m in _candidates(stmts, ranges, i, ops, forward):
+        for m in _candidates(stmts, ranges, i, ops, forward, info):
             if m is None or m[0].kind not in ops:
                 continue
             group, dead = m

@@ -201,7 +201,7 @@ class LayerNorm:
     def describe(self) -> str:
         if self.kind == "layer_norm":
             return (f"torch.native_layer_norm over the last axis of {self.x} computes "
-                    f"{self.y} (and {', '.join(self.also)})")
+                    f"{self.y} (and the statistics {self.mu}, {self.rs or self.var})")
         grads = [grad_name(t) for t in (self.x, self.g, self.be) if t]
         return (f"torch's layer norm backward (native_layer_norm_backward) computes "
                 f"{', '.join(grads)}")
@@ -341,16 +341,20 @@ def forward_groups(info) -> list:
     return [g for g in out if g is not None]
 
 
-def match(stmts, ranges, i, forward=None):
+def match(stmts, ranges, i, forward=None, outputs=(), inputs=()):
     """(group, the tensors only it may read) at statement i, or None: a forward
     group when ``forward`` is None, else a backward group for one of
-    ``forward``'s (the forward program's Info)."""
+    ``forward``'s (the forward program's Info). ``outputs``, ``inputs``: the program's;
+    the variance, which the forward group rebuilds from rstd (exact but for
+    rounding relative to var + eps), is not taken when it is one."""
     if forward is None:
         g = match_forward(stmts, ranges, i)
-        return None if g is None else (g, set())
+        return None if g is None or g.var in outputs else (g, set())
     for fg in forward_groups(forward):
         g = match_backward(stmts, ranges, i, fg)
-        if g is not None:
+        # (a gradient that is a seed, of an output, starts from its given values)
+        if g is not None and not any(stmts[k].target.tensor in inputs
+                                     for k in range(g.first, g.first + g.count)):
             return g, {grad_name(t) for t in (fg.mu, fg.xc, fg.var, fg.rs) if t}
     return None
 

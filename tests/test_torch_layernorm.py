@@ -185,6 +185,19 @@ def test_a_second_reader_of_the_statistics():
     _against_interpreter(text, optimize=False)
 
 
+def test_the_variance_as_an_output():
+    """var is rebuilt from the kernel's rstd (exact but for rounding relative to
+    var + eps): where the program returns it, the forward is not the kernel;
+    and its gradient starts from a seed, so neither is the backward (nor where
+    the mean is an output)."""
+    for t in ("var", "mu"):
+        text = _AFFINE.replace("output y[B, D]", f"output y[B, D], {t}[B]")
+        forward, backward = _halves(tcc.compile_source(text, backend="torch"))
+        assert ("_layer_norm(" in forward) == (t == "mu")
+        assert "_layer_norm_backward(" not in backward
+        _against_interpreter(text)
+
+
 def test_a_second_reader_of_the_centred_input():
     """xc read by another output: the backward kernel (if taken) reads xc."""
     text = _AFFINE.replace("output y[B, D]", "output y[B, D], z[B, D]") + \

@@ -283,12 +283,16 @@ def test_readme_torch_examples():
     example runs."""
     import re
     readme = open(os.path.join(os.path.dirname(HERE), "README.md"), encoding="utf-8").read()
-    (block,) = [b for b in re.findall(r"```text\n(.*?)```", readme, re.S)
-                if "Library kernels" in b]
+    blocks = [b for b in re.findall(r"```text\n(.*?)```", readme, re.S)
+              if "Library kernels" in b]
+    assert len(blocks) == 2
     from tcc.explain import explain
-    text, _ = explain(example_path("ttic_softmax"))
-    shown = block.splitlines()[1:]
-    assert "\n".join(shown) in text
+    root = os.path.dirname(HERE)
+    for block in blocks:
+        path = block.splitlines()[0].split()[3]         # $ tcc explain PATH  # ...
+        text, _ = explain(os.path.join(root, path))
+        shown = block.splitlines()[1:]
+        assert "\n".join(shown) in text, path
     (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
                if "from tcc.torch import Module, function" in b]
     cwd = os.getcwd()

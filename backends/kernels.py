@@ -427,6 +427,11 @@ def lower_conv(ctx, si, g: Conv) -> list:
     reach = [Op("+", (Op("-", (size(u), Lit(1))) if s == 1 else
                       mul(Lit(s), Op("-", (size(u), Lit(1)))), size(w)))
              for _, u, w, s in g.spatial]
+    # with a stride, the whole axis where the outputs are all it holds (its tail
+    # shorter than the stride): the kernels then take the tensor as it is
+    x_shape = ctx.shape_of(g.x.tensor)
+    reach = [r if s == 1 else ap("conv_extent", ctx.size(x_shape[a]), r, Lit(s))
+             for r, (a, _, _, s) in zip(reach, g.spatial)]
     x_order = [ix.terms[0][0] if len(ix.terms) == 1 else f"#{a}"
                for a, ix in enumerate(g.x.index)]
     x_canon = [g.b, g.c] + [f"#{a}" for a in sp_x]

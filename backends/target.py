@@ -187,6 +187,8 @@ OPS = {
     "conv_weight": "the gradient of conv with respect to w (of shape), given the output's g",
     "conv_input": "the gradient of conv with respect to x (of shape), given the output's g",
     "fit": "x in the leading corner of zeros of shape (x itself when it has that shape)",
+    "conv_extent": "n, the axis' size, if n - reach < stride (a strided convolution over "
+                   "all n has the outputs one over reach has), else reach",
     "stride": "a tensor's strides in elements (torch)",
     "row_blocks": "run a row-block function (a Def) on blocks of rows of its arrays, "
                   "on a thread pool when they are large",

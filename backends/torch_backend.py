@@ -152,6 +152,7 @@ TORCH_CODE = {
                    f"{p.expr(shape)}, {p.expr(w)}, {p.expr(g)}, stride={literal(stride)})",
                    ATOM),
     "fit": call("_fit({0}, {1})"),
+    "conv_extent": call("_extent({0}, {1}, {2})"),
     "min_at": call("_min_at({0}, {1}, {2})"),
     "arange": call("torch.arange({0}, device=dt.device)"),
     "diagonal": (lambda p, x, axis1=0, axis2=1: f"torch.diagonal({p.expr(x)}, dim1={axis1}, "
@@ -172,7 +173,8 @@ TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
                  "pad": ("_pad",),
                  "min": ("_amin",), "broadcast_to": ("_tensor",), "array": ("_array",),
                  "asarray": ("_asarray",), "layer_norm": ("_layer_norm",),
-                 "layer_norm_backward": ("_layer_norm_backward",), "fit": ("_fit",)}
+                 "layer_norm_backward": ("_layer_norm_backward",), "fit": ("_fit",),
+                 "conv_extent": ("_extent",)}
 
 
 class TorchPrinter(Printer):

@@ -161,3 +161,10 @@ def _fit(x, shape):
     out = x.new_zeros(shape)
     out[tuple(slice(0, n) for n in x.shape)] = x
     return out
+
+
+def _extent(n, reach, stride):
+    # the extent of an axis a strided convolution reads: all n of it when the
+    # positions past reach are fewer than the stride (the outputs are the same),
+    # so the kernels take the tensor whole; else the first reach positions
+    return n if n - reach < stride else reach

@@ -339,12 +339,20 @@ def test_the_forward_convolution_is_a_forward_convolution():
     assert "torch.nn.grad.conv2d_weight(X[:, :, " in source
 
 
-def test_batched_strided_convolution_with_averaging():
-    text = open(os.path.join(os.path.dirname(HERE), "benchmarks", "programs",
-                             "conv1d.loop")).read()
+_CONV1D = open(os.path.join(os.path.dirname(HERE), "benchmarks", "programs",
+                            "conv1d.loop")).read()
+
+
+@pytest.mark.parametrize("L, text", [
+    (9, _CONV1D),          # the outputs reach the last position
+    (10, _CONV1D),         # one position past them: the kernels take x whole
+    (10, _CONV1D.replace("output f", "output f[B, 2, O]")),     # fewer outputs: a slice
+], ids=["exact", "tail", "declared"])
+def test_batched_strided_convolution_with_averaging(L, text):
     source = tcc.compile_source(text, backend="torch")
     assert "torch.nn.grad.conv1d_weight(" in source and "1 / dt.new_full((), B)" in source
-    ref = tb.Ref(text, {"B": 2, "L": 9, "C": 3, "O": 2, "F": 3})
+    assert "_extent(L, 2 * (" in source
+    ref = tb.Ref(text, {"B": 2, "L": L, "C": 3, "O": 2, "F": 3})
     k = tcc.compile(text, backend="torch")
     kw = _to_torch(ref.kwargs())
     fwd = k.forward(**kw)

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from tcc.ir import Affine, Bin, Call, DimVal, Num, Ref, reads
 
 KERNEL_OPS = ("softmax", "log_softmax", "logsumexp", "softmax_backward", "var_mean",
-              "conv", "conv_weight", "conv_input", "layer_norm", "layer_norm_backward")
+              "conv", "conv_weight", "conv_input", "conv_backward", "layer_norm",
+              "layer_norm_backward")
 
 
 @dataclass
@@ -238,10 +239,33 @@ def find(info, keep, ops, forward=None) -> list[Group]:
 def plan(info, keep, ops, forward=None) -> dict[int, Group]:
     """{id of the group's StmtInfo: group} for the lowering's hook, every member."""
     out = {}
-    for g in find(info, keep, ops, forward):
+    found = find(info, keep, ops, forward)
+    if "conv_backward" in ops:
+        _pair_gradients(found)
+    for g in found:
         for k in g.members or range(g.first, g.first + g.count):
             out[id(info.stmts[k])] = g
     return out
+
+
+def _pair_gradients(groups) -> None:
+    """A convolution's two gradients in consecutive statements, over the same
+    operands, are one call that computes both (torch's convolution backward, as
+    autograd calls it: the operands are made contiguous once)."""
+    from tcc.ir import grad_name
+    convs = {g.first: g for g in groups if isinstance(g, Conv)}
+    for g in convs.values():
+        h = convs.get(g.first + 1)
+        if h is None or {g.kind, h.kind} != {"conv_weight", "conv_input"} or \
+                g.partner or h.partner:
+            continue
+        # (the weight gradient's x is the input gradient's target's tensor, and
+        # the other way round for w)
+        wg, xg = (g, h) if g.kind == "conv_weight" else (h, g)
+        if (wg.y, wg.spatial, wg.b, wg.c, wg.o) == (xg.y, xg.spatial, xg.b, xg.c, xg.o) and \
+                xg.x == Ref(grad_name(wg.x.tensor), wg.x.index) and \
+                wg.w == Ref(grad_name(xg.w.tensor), xg.w.index):
+            g.partner, h.partner = h, g
 
 
 def lower_group(ctx, si, group: Group) -> list:
@@ -304,6 +328,7 @@ class Conv:
     members: tuple = ()
     also: tuple = ()
     scalars: tuple = ()     # factors without indices (a 1/B), multiplied in after
+    partner: object = None  # the other gradient, computed in the same call
 
     def describe(self) -> str:
         n = len(self.spatial)
@@ -416,7 +441,7 @@ def _uncanon(node, canon, want):
 
 def lower_conv(ctx, si, g: Conv) -> list:
     from .operands import ap, factor_value, mul, read_operand, shape_tuple
-    from .target import Assign, Comment, Index, Lit, Op, Slice, Tup
+    from .target import Assign, Comment, Index, Lit, Name, Op, Slice, Tup
     ranges = si.ranges
     size = lambda v: ctx.var_size(ranges, v)    # noqa: E731
     sp_x = [a for a, _, _, _ in g.spatial]
@@ -444,13 +469,13 @@ def lower_conv(ctx, si, g: Conv) -> list:
     ctx.defined.add(g.target)
     name = ctx.local(g.target)
 
-    def scaled(val):
+    def scaled(val, g=g, stmt=si.stmt):
         if not g.scalars:
             return val
         scalar = factor_value(ctx, list(g.scalars), (), ranges)
         # a 1/B over an empty sum is 0, as the statement by statement lowering has it
-        summed = [v for v in si.stmt.loops if v not in
-                  {u for ix in si.stmt.target.index for u, _ in ix.terms}]
+        summed = [v for v in stmt.loops if v not in
+                  {u for ix in stmt.target.index for u, _ in ix.terms}]
         count = None
         for v in summed:
             count = size(v) if count is None else mul(count, size(v))
@@ -468,6 +493,25 @@ def lower_conv(ctx, si, g: Conv) -> list:
         val = _uncanon(ap("conv", xc, wc, **kw), y_canon, list(_plain(g.y.index)))
         return out + [Assign(name, scaled(val))]
     gc = _canon(operand(g.y), list(_plain(g.y.index)), y_canon)
+    if g.partner is not None:
+        if g.partner.first < g.first:       # computed with the statement before
+            return out[:1] + [Comment(f"(computed with {g.partner.target}, above)")]
+        wg, xg = (g, g.partner) if g.kind == "conv_weight" else (g.partner, g)
+        xc = Index(_canon(ctx.local(wg.x.tensor), x_order, x_canon), narrow.items)
+        wc = _canon(operand(xg.w), list(_plain(g.w.index)), w_canon)
+        dx, dw = (Name(ctx.names(t + "__conv")) for t in (xg.target, wg.target))
+        ctx.defined.add(g.partner.target)
+        out = [Comment(str(si.stmt)), Comment(str(ctx.info.stmts[g.partner.first].stmt)),
+               Comment(f"(one library kernel: torch's convolution backward computes "
+                       f"{xg.target} and {wg.target})"),
+               Assign(Tup((dx, dw)), ap("conv_backward", xc, wc, gc, **kw))]
+        stmts = ctx.info.stmts
+        val_w = scaled(_uncanon(dw, w_canon, list(_plain(g.w.index))), wg,
+                       stmts[wg.first].stmt)
+        val_x = scaled(_uncanon(dx, x_canon, x_order), xg, stmts[xg.first].stmt)
+        return out + [Assign(ctx.local(wg.target), val_w),
+                      Assign(ctx.local(xg.target),
+                             ap("fit", val_x, shape_tuple(ctx, ctx.shape_of(xg.target))))]
     if g.kind == "conv_weight":
         xc = Index(_canon(ctx.local(g.x.tensor), x_order, x_canon), narrow.items)
         wshape = Tup(tuple(Lit(1) if v is None else size(v) for v in w_canon))

@@ -186,6 +186,7 @@ OPS = {
             "valid, at stride (n: the number of position axes)",
     "conv_weight": "the gradient of conv with respect to w (of shape), given the output's g",
     "conv_input": "the gradient of conv with respect to x (of shape), given the output's g",
+    "conv_backward": "(x.grad, w.grad) of conv in one call, given x, w and the output's g",
     "fit": "x in the leading corner of zeros of shape (x itself when it has that shape)",
     "conv_extent": "n, the axis' size, if n - reach < stride (a strided convolution over "
                    "all n has the outputs one over reach has), else reach",

@@ -151,6 +151,8 @@ TORCH_CODE = {
     "conv_input": (lambda p, shape, w, g, n, stride: f"torch.nn.grad.conv{n}d_input("
                    f"{p.expr(shape)}, {p.expr(w)}, {p.expr(g)}, stride={literal(stride)})",
                    ATOM),
+    "conv_backward": (lambda p, x, w, g, n, stride: f"_conv_backward({p.expr(x)}, "
+                      f"{p.expr(w)}, {p.expr(g)}, {literal(stride)})", ATOM),
     "fit": call("_fit({0}, {1})"),
     "conv_extent": call("_extent({0}, {1}, {2})"),
     "min_at": call("_min_at({0}, {1}, {2})"),
@@ -174,7 +176,7 @@ TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
                  "min": ("_amin",), "broadcast_to": ("_tensor",), "array": ("_array",),
                  "asarray": ("_asarray",), "layer_norm": ("_layer_norm",),
                  "layer_norm_backward": ("_layer_norm_backward",), "fit": ("_fit",),
-                 "conv_extent": ("_extent",)}
+                 "conv_extent": ("_extent",), "conv_backward": ("_conv_backward",)}
 
 
 class TorchPrinter(Printer):

@@ -31,146 +31,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tcc.ir import Affine, Bin, Call, DimVal, Neg, Num, Ref, grad_name, reads
+from tcc.ir import Affine, Bin, Call, Neg, Num, Ref, grad_name, reads
 
 from .operands import expr_vars, split_factors
+from .poly import add, atom, const, mul, one, poly, power, same, sum_over, try_poly
 
 LAYER_NORM_OPS = ("layer_norm", "layer_norm_backward")
-
-
-# ------------------------------------------------------------------ polynomials
-# A polynomial: {monomial: coefficient}; a monomial: ((atom, power), ...) sorted
-# by the atom's text; an atom: (text, the loop indices it depends on).
-
-class _NotPoly(Exception):
-    pass
-
-
-def _atom(text, vs=()):
-    return (text, frozenset(vs))
-
-
-def _const(c) -> dict:
-    return {(): float(c)} if c else {}
-
-
-def _one(atom, k=1) -> dict:
-    return {((atom, k),): 1.0}
-
-
-def _add(a, b, sign=1.0) -> dict:
-    out = dict(a)
-    for m, c in b.items():
-        v = out.get(m, 0.0) + sign * c
-        if abs(v) <= 1e-13 * max(abs(out.get(m, 0.0)), abs(c)):
-            out.pop(m, None)
-        else:
-            out[m] = v
-    return out
-
-
-def _mono_mul(m1, m2):
-    d = dict(m1)
-    for a, k in m2:
-        d[a] = d.get(a, 0) + k
-    return tuple(sorted(((a, k) for a, k in d.items() if k), key=lambda t: t[0][0]))
-
-
-def _mul(a, b) -> dict:
-    out = {}
-    for m1, c1 in a.items():
-        for m2, c2 in b.items():
-            out = _add(out, {_mono_mul(m1, m2): c1 * c2})
-    return out
-
-
-def _pow(a, n) -> dict:
-    if n >= 0:
-        out = {(): 1.0}
-        for _ in range(n):
-            out = _mul(out, a)
-        return out
-    if len(a) != 1:
-        raise _NotPoly
-    ((m, c),) = a.items()
-    if c == 0:
-        raise _NotPoly
-    return {tuple((at, k * n) for at, k in m): c ** n}
-
-
-def _text(p) -> str:
-    terms = sorted(f"{c!r}" + "".join(f"*{a[0]}^{k}" for a, k in m) for m, c in p.items())
-    return " + ".join(terms) or "0"
-
-
-def _vars(p):
-    return frozenset(v for m in p for a, _ in m for v in a[1])
-
-
-def poly(e, subst=None) -> dict:
-    """The expression as a polynomial; ``subst``: {read's text: polynomial}.
-    Raises _NotPoly for what it does not read (comparisons, gathers, powers
-    that are not integers, division by a sum)."""
-    subst = subst or {}
-    if isinstance(e, Num):
-        return _const(e.value)
-    if isinstance(e, DimVal):
-        return _one(_atom(e.name))
-    if isinstance(e, Ref):
-        if not all(isinstance(ix, Affine) for ix in e.index):
-            raise _NotPoly
-        if str(e) in subst:
-            return subst[str(e)]
-        return _one(_atom(str(e), {v for ix in e.index for v in ix.vars}))
-    if isinstance(e, Neg):
-        return _add({}, poly(e.arg, subst), -1.0)
-    if isinstance(e, Bin):
-        a = poly(e.lhs, subst)
-        if e.op == "**":
-            if not isinstance(e.rhs, Num) or float(e.rhs.value) != int(e.rhs.value) or \
-                    abs(e.rhs.value) > 8:
-                raise _NotPoly
-            return _pow(a, int(e.rhs.value))
-        b = poly(e.rhs, subst)
-        if e.op == "+":
-            return _add(a, b)
-        if e.op == "-":
-            return _add(a, b, -1.0)
-        if e.op == "*":
-            return _mul(a, b)
-        if e.op == "/":
-            return _mul(a, _pow(b, -1))
-        raise _NotPoly
-    if isinstance(e, Call):
-        args = [poly(x, subst) for x in e.args]
-        return _one(_atom(f"{e.fn}({', '.join(map(_text, args))})",
-                          frozenset().union(*map(_vars, args))))
-    raise _NotPoly
-
-
-def _poly(e, subst=None):
-    try:
-        return poly(e, subst)
-    except (_NotPoly, ZeroDivisionError, OverflowError):
-        return None
-
-
-def _sum(p, var, n) -> dict:
-    """The polynomial summed over index ``var`` (range ``n``, a polynomial):
-    factors without ``var`` come out; the rest is one atom."""
-    out = {}
-    for m, c in p.items():
-        dep = tuple((a, k) for a, k in m if var in a[1])
-        ind = tuple((a, k) for a, k in m if var not in a[1])
-        s = _one(_atom(f"sum[{var}]({_text({dep: 1.0})})",
-                       frozenset().union(*(a[1] for a, _ in dep)) - {var})) if dep else n
-        out = _add(out, _mul({ind: c}, s))
-    return out
-
-
-def same(p, q) -> bool:
-    return p is not None and q is not None and set(p) == set(q) and \
-        all(math.isclose(p[m], q[m], rel_tol=1e-9, abs_tol=0.0) for m in p)
 
 
 # ------------------------------------------------------------------ the groups
@@ -194,7 +60,6 @@ class LayerNorm:
     n: object                   # the normalized axis' range (a dim name or a number)
     also: tuple = ()            # forward: mu, xc, var, rs; backward: g.grad, be.grad
     members: tuple = ()
-    needed: tuple = ()          # forward: those of mu, xc, var, rs read after it
     scalars: tuple = ()         # backward: (g.grad's, be.grad's) factors without indices
     reads: tuple = ()           # backward: var and/or rs, if its statements read them
 
@@ -213,7 +78,7 @@ def _plain(index):
 
 
 def _size(r):
-    return _one(_atom(r)) if isinstance(r, str) else _const(r)
+    return one(atom(r)) if isinstance(r, str) else const(r)
 
 
 def _calls(e, fn):
@@ -233,10 +98,10 @@ def _eps(e, var_ref):
     """eps for the ``sqrt(var + eps)`` in ``e`` (a number >= 0), else None."""
     vp = poly(var_ref)
     for c in _calls(e, "sqrt"):
-        p = _poly(c.args[0])
+        p = try_poly(c.args[0])
         if p is None:
             continue
-        rest = _add(p, vp, -1.0)
+        rest = add(p, vp, -1.0)
         if set(rest) <= {()} and rest.get((), 0.0) >= 0:
             return rest.get((), 0.0)
     return None
@@ -244,14 +109,13 @@ def _eps(e, var_ref):
 
 def _rstd(var_ref, eps):
     """1 / sqrt(var + eps) as a polynomial."""
-    return _pow(poly(Call("sqrt", (Bin("+", var_ref, Num(eps)),))), -1)
+    return power(poly(Call("sqrt", (Bin("+", var_ref, Num(eps)),))), -1)
 
 
-def _tensor_of(atom, var):
+def _tensor_of(a, var):
     """The tensor of an atom that is a read ``t[var]``, else None."""
-    text = atom[0]
-    if atom[1] == frozenset({var}) and text.endswith(f"[{var}]"):
-        return text[:-len(var) - 2]
+    if a[1] == frozenset({var}) and a[0].endswith(f"[{var}]"):
+        return a[0][:-len(var) - 2]
     return None
 
 
@@ -270,17 +134,17 @@ def match_forward(stmts, ranges, i):
     d = xv[-1]
     n = ranges[i][d]
     N = _size(n)
-    if not same(_poly(a.expr), _mul(poly(x), _pow(N, -1))):
+    if not same(try_poly(a.expr), mul(poly(x), power(N, -1))):
         return None
     b, c = stmts[i + 1:i + 3]
     if b.op != "=" or _plain(b.target.index) != xv or set(b.loops) != set(xv) or \
             b.target.tensor in (x.tensor, mu.tensor) or \
-            not same(_poly(b.expr), _add(poly(x), poly(mu), -1.0)):
+            not same(try_poly(b.expr), add(poly(x), poly(mu), -1.0)):
         return None
     xc = Ref(b.target.tensor, x.index)
     if c.op != "+=" or _plain(c.target.index) != mv or set(c.loops) != set(xv) or \
             c.target.tensor in (x.tensor, mu.tensor, xc.tensor) or \
-            not same(_poly(c.expr), _mul(_pow(poly(xc), 2), _pow(N, -1))):
+            not same(try_poly(c.expr), mul(power(poly(xc), 2), power(N, -1))):
         return None
     var = Ref(c.target.tensor, mu.index)
     k, rs = i + 3, None
@@ -289,7 +153,7 @@ def match_forward(stmts, ranges, i):
     if s.op == "=" and _plain(s.target.index) == mv and set(s.loops) == set(mv) and \
             s.target.tensor not in names:
         eps = _eps(s.expr, var)
-        if eps is None or not same(_poly(s.expr), _rstd(var, eps)):
+        if eps is None or not same(try_poly(s.expr), _rstd(var, eps)):
             return None
         rs = Ref(s.target.tensor, mu.index)
         names.add(rs.tensor)
@@ -304,13 +168,13 @@ def match_forward(stmts, ranges, i):
     if eps is None:
         return None
     R = _rstd(var, eps)
-    p = _poly(s.expr, {str(rs): R} if rs is not None else None)
+    p = try_poly(s.expr, {str(rs): R} if rs is not None else None)
     if p is None:
         return None
-    base = _mul(poly(xc), R)
+    base = mul(poly(xc), R)
     g = be = None
     for m, coef in p.items():
-        rest = _mul({m: coef}, _pow(base, -1))
+        rest = mul({m: coef}, power(base, -1))
         ((rm, rc),) = rest.items()
         if len(rm) == 0 and math.isclose(rc, 1.0) and g is None:
             g = ""
@@ -388,8 +252,8 @@ def match_backward(stmts, ranges, i, fwd: LayerNorm):
     var_ref = Ref(fwd.var, mu_ix)
     R = _rstd(var_ref, fwd.eps)
     xc = poly(Ref(fwd.xc, fwd.index))
-    G = poly(Ref(fwd.g, (fwd.index[-1],))) if fwd.g else _const(1)
-    subst = {str(Ref(fwd.y, fwd.index)): _add(_mul(_mul(G, xc), R),
+    G = poly(Ref(fwd.g, (fwd.index[-1],))) if fwd.g else const(1)
+    subst = {str(Ref(fwd.y, fwd.index)): add(mul(mul(G, xc), R),
                                               poly(Ref(fwd.be, (fwd.index[-1],)))
                                               if fwd.be else {})}
     if fwd.rs:
@@ -398,44 +262,44 @@ def match_backward(stmts, ranges, i, fwd: LayerNorm):
     defs = dict(subst)
     order = [s for s in run if s.target.tensor in inner or s.target.tensor == xg]
     for s in order:
-        p = _poly(s.expr, defs)
+        p = try_poly(s.expr, defs)
         if p is None:
             return None
         if s.op == "-=":
-            p = _add({}, p, -1.0)
+            p = add({}, p, -1.0)
         if s.target.tensor != xg and _plain(s.target.index) == mv:
-            p = _sum(p, d, N)
+            p = sum_over(p, d, N)
         defs[str(s.target)] = p
-    A = _mul(poly(Ref(grad_name(fwd.y), fwd.index)), G)
-    sa = _sum(A, d, N)
-    saxc = _sum(_mul(A, xc), d, N)
-    sxc = _sum(xc, d, N)
-    invN = _pow(N, -1)
-    want = _mul(A, R)
-    want = _add(want, _mul(_mul(_mul(invN, _pow(R, 3)), xc), saxc), -1.0)
-    want = _add(want, _mul(_mul(invN, R), sa), -1.0)
-    want = _add(want, _mul(_mul(_mul(invN, invN), _pow(R, 3)), _mul(saxc, sxc)))
+    A = mul(poly(Ref(grad_name(fwd.y), fwd.index)), G)
+    sa = sum_over(A, d, N)
+    saxc = sum_over(mul(A, xc), d, N)
+    sxc = sum_over(xc, d, N)
+    invN = power(N, -1)
+    want = mul(A, R)
+    want = add(want, mul(mul(mul(invN, power(R, 3)), xc), saxc), -1.0)
+    want = add(want, mul(mul(invN, R), sa), -1.0)
+    want = add(want, mul(mul(mul(invN, invN), power(R, 3)), mul(saxc, sxc)))
     if not same(defs[str(byname[xg].target)], want):
         return None
     # g.grad and be.grad: a factor without indices times their summands
     dy = poly(Ref(grad_name(fwd.y), fwd.index))
     scalars = []
-    for t, summand in ((gg, _mul(_mul(dy, xc), R)), (bg, dy)):
+    for t, summand in ((gg, mul(mul(dy, xc), R)), (bg, dy)):
         s = byname.get(t)
         if s is None:
             scalars.append(None)
             continue
-        p = _poly(s.expr, subst)
+        p = try_poly(s.expr, subst)
         if p is None or s.op == "-=":
             return None
-        ratio = _mul(p, _pow(summand, -1)) if len(summand) == 1 else None
+        ratio = mul(p, power(summand, -1)) if len(summand) == 1 else None
         if ratio is None or len(ratio) != 1 or any(a[1] for m in ratio for a, _ in m):
             return None
         # the factors without indices, as the lowering multiplies them in
         scal = tuple((up, f) for up, f in split_factors(s.expr) if not expr_vars(f))
-        value = _const(1)
+        value = const(1)
         for up, f in scal:
-            value = _mul(value, poly(f) if up else _pow(poly(f), -1))
+            value = mul(value, poly(f) if up else power(poly(f), -1))
         if not same(value, ratio):
             return None
         scalars.append(scal)

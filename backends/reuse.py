@@ -14,7 +14,7 @@ which drops a contraction over e (a batched matrix product of the size of
 the scores). Taken where the first statement sums over some index (so a
 product is saved), is the first definition of its target, reads no tensor
 the second writes, and where the second's expression is, as a polynomial
-(``layernorm.poly``), the first's times one product of factors that do not
+(``poly.py``), the first's times one product of factors that do not
 depend on the first's summed indices, with the same index names and ranges.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from tcc.ir import Bin, Call, DimVal, Num, Ref, reads
 
-from .layernorm import _mul, _poly, _pow, same
+from .poly import mul, power, same, try_poly
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Reuse:
 def _atoms(e, out):
     """{atom text: the IR node} for the reads, sizes and calls in e."""
     if isinstance(e, (Ref, DimVal, Call)):
-        p = _poly(e)
+        p = try_poly(e)
         if p is not None and len(p) == 1:
             ((m, c),) = p.items()
             if len(m) == 1 and m[0][1] == 1 and c == 1.0:
@@ -100,15 +100,15 @@ def match(info, k):
     if not summed1 or not set(summed1) <= set(summed2) or not set(v1) <= set(s2.loops) or \
             any(infos[k - 1].ranges[v] != infos[k].ranges[v] for v in s1.loops):
         return None
-    p1, p2 = _poly(s1.expr), _poly(s2.expr)
+    p1, p2 = try_poly(s1.expr), try_poly(s2.expr)
     if p1 is None or p2 is None or len(p1) != 1:
         return None
-    q = _mul(p2, _pow(p1, -1))
+    q = mul(p2, power(p1, -1))
     if len(q) != 1 or any(v in a[1] for m in q for a, _ in m for v in summed1):
         return None
     atoms = _atoms(s2.expr, {})
     expr = _expr(s1.target, q, atoms)
-    if expr is None or not same(_poly(expr, {str(s1.target): p1}), p2):
+    if expr is None or not same(try_poly(expr, {str(s1.target): p1}), p2):
         return None
     loops = tuple(v for v in s2.loops if v not in summed1)
     # factors over the target's indices only multiply the sum once it is taken

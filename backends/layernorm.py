@@ -9,8 +9,10 @@
 
 are one ``torch.native_layer_norm(x, (D,), g, be, eps)``, which also gives mu
 and ``rs``; ``xc`` and ``var`` are computed from them only where something
-reads them (the backward does: it is what the program saves). Any number of
-leading axes b; ``eps`` a number.
+reads them: ``var`` where it is saved for the backward (from rs, along the
+leading axes only), ``xc`` where some statement other than the backward
+kernel reads it (``saved_changes``). Any number of leading axes b; ``eps`` a
+number. Not where the variance is an output (it would be rebuilt from rs).
 
 The backward group is the statements defining ``x.grad``, ``g.grad`` and
 ``be.grad`` and the gradients of the intermediates (``mu.grad``, ``xc.grad``,
@@ -21,9 +23,11 @@ each expression is read as a polynomial (products and powers of tensor reads,
 sums over d as atoms of their own), the intermediates' definitions are
 substituted into ``x.grad``'s, and the result must be the layer norm
 gradient's polynomial term by term (``g.grad`` and ``be.grad`` up to a factor
-without indices, the 1/B of batch averaging). It is then one
-``native_layer_norm_backward`` on ``xc`` with a zero mean: the kernel drops
-the program's term in ``sum_d xc``, which the forward makes zero.
+without indices, the 1/B of batch averaging), and not where one of the
+gradients it defines is a seed. It is then one ``native_layer_norm_backward``
+on x and mu, which the forward saves in place of xc, as torch's autograd does
+(or, where xc is saved anyway, on xc with a zero mean). The kernel drops the
+program's term in ``sum_d xc``, which the forward makes zero.
 """
 
 from __future__ import annotations

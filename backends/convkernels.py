@@ -38,6 +38,9 @@ class Conv:
     partner: object = None  # the other gradient, computed in the same call
 
     def describe(self) -> str:
+        if self.partner is not None:
+            return (f"torch's convolution backward computes {self.target} (in one call "
+                    f"with {self.partner.target})")
         n = len(self.spatial)
         call = {"conv": f"torch.nn.functional.conv{n}d",
                 "conv_weight": f"torch.nn.grad.conv{n}d_weight",

@@ -234,12 +234,15 @@ def _kernel_lines(p: Pipeline) -> list[str]:
     """The groups of statements the torch backend computes with one library
     call each (backends/kernels.py), recognized on the optimized program."""
     from .backends import kernels
+    from .backends.convkernels import _pair_gradients as pair_gradients
     from .ir import grad_name
     keep = {"forward": list(p.info.outputs) + list(p.saved),
             "backward": [grad_name(t) for t in p.info.differentiable]}
     out = []
     for stage, info, forward in (("forward", p.info, None), ("backward", p.binfo, p.info)):
-        for g in kernels.find(info, keep[stage], kernels.KERNEL_OPS, forward):
+        found = kernels.find(info, keep[stage], kernels.KERNEL_OPS, forward)
+        pair_gradients(found)
+        for g in found:
             out.append("")
             out.append(f"  [{stage}] {g.describe()}")
             for k in g.members or range(g.first, g.first + g.count):

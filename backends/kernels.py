@@ -19,6 +19,11 @@ less the reduced one j, in order):
     softmax bwd  e += g * p;  s.grad += p * (g - e)             (e dead elsewhere)
     var-mean     mu += x / N;  xc = x - mu;  var += xc ** 2 / N   (N the reduced range;
                  layer norm's statistics: mu and var from one pass, xc as written)
+
+Two more families have their own modules, found here with these: whole layer
+norms, forward and backward (``layernorm.py``, tried first at each statement)
+and convolutions and their gradients (``convkernels.py``). ``reuse.py``'s
+rewrites (every backend) go through the same hook of the lowering.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from dataclasses import dataclass
 from tcc.ir import Affine, Bin, Call, DimVal, Num, Ref, reads
 
 KERNEL_OPS = ("softmax", "log_softmax", "logsumexp", "softmax_backward", "var_mean",
-              "conv", "conv_weight", "conv_input")
+              "conv", "conv_weight", "conv_input", "conv_backward", "layer_norm",
+              "layer_norm_backward")
 
 
 @dataclass
@@ -189,18 +195,31 @@ def _match_at(stmts, i, ranges=None):
     return None
 
 
-def find(info, keep, ops) -> list[Group]:
+def _candidates(stmts, ranges, i, ops, forward, info):
+    """The groups that may start at statement i, the largest first: (group, the
+    tensors that must be dead elsewhere), or None."""
+    from . import layernorm
+    if set(ops) & set(layernorm.LAYER_NORM_OPS):
+        yield layernorm.match(stmts, ranges, i, forward, info.outputs, info.inputs)
+    if ops:
+        yield _match_at(stmts, i, ranges)
+    from .convkernels import CONV_OPS, _conv
+    if set(ops) & set(CONV_OPS):
+        conv = _conv(stmts[i], i)
+        yield None if conv is None else (conv, set())
+
+
+def find(info, keep, ops, forward=None) -> list[Group]:
     """The kernel groups of a checked program whose operations are in ``ops``;
-    ``keep``: the tensors the function returns."""
+    ``keep``: the tensors the function returns; ``forward``: for a backward
+    program, the forward's Info (layer norm's backward needs its forward)."""
     stmts = [si.stmt for si in info.stmts]
     ranges = [si.ranges for si in info.stmts]
     found, i = [], 0
     while i < len(stmts):
-        m = _match_at(stmts, i, ranges) if ops else None
-        if m is None and set(ops) & set(CONV_OPS):
-            conv = _conv(stmts[i], i)
-            m = None if conv is None else (conv, set())
-        if m is not None and m[0].kind in ops:
+        for m in _candidates(stmts, ranges, i, ops, forward, info):
+            if m is None or m[0].kind not in ops:
+                continue
             group, dead = m
             inside = range(group.first, group.first + group.count)
             outside = [s for k, s in enumerate(stmts) if k not in inside]
@@ -217,15 +236,20 @@ def find(info, keep, ops) -> list[Group]:
                     not (group.also and defined & later):
                 found.append(group)
                 i += group.count
-                continue
-        i += 1
+                break
+        else:
+            i += 1
     return found
 
 
-def plan(info, keep, ops) -> dict[int, Group]:
+def plan(info, keep, ops, forward=None) -> dict[int, Group]:
     """{id of the group's StmtInfo: group} for the lowering's hook, every member."""
     out = {}
-    for g in find(info, keep, ops):
+    found = find(info, keep, ops, forward)
+    if "conv_backward" in ops:
+        from .convkernels import _pair_gradients
+        _pair_gradients(found)
+    for g in found:
         for k in g.members or range(g.first, g.first + g.count):
             out[id(info.stmts[k])] = g
     return out
@@ -238,8 +262,23 @@ def lower_group(ctx, si, group: Group) -> list:
     info = ctx.info
     if id(si) != id(info.stmts[group.first]):
         return []
+    from .convkernels import Conv, lower_conv
     if isinstance(group, Conv):
         return lower_conv(ctx, si, group)
+    from .layernorm import LayerNorm, lower
+    if isinstance(group, LayerNorm):
+        return lower(ctx, si, group)
+    from .reuse import Reuse
+    if isinstance(group, Reuse):
+        from .lower import lower_statement
+        out = [Comment(str(si.stmt)), Comment(f"(the sum above, reusing the product "
+                                              f"before it: {group.describe()})")]
+        for part in group.si:
+            t = part.stmt.target.tensor
+            if t not in ctx.info.shapes and t not in ctx.extra_shapes:     # target__sum
+                ctx.extra_shapes[t] = ctx.shape_of(group.target)
+            out += lower_statement(ctx, part)[1:]
+        return out
     members = [info.stmts[k] for k in group.members or
                range(group.first, group.first + group.count)]
     out = [Comment(str(m.stmt)) for m in members]
@@ -252,200 +291,3 @@ def lower_group(ctx, si, group: Group) -> list:
     if group.also:
         target = Tup((target, *map(ctx.local, group.also)))
     return out + [Assign(target, ap(group.kind, *args, dim=group.dim))]
-
-
-# ------------------------------------------------------------------ convolutions
-
-CONV_OPS = ("conv", "conv_weight", "conv_input")
-
-
-@dataclass
-class Conv:
-    """``Y[b, o, u...] += W[o, c, w...] * X[b, c, s*u + w ...]`` (any axis order,
-    b and o optional) and its two gradients, as torch's convolution calls."""
-    kind: str               # conv (target Y), conv_weight (target W), conv_input (target X)
-    first: int
-    target: str
-    x: object               # the Ref of each role
-    w: object
-    y: object
-    b: str | None
-    c: str
-    o: str | None
-    spatial: tuple          # ((x axis, u, w, stride), ...) in X's axis order
-    count: int = 1
-    members: tuple = ()
-    also: tuple = ()
-    scalars: tuple = ()     # factors without indices (a 1/B), multiplied in after
-
-    def describe(self) -> str:
-        n = len(self.spatial)
-        call = {"conv": f"torch.nn.functional.conv{n}d",
-                "conv_weight": f"torch.nn.grad.conv{n}d_weight",
-                "conv_input": f"torch.nn.grad.conv{n}d_input"}[self.kind]
-        return f"{call} computes {self.target}"
-
-
-def _conv(s, i):
-    from .operands import expr_vars, split_factors
-    if s.op != "+=":
-        return None
-    factors = split_factors(s.expr)
-    two = [f for up, f in factors if isinstance(f, Ref)]
-    scalars = tuple((up, f) for up, f in factors if not isinstance(f, Ref))
-    if len(two) != 2 or not all(up for up, f in factors if isinstance(f, Ref)) or \
-            any(expr_vars(f) for _, f in scalars):
-        return None
-    refs = [s.target, *two]
-    if len({r.tensor for r in refs}) != 3:
-        return None
-    multi = [r for r in refs if any(isinstance(ix, Affine) and len(ix.terms) > 1
-                                    for ix in r.index)]
-    if len(multi) != 1 or any(not isinstance(ix, Affine) for r in refs for ix in r.index):
-        return None
-    x = multi[0]
-    spatial, xplain = [], []
-    for axis, ix in enumerate(x.index):
-        if ix.const or ix.dims:
-            return None
-        if len(ix.terms) == 1 and ix.terms[0][1] == 1:
-            xplain.append(ix.terms[0][0])
-        elif len(ix.terms) == 2:
-            spatial.append((axis, dict(ix.terms)))
-        else:
-            return None
-    others = [r for r in refs if r is not x]
-    plain = {}
-    for r in others:
-        vs = _plain(r.index)
-        if vs is None:
-            return None
-        plain[id(r)] = vs
-    # the window index of the first windowed axis, as the tap-by-tap lowering reads
-    # it (``tap_windows``): the smaller coefficient, or the index the loops list later
-    terms = sorted(spatial[0][1].items(), key=lambda t: (-abs(t[1]), s.loops.index(t[0])))
-    window = terms[1][0]
-    if window not in plain[id(others[0])]:
-        others = others[::-1]
-    for w, y in (others, others[::-1]):
-        found = _conv_roles(s, i, x, w, y, spatial, xplain, plain[id(w)], plain[id(y)])
-        if found is not None:
-            found.scalars = scalars
-            return found
-    return None
-
-
-def _conv_roles(s, i, x, w, y, spatial, xplain, wv, yv):
-    """The convolution with w as the filter and y as the output, if the indices fit."""
-    sp = []
-    for axis, terms in spatial:
-        ws = [v for v, c in terms.items() if c == 1 and v in wv and v not in yv]
-        us = [v for v, c in terms.items() if c >= 1 and v in yv and v not in wv]
-        if len(ws) != 1 or len(us) != 1 or ws[0] == us[0]:
-            return None
-        sp.append((axis, us[0], ws[0], terms[us[0]]))
-    if not 1 <= len(sp) <= 3:
-        return None
-    us, ws = {f[1] for f in sp}, {f[2] for f in sp}
-    bs = [v for v in xplain if v in yv and v not in wv]
-    cs = [v for v in xplain if v in wv and v not in yv]
-    os_ = [v for v in wv if v in yv and v not in xplain]
-    if len(cs) != 1 or len(bs) > 1 or len(os_) > 1 or len(us) != len(sp) or \
-            len(ws) != len(sp) or len(set(xplain)) != len(xplain):
-        return None
-    if set(xplain) != set(bs + cs) or set(wv) != set(os_ + cs) | ws or \
-            set(yv) != set(bs + os_) | us or set(s.loops) != set(bs + cs + os_) | us | ws:
-        return None
-    kind = "conv" if s.target is y else "conv_weight" if s.target is w else "conv_input"
-    return Conv(kind, i, s.target.tensor, x, w, y, bs[0] if bs else None, cs[0],
-                os_[0] if os_ else None, tuple(sp))
-
-
-def _canon(node, order, want):
-    """``node`` over ``order`` permuted to ``want`` (a name None: a new axis)."""
-    from .operands import ap
-    from .target import NEW, Index, Slice
-    present = [v for v in want if v is not None]
-    if list(order) != present:
-        node = ap("transpose", node, perm=tuple(order.index(v) for v in present))
-    for k, v in enumerate(want):
-        if v is None:
-            node = Index(node, (Slice(),) * k + (NEW,))
-    return node
-
-
-def _uncanon(node, canon, want):
-    """A result over ``canon`` (None: an axis of length 1 to drop) as ``want``."""
-    from .operands import ap
-    from .target import Index, Lit, Slice
-    for k in reversed(range(len(canon))):
-        if canon[k] is None:
-            node = Index(node, (Slice(),) * k + (Lit(0),))
-    kept = [v for v in canon if v is not None]
-    if kept != list(want):
-        node = ap("transpose", node, perm=tuple(kept.index(v) for v in want))
-    return node
-
-
-def lower_conv(ctx, si, g: Conv) -> list:
-    from .operands import ap, factor_value, mul, read_operand, shape_tuple
-    from .target import Assign, Comment, Index, Lit, Op, Slice, Tup, Update
-    ranges = si.ranges
-    size = lambda v: ctx.var_size(ranges, v)    # noqa: E731
-    sp_x = [a for a, _, _, _ in g.spatial]
-    us = [u for _, u, _, _ in g.spatial]
-    ws = [w for _, _, w, _ in g.spatial]
-    stride = tuple(s for _, _, _, s in g.spatial)
-    # the input's extent that the outputs reach: s * (R - 1) + F on each spatial axis
-    reach = [Op("+", (Op("-", (size(u), Lit(1))) if s == 1 else
-                      mul(Lit(s), Op("-", (size(u), Lit(1)))), size(w)))
-             for _, u, w, s in g.spatial]
-    x_order = [ix.terms[0][0] if len(ix.terms) == 1 else f"#{a}"
-               for a, ix in enumerate(g.x.index)]
-    x_canon = [g.b, g.c] + [f"#{a}" for a in sp_x]
-    w_canon = [g.o, g.c] + ws
-    y_canon = [g.b, g.o] + us
-    narrow = Tup((Slice(), Slice()) + tuple(Slice(None, r) for r in reach))
-    out = [Comment(str(si.stmt)), Comment(f"(one library kernel: {g.describe()})")]
-    n = len(g.spatial)
-    kw = dict(n=n, stride=stride)
-    ctx.defined.add(g.target)
-    name = ctx.local(g.target)
-
-    def scaled(val):
-        if not g.scalars:
-            return val
-        scalar = factor_value(ctx, list(g.scalars), (), ranges)
-        # a 1/B over an empty sum is 0, as the statement by statement lowering has it
-        summed = [v for v in si.stmt.loops if v not in
-                  {u for ix in si.stmt.target.index for u, _ in ix.terms}]
-        count = None
-        for v in summed:
-            count = size(v) if count is None else mul(count, size(v))
-        if count is not None:
-            scalar = ap("if_nonzero", scalar, count)
-        return mul(scalar, val)
-
-    def operand(ref):
-        return read_operand(ctx, Ref(ref.tensor, ref.index) if ref is not g.x else ref,
-                            ranges).node
-
-    if g.kind == "conv":
-        xc = Index(_canon(ctx.local(g.x.tensor), x_order, x_canon), narrow.items)
-        wc = _canon(operand(g.w), list(_plain(g.w.index)), w_canon)
-        val = _uncanon(ap("conv", xc, wc, **kw), y_canon, list(_plain(g.y.index)))
-        return out + [Assign(name, scaled(val))]
-    gc = _canon(operand(g.y), list(_plain(g.y.index)), y_canon)
-    if g.kind == "conv_weight":
-        xc = Index(_canon(ctx.local(g.x.tensor), x_order, x_canon), narrow.items)
-        wshape = Tup(tuple(Lit(1) if v is None else size(v) for v in w_canon))
-        val = _uncanon(ap("conv_weight", xc, wshape, gc, **kw), w_canon,
-                       list(_plain(g.w.index)))
-        return out + [Assign(name, scaled(val))]
-    wc = _canon(operand(g.w), list(_plain(g.w.index)), w_canon)
-    xshape = Tup(tuple(Lit(1) if v is None else size(v) for v in (g.b, g.c)) + tuple(reach))
-    val = _uncanon(ap("conv_input", xshape, wc, gc, **kw), x_canon, x_order)
-    region = tuple(Slice(None, reach[sp_x.index(a)]) if a in sp_x else Slice()
-                   for a in range(len(g.x.index)))
-    return out + [Assign(name, ap("zeros", shape_tuple(ctx, ctx.shape_of(g.target)))),
-                  Update(Index(name, region), "+=", scaled(val))]

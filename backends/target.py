@@ -182,10 +182,18 @@ OPS = {
     "logsumexp": "log of the sum of exp(x) over axis dim (the maximum subtracted)",
     "softmax_backward": "y * (g - sum(g * y, dim)): the softmax backward, y the softmax",
     "var_mean": "(variance, mean) of x over axis dim, the variance over N (not N - 1)",
+    "layer_norm": "(y, mean, 1 / sqrt(var + eps)) of layer norm over x's last axis, with "
+                  "weight and bias (or None); the statistics over the leading axes",
+    "layer_norm_backward": "(x.grad, weight.grad, bias.grad) of layer norm from dy, x, its "
+                           "mean (None: x is centred) and rstd (None where mask is False)",
     "conv": "x (batch, channels, positions...) convolved with w (out, in, taps...), "
             "valid, at stride (n: the number of position axes)",
     "conv_weight": "the gradient of conv with respect to w (of shape), given the output's g",
     "conv_input": "the gradient of conv with respect to x (of shape), given the output's g",
+    "conv_backward": "(x.grad, w.grad) of conv in one call, given x, w and the output's g",
+    "fit": "x in the leading corner of zeros of shape (x itself when it has that shape)",
+    "conv_extent": "n, the axis' size, if n - reach < stride (a strided convolution over "
+                   "all n has the outputs one over reach has), else reach",
     "stride": "a tensor's strides in elements (torch)",
     "ufunc": "an elementwise operation (add, subtract, multiply, divide, negative, or a "
              "function fn:name whose row has an out form) of args written into out",

@@ -147,6 +147,11 @@ TORCH_CODE = {
                          ATOM),
     "var_mean": (lambda p, x, dim: f"torch.var_mean({p.expr(x)}, dim={dim}, correction=0)",
                  ATOM),
+    "layer_norm": (lambda p, x, w, b, eps: f"_layer_norm({p.expr(x)}, {p.expr(w)}, "
+                                           f"{p.expr(b)}, {literal(eps)})", ATOM),
+    "layer_norm_backward": (lambda p, dy, x, mean, rstd, w, mask: f"_layer_norm_backward("
+                            f"{p.expr(dy)}, {p.expr(x)}, {p.expr(mean)}, {p.expr(rstd)}, "
+                            f"{p.expr(w)}, {literal(mask)})", ATOM),
     "conv": (lambda p, x, w, n, stride: f"torch.nn.functional.conv{n}d({p.expr(x)}, "
                                         f"{p.expr(w)}, stride={literal(stride)})", ATOM),
     "conv_weight": (lambda p, x, shape, g, n, stride: f"torch.nn.grad.conv{n}d_weight("
@@ -155,6 +160,10 @@ TORCH_CODE = {
     "conv_input": (lambda p, shape, w, g, n, stride: f"torch.nn.grad.conv{n}d_input("
                    f"{p.expr(shape)}, {p.expr(w)}, {p.expr(g)}, stride={literal(stride)})",
                    ATOM),
+    "conv_backward": (lambda p, x, w, g, n, stride: f"_conv_backward({p.expr(x)}, "
+                      f"{p.expr(w)}, {p.expr(g)}, {literal(stride)})", ATOM),
+    "fit": call("_fit({0}, {1})"),
+    "conv_extent": call("_extent({0}, {1}, {2})"),
     "min_at": call("_min_at({0}, {1}, {2})"),
     "arange": call("torch.arange({0}, device=dt.device)"),
     "diagonal": (lambda p, x, axis1=0, axis2=1: f"torch.diagonal({p.expr(x)}, dim1={axis1}, "
@@ -181,7 +190,9 @@ TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
                  "min_at": ("_min_at", "_indices", "_tensor"), "where": ("_tensor",),
                  "pad": ("_pad",),
                  "min": ("_amin",), "broadcast_to": ("_tensor",), "array": ("_array",),
-                 "asarray": ("_asarray",)}
+                 "asarray": ("_asarray",), "layer_norm": ("_layer_norm",),
+                 "layer_norm_backward": ("_layer_norm_backward",), "fit": ("_fit",),
+                 "conv_extent": ("_extent",), "conv_backward": ("_conv_backward",)}
 
 
 class TorchPrinter(Printer):

@@ -142,3 +142,45 @@ def _einsum(spec, path, *operands):
         terms.append(kept)
     (last,) = terms
     return ops[0] if last == output else torch.einsum(f"{last}->{output}", ops[0])
+
+
+def _layer_norm(x, weight, bias, eps):
+    # torch's layer norm over the last axis: (y, mean, 1 / sqrt(variance + eps)),
+    # the two statistics over the leading axes
+    y, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], weight, bias, eps)
+    return y, mean.reshape(x.shape[:-1]), rstd.reshape(x.shape[:-1])
+
+
+def _layer_norm_backward(dy, x, mean, rstd, weight, mask):
+    # torch's layer norm backward over the last axis: (x.grad, weight.grad, bias.grad),
+    # None where mask is False; mean None: x is centred already (its mean is 0)
+    bias = dy.new_empty(dy.shape[-1:]) if mask[2] else None    # (only its shape is read)
+    mean = rstd.new_zeros(rstd.shape) if mean is None else mean
+    return torch.ops.aten.native_layer_norm_backward(
+        dy, x, x.shape[-1:], mean, rstd, weight, bias, list(mask))
+
+
+def _fit(x, shape):
+    # x in the leading corner of a zero tensor of the given shape; x itself (no
+    # copy) when it has that shape already
+    if tuple(x.shape) == tuple(shape):
+        return x
+    out = x.new_zeros(shape)
+    out[tuple(slice(0, n) for n in x.shape)] = x
+    return out
+
+
+def _extent(n, reach, stride):
+    # the extent of an axis a strided convolution reads: all n of it when the
+    # positions past reach are fewer than the stride (the outputs are the same),
+    # so the kernels take the tensor whole; else the first reach positions
+    return n if n - reach < stride else reach
+
+
+def _conv_backward(x, w, g, stride):
+    # both gradients of a valid convolution in one call, as autograd makes it (the
+    # operands are made contiguous once): (x.grad, w.grad)
+    n = len(stride)
+    dx, dw, _ = torch.ops.aten.convolution_backward(
+        g, x, w, None, list(stride), [0] * n, [1] * n, False, [0] * n, 1, [True, True, False])
+    return dx, dw

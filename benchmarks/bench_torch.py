@@ -17,10 +17,12 @@ F.conv2d, F.scaled_dot_product_attention ...). Columns:
 - tcc.torch: the same module through the tcc.torch.function autograd adapter.
 
 Every column is first checked against eager (outputs and gradients). The
-columns are timed interleaved, one call of each per round, and a ratio is the
-median over rounds of (column / eager), or / compile, so that load on a shared
-machine hits every column of a round alike. torch runs with its default
-number of threads.
+columns are timed interleaved, one call of each per round, each round starting
+at the next column (so that no column always follows torch.compile's, whose
+worker threads spin on after it returns), and a ratio is the median over
+rounds of (column / eager), or / compile, so that load on a shared machine
+hits every column of a round alike. torch runs with its default number of
+threads.
 """
 
 from __future__ import annotations
@@ -178,8 +180,13 @@ def run(name, args, device, dtype):
     for p in problems:
         print("FAIL", p, file=sys.stderr)
     times = {c: [] for c in cols}
-    for _ in range(args.repeat):
-        for c, step in cols.items():
+    names = list(cols)
+    for r in range(args.repeat):
+        # each round starts at the next column: a column's threads still busy after
+        # it returns (torch.compile's OpenMP workers spin for a while) slow whichever
+        # column comes next, so every column comes next as often
+        for c in names[r % len(names):] + names[:r % len(names)]:
+            step = cols[c]
             sync(device)
             t0 = time.perf_counter()
             step(t, seeds)

@@ -165,10 +165,11 @@ def _row_block_source(helpers) -> str:
     return text[text.index("# Row blocks."):].rstrip() + "\n"
 
 
-def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = False
-                   ) -> tuple[list[str], object]:
+def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = False,
+                   forward: Info | None = None) -> tuple[list[str], object]:
     """The lowered statements of one generated function, printed; ``returned``:
-    the tensors it returns (a library kernel never hides one of them)."""
+    the tensors it returns (a library kernel never hides one of them);
+    ``forward``: the forward's Info, for a backward (its kernels may need it)."""
     from .backends import kernels
     from .backends.lower import lower_program
     from .backends.operands import Context
@@ -176,7 +177,9 @@ def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = F
     ctx = Context(info, names, row_blocks=row_blocks, returned=set(returned))
     ops = {op for op in kernels.KERNEL_OPS if op in printer.code}
     if ops:
-        ctx.kernels = kernels.plan(info, returned, ops)
+        ctx.kernels = kernels.plan(info, returned, ops, forward)
+    from .backends import reuse
+    ctx.kernels.update(reuse.plan(info, ctx.kernels))
     # integer data that is read as a number as well as used for gathers
     value_reads = {r.tensor for si in info.stmts for r in reads(si.stmt.expr)}
     for t in sorted(info.gather_data & value_reads):
@@ -202,6 +205,24 @@ def _unpack(tensors, names, source="arrays") -> list[str]:
     return [f'{names(t)} = {source}["{py_name(t)}"]' for t in tensors]
 
 
+def backward_reads(p: Pipeline, backend_name: str = "numpy") -> tuple[list, list, set]:
+    """(the forward-computed values the generated backward reads, every tensor
+    it reads but its seeds, the backward program's inputs it does not read).
+    Those of the backward program (``p.saved``), except where a library kernel
+    of the backend reads others: torch's layer norm backward reads x and the
+    mean in place of the centred x (backends/layernorm.py)."""
+    from .backends import kernels, layernorm
+    code = _backend(backend_name).code
+    drop, add = layernorm.saved_changes(p.info, p.binfo,
+                                        {op for op in kernels.KERNEL_OPS if op in code})
+    info = p.info
+    saved = list(dict.fromkeys([t for t in p.saved if t not in drop] +
+                               [t for t in add if t in info.computed]))
+    reads = list(dict.fromkeys([t for t in p.binfo.inputs if t not in drop and not
+                                (is_grad(t) and base_name(t) in info.outputs)] + add))
+    return saved, reads, drop
+
+
 def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = False) -> str:
     """The module's text; ``second_order`` adds jvp, hvp and hessian_diagonal."""
     backend = _backend(backend_name)
@@ -221,7 +242,8 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
 
     # ---- forward
     kinds = {py_name(t): ("gather" if t in info.gather_data else "float") for t in info.inputs}
-    returned = list(info.outputs) + [t for t in p.saved if t not in info.outputs]
+    saved_values, backward_tensors, unread = backward_reads(p, backend_name)
+    returned = list(info.outputs) + [t for t in saved_values if t not in info.outputs]
     if not p.optimize:
         returned = list(info.outputs) + [t for t in info.computed if t not in info.outputs]
     fbody, fctx = _function_body(info, names, printer, returned, backend.row_blocks)
@@ -246,9 +268,10 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
 
     # ---- backward
     bbody, bctx = _function_body(binfo, names, printer,
-                                 [grad_name(t) for t in info.differentiable], backend.row_blocks)
+                                 [grad_name(t) for t in info.differentiable], backend.row_blocks,
+                                 forward=info)
     seeds = [t for t in binfo.inputs if is_grad(t) and base_name(t) in info.outputs]
-    saved = [t for t in binfo.inputs if t not in seeds and t not in info.inputs]
+    saved = [t for t in backward_tensors if t not in seeds and t not in info.inputs]
     bkinds = dict(kinds)
     for t in info.computed:
         bkinds[py_name(t)] = "float"
@@ -272,7 +295,8 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
                                 for d in info.shapes[o]) + \
             ("," if len(info.shapes[o]) == 1 else "") + ")"
         bwd.append(f'    arrays["{py_name(t)}"] = seed(grads, "{o}", {shape}, dt)')
-    bpre = _unpack(binfo.inputs, names)
+    bpre = _unpack([t for t in binfo.inputs if t not in unread] +
+                   [t for t in backward_tensors if t not in binfo.inputs], names)
     for t, name in bctx.value_casts.items():
         bpre.append(f"{name} = {_cast(printer, local_name(t))}")
     size_lines = _size_lines(bctx, names)
@@ -291,6 +315,11 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
                 ("," if len(info.shapes[t]) == 1 else "") + ")"
             ret.append(f'"{t}": {_zeros(printer, shape)}')
     bwd.append("    return {" + ", ".join(ret) + "}")
+
+    # the checks of what the backward reads (a kernel's reads in place of the program's)
+    bplan = [s for s in binfo.plan if not (s[0] == "shape" and s[1] in unread)] + \
+        [("shape", t, tuple(info.shapes[t]), False) for t in backward_tensors
+         if t in info.computed and t not in binfo.inputs]
 
     second_consts, second_funcs = [], []
     if second_order:
@@ -329,7 +358,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
         f"_RANDOM = {rnd!r}",
         f"_GATHER_LIMITS = {limits!r}",
         "_FORWARD_PLAN = " + pprint.pformat(_plan_py(info.plan), width=96, compact=True),
-        "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(binfo.plan), width=96, compact=True),
+        "_BACKWARD_PLAN = " + pprint.pformat(_plan_py(bplan), width=96, compact=True),
         *second_consts,
     ]
     torch = backend.runtime == "torch"

@@ -245,12 +245,15 @@ def _kernel_lines(p: Pipeline) -> list[str]:
     """The groups of statements the torch backend computes with one library
     call each (backends/kernels.py), recognized on the optimized program."""
     from .backends import kernels
+    from .backends.convkernels import _pair_gradients as pair_gradients
     from .ir import grad_name
     keep = {"forward": list(p.info.outputs) + list(p.saved),
             "backward": [grad_name(t) for t in p.info.differentiable]}
     out = []
-    for stage, info in (("forward", p.info), ("backward", p.binfo)):
-        for g in kernels.find(info, keep[stage], kernels.KERNEL_OPS):
+    for stage, info, forward in (("forward", p.info, None), ("backward", p.binfo, p.info)):
+        found = kernels.find(info, keep[stage], kernels.KERNEL_OPS, forward)
+        pair_gradients(found)
+        for g in found:
             out.append("")
             out.append(f"  [{stage}] {g.describe()}")
             for k in g.members or range(g.first, g.first + g.count):
@@ -264,6 +267,7 @@ def _kernel_lines(p: Pipeline) -> list[str]:
 def _lowering(p: Pipeline, stage: str, row_blocks: bool):
     """(statements, shapes of the arrays by local name) of one function of p
     as the NumPy backend lowers it."""
+    from .backends import reuse
     from .backends.lower import lower_program
     from .backends.operands import Context, Names
     names = Names(dict.fromkeys([*p.info.roles, *p.binfo.roles, *p.info.dims, *p.binfo.dims]))
@@ -271,6 +275,7 @@ def _lowering(p: Pipeline, stage: str, row_blocks: bool):
     returned = set(p.info.outputs) | set(p.saved) if stage == "forward" else \
         {grad_name(t) for t in p.info.differentiable}
     ctx = Context(info, names, row_blocks=row_blocks, returned=returned)
+    ctx.kernels.update(reuse.plan(info, ctx.kernels))
     stmts = lower_program(ctx)
     return stmts, {names(t): tuple(ctx.shape_of(t)) for t in info.shapes}
 

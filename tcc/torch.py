@@ -72,8 +72,9 @@ class _Spec:
         self.roles = {py_name(t): info.roles[t] for t in info.inputs}
         self.shapes = {py_name(t): tuple(info.shapes[t]) for t in info.inputs}
         # what the backward's code reads: forward inputs and saved values (not seeds)
-        self.reads = {py_name(t) for t in p.binfo.inputs if not is_grad(t)}
-        self.saved = [py_name(t) for t in p.saved]
+        saved, reads, _ = compiler.backward_reads(p, "torch")
+        self.reads = {py_name(t) for t in reads if not is_grad(t)}
+        self.saved = [py_name(t) for t in saved]
 
 
 class _Apply(torch.autograd.Function):

@@ -94,16 +94,16 @@ def take(tensors, kinds, what, optional=()):
     return arrays, torch.empty(0, dtype=dtype, device=device)
 
 
-def seed(grads, name, shape, dt):
+def seed(grads, name, shape, dt, what="seed"):
     g = grads.get(name)
     if g is None:
         return dt.new_zeros(shape)
     g = g if isinstance(g, torch.Tensor) else torch.as_tensor(g)
     if g.is_complex():
-        raise ValueError(f"the seed for '{name}' is complex ({_Kind(g.dtype)})")
+        raise ValueError(f"the {what} for '{name}' is complex ({_Kind(g.dtype)})")
     if tuple(g.shape) != tuple(shape):
-        raise ValueError(f"the seed for '{name}' has shape {tuple(g.shape)}, but '{name}' has "
-                         f"shape {tuple(shape)}")
+        raise ValueError(f"the {what} for '{name}' has shape {tuple(g.shape)}, but '{name}' "
+                         f"has shape {tuple(shape)}")
     return g.to(dt)
 
 

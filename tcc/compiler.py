@@ -364,7 +364,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
     torch = backend.runtime == "torch"
     rest = [] if torch else [_module_runtime()]
     if second_order:
-        rest.append(compiler_second.TORCH_RUNTIME if torch else compiler_second.RUNTIME)
+        rest.append(compiler_second.RUNTIME)
     if helpers:
         rest.append("# ---- helpers\n\n" + _helper_source(helpers, backend.helper_module))
     rest += [
@@ -425,15 +425,15 @@ def _positive(info: Info) -> bool:
 
 def _module_runtime() -> str:
     """The numpy module's seed check (seed_names and need_saved are in _rt.py)."""
-    return '''def seed(grads, name, shape, dt):
+    return '''def seed(grads, name, shape, dt, what="seed"):
     g = grads.get(name)
     if g is None:
         return np.zeros(shape, dtype=dt)
     g = np.asarray(g)
     if g.dtype.kind == "c":
-        raise ValueError(f"the seed for '{name}' is complex ({g.dtype})")
+        raise ValueError(f"the {what} for '{name}' is complex ({g.dtype})")
     if g.shape != tuple(shape):
-        raise ValueError(f"the seed for '{name}' has shape {g.shape}, but '{name}' has "
+        raise ValueError(f"the {what} for '{name}' has shape {g.shape}, but '{name}' has "
                          f"shape {tuple(shape)}")
     return g.astype(dt, copy=False)'''
 

@@ -128,6 +128,8 @@ def _plan_py(plan):
     return plan_py(plan)
 
 
+# The second-order runtime, the same for both module kinds: a tangent is
+# checked as a seed is (the runtime's seed(), with its own word).
 RUNTIME = '''def tangent_names(tangents, names, what):
     unknown = [k for k in tangents if k not in names]
     if unknown:
@@ -136,36 +138,7 @@ RUNTIME = '''def tangent_names(tangents, names, what):
 
 
 def direction(tangents, name, shape, dt):
-    v = tangents.get(name)
-    if v is None:
-        return np.zeros(shape, dtype=dt)
-    v = np.asarray(v)
-    if v.dtype.kind == "c":
-        raise ValueError(f"the tangent for '{name}' is complex ({v.dtype})")
-    if v.shape != tuple(shape):
-        raise ValueError(f"the tangent for '{name}' has shape {v.shape}, but '{name}' has "
-                         f"shape {tuple(shape)}")
-    return v.astype(dt, copy=False)'''
-
-
-TORCH_RUNTIME = '''def tangent_names(tangents, names, what):
-    unknown = [k for k in tangents if k not in names]
-    if unknown:
-        raise ValueError(f"{what}() got a tangent for {', '.join(map(repr, unknown))}, which "
-                         f"is not an input or param; they are {', '.join(names) or 'none'}")
-
-
-def direction(tangents, name, shape, dt):
-    v = tangents.get(name)
-    if v is None:
-        return dt.new_zeros(shape)
-    v = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
-    if v.is_complex():
-        raise ValueError(f"the tangent for '{name}' is complex ({_Kind(v.dtype)})")
-    if tuple(v.shape) != tuple(shape):
-        raise ValueError(f"the tangent for '{name}' has shape {tuple(v.shape)}, but '{name}' "
-                         f"has shape {tuple(shape)}")
-    return v.to(dt)'''
+    return seed(tangents, name, shape, dt, "tangent")'''
 
 
 SELF_CHECK = '''def _self_check_second_order(seed=0):

@@ -316,15 +316,15 @@ def fd_check(loss, inputs, grads, scale, noise=0.0, h=1e-6, tol=1e-6):
             rows.append((t, x.shape, c.error, int(kink.sum()), c.error <= tol, note))
     return rows
 
-def seed(grads, name, shape, dt):
+def seed(grads, name, shape, dt, what="seed"):
     g = grads.get(name)
     if g is None:
         return np.zeros(shape, dtype=dt)
     g = np.asarray(g)
     if g.dtype.kind == "c":
-        raise ValueError(f"the seed for '{name}' is complex ({g.dtype})")
+        raise ValueError(f"the {what} for '{name}' is complex ({g.dtype})")
     if g.shape != tuple(shape):
-        raise ValueError(f"the seed for '{name}' has shape {g.shape}, but '{name}' has "
+        raise ValueError(f"the {what} for '{name}' has shape {g.shape}, but '{name}' has "
                          f"shape {tuple(shape)}")
     return g.astype(dt, copy=False)
 

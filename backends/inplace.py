@@ -9,7 +9,7 @@ NumPy writes ``np.subtract(T, m[:, None], out=P); np.exp(P, out=P); ...``.
 
 ``rewrite`` does the same to the statements of a row-block function (the
 statements run on blocks of rows, ``rowblocks.py``). It follows the target
-IR's shapes (``target.shape``): an operation writes into one of its operands
+IR's shapes (``shapes.shape``): an operation writes into one of its operands
 when that operand is a temporary this statement made and already has the
 result's shape, or into the statement's target when that is an array of the
 result's shape that the expression does not read. Every ufunc runs on the same
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from tcc import functions
 
-from .target import ALL, Apply, Assign, Do, Index, Lit, Name, Op, shape, walk
+from .shapes import shape
+from .target import ALL, Apply, Assign, Do, Index, Lit, Name, Op, walk
 
 # operators with a NumPy ufunc, and which may run in place (``**`` stays an
 # operator: ``x ** 2`` takes NumPy's fast square)
@@ -102,7 +103,7 @@ def _do(op: str, args: tuple, out: Name) -> Do:
 
 def rewrite(stmts: list, env: dict, keep=frozenset(), min_rank: int = 0) -> list:
     """The statements with each elementwise assignment computed through ``out=``
-    and in place; ``env`` maps each array's name to its shape (``target.shape``).
+    and in place; ``env`` maps each array's name to its shape (``shapes.shape``).
 
     A local that an earlier statement of ``stmts`` made and that this one reads
     for the last time, once, is a temporary too: its memory is reused; never

@@ -22,7 +22,8 @@ from dataclasses import replace
 from tcc.check import StmtInfo
 from tcc.ir import Affine, DimVal, Gather, IndexCmp, Ref, children, index_cmps, reads, rebuild
 
-from .operands import (Context, Operand, add, align, ap, contract, elementwise,
+from .contractions import contract
+from .operands import (Context, Operand, add, align, ap, elementwise,
                        expr_vars, index_vars, is_guard, mul, product_operands, shape_tuple,
                        simple_axes, slice_part, split_factors, split_terms,
                        const_value, advanced_index)

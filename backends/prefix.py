@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from tcc.ir import IndexCmp
 
-from .operands import (Context, Operand, ap, contract, expr_vars, is_guard, mul,
+from .contractions import contract
+from .operands import (Context, Operand, ap, expr_vars, is_guard, mul,
                        product_operands)
 from .target import Index, Lit, Slice, Tup
 from .triangular import triangle

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 
-from .target import Apply, Assign, Def, Do, For, If, Index, Lit, Name, Op, Update, shape, walk
+from .shapes import shape
+from .target import Apply, Assign, Def, Do, For, If, Index, Lit, Name, Op, Update, walk
 
 
 class _Unknown(Exception):

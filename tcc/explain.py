@@ -292,7 +292,7 @@ def lowered_lines(p: Pipeline) -> list[str]:
     """The target IR the backends print for the optimized forward and backward:
     every strategy the lowering chose (views, contractions and their order,
     scatters), before any backend's table spells it."""
-    from .backends.target import typed_lines
+    from .backends.shapes import typed_lines
     out = ["Lowered for NumPy (the target IR; each backend prints these nodes through its "
            "table). Each array a statement makes is typed: its shape, and dt, the "
            "computation dtype the inputs give at run time. Inside a row-block function the "

@@ -3,7 +3,7 @@ statements write through ``out=`` into their target or into temporaries they
 made, and reuse a local's memory when they read it for the last time. The
 results must be the very same bits as the plain expressions.
 
-The target IR's shapes (``target.shape``) decide what may be overwritten; the
+The target IR's shapes (``shapes.shape``) decide what may be overwritten; the
 tests below check those rules on nodes, then every example, forward and
 backward, against the module compiled without the pass.
 """
@@ -18,8 +18,8 @@ import pytest
 import tcc
 from tcc import interp
 from tcc.backends import inplace
-from tcc.backends.target import ALL, NEW, Apply, Assign, Index, Lit, Name, Op, Slice, \
-    shape
+from tcc.backends.shapes import shape
+from tcc.backends.target import ALL, NEW, Apply, Assign, Index, Lit, Name, Op, Slice
 from tcc.check import analyze
 from tcc.parse import parse
 

@@ -238,8 +238,9 @@ def test_explain_lowered_prints_the_target_ir(capsys):
 
 def test_target_ir_values_are_typed(capsys):
     """Every array a statement makes has a shape in dims and a dtype, from the
-    shapes of its parts (target.shape, target.dtype); explain prints them."""
-    from tcc.backends.target import ALL, Apply, Index, Lit, Name, Op, Slice, Tup, dtype, shape
+    shapes of its parts (shapes.shape, shapes.dtype); explain prints them."""
+    from tcc.backends.shapes import dtype, shape
+    from tcc.backends.target import ALL, Apply, Index, Lit, Name, Op, Slice, Tup
     env = {"x": ("B", "D"), "g": ("D",)}
     assert shape(Apply("sum", (Name("x"),), (("axis", 1),)), env) == ("B",)
     assert shape(Apply("max", (Name("x"),), (("axis", (0, 1)),)), env) == ()

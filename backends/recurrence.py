@@ -16,6 +16,11 @@ seed the program updates (``h.grad`` in a backward) is copied into its
 buffer first. A statement with written ranges whose only reads outside a
 tensor are offsets along one axis (``h[t - 1]`` in ``U.grad += a.grad[t] *
 h[t - 1]``, ``h`` data of the backward) reads a zero-padded copy.
+
+It is one module a little over 500 lines on purpose: the schedule walk, the
+padded buffers and the step loop share one state (``_State``: which buffer
+holds which tensor, which rows are padding); the live-slot restriction is the
+part that stands alone, in ``recurrence_slots.py``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@
 ``compile_source`` writes the module text; ``compile`` executes it and
 returns a Kernel with ``.forward``, ``.backward`` and ``.source``, cached by
 source text and options.
+
+It is one module near 600 lines on purpose: it is the module generator, and
+its parts (header, size plan, runtime selection, forward, backward, the
+self-check tail) each emit one section of one file, in order. The lowering,
+the runtime and the second-order functions are elsewhere (``backends/``,
+``_rt.py``, ``compiler_second.py``).
 """
 
 from __future__ import annotations

@@ -34,6 +34,11 @@ depend on one element of each operand. Through a recurrence it is a
 recurrence in the backward's direction (descending, like BPTT); a weight that
 every step reads drops the terms between steps (a later h depends on an
 earlier one), so its diagonal is an approximation even for an elementwise cell.
+
+It is one module over 500 lines on purpose: the tangent rules, the HVP (the
+same rules applied to the backward program) and the diagonal recursion read
+one rule table and one fixed point over recurrences; split, each would carry
+a copy of that walk.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ CASES = {
                {"A": (6, 6)}, "f = np.triu(np.tril(A), -2)"),
     "heads": ("input q[H, T, E], k[H, T, E]\noutput s[H, T, T]\n"
               "for h, t, j, e: s[h, t, j] += q[h, t, e] * k[h, j, e] * (j <= t)\n",
-              {"q": (2, 4, 3), "k": (2, 4, 3)}, "np.tril(np.einsum("),
+              {"q": (2, 4, 3), "k": (2, 4, 3)}, "np.tril(q @ k.transpose(0, 2, 1))"),
     "attention output": ("input a[T, T], v[T, D]\noutput o[T, D]\n"
                          "for t, j, d: o[t, d] += (j <= t) * a[t, j] * v[j, d]\n",
                          {"a": (4, 4), "v": (4, 3)}, "o = np.tril(a) @ v"),

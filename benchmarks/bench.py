@@ -890,8 +890,9 @@ def bench_workload(w: Workload, cols: dict, args) -> dict[str, str]:
     against its result and timed relative to it.
 
     The columns are timed interleaved, one call of each per round, so that a
-    burst of load on a shared machine hits every column of that round alike; a
-    ratio is the median over the rounds of (column time / hand-written time)."""
+    burst of load on a shared machine hits every column of that round alike,
+    each round starting at the next column; a ratio is the median over the
+    rounds of (column time / hand-written time)."""
     sizes = w.quick if args.quick else w.sizes
     t, seeds = w.make(np.random.default_rng(0), np.dtype(args.dtype), **sizes)
     rtol = 1e-6 if args.dtype == "float64" else 2e-3
@@ -923,9 +924,13 @@ def bench_workload(w: Workload, cols: dict, args) -> dict[str, str]:
         steps[label] = step
     times: dict[str, list[float]] = {label: [] for label in steps}
     started = time.perf_counter()
-    for _ in range(args.repeat):
-        for label, step in steps.items():
-            times[label].append(time_once(step, t, seeds))
+    order = list(steps)
+    for r in range(args.repeat):
+        # each round starts at the next column: threads that spin on after a
+        # call returns (OpenMP in torch, OpenBLAS) slow whichever column runs
+        # next, and that must not always be the same one
+        for label in order[r % len(order):] + order[:r % len(order)]:
+            times[label].append(time_once(steps[label], t, seeds))
         if time.perf_counter() - started > args.max_seconds:
             break
     hand = times.get("hand-written")

@@ -147,8 +147,10 @@ _NEW = {"einsum", "sum", "max", "min", "as_float", "array", "copy", "zeros", "fu
 
 
 def _new_array(value) -> bool:
+    """Whether a value is a new array of the computation dtype, free to reuse
+    (a comparison's booleans are not: a product written into them would fail)."""
     if isinstance(value, Op):
-        return value.op not in ("and", "is", "is not")
+        return value.op in UFUNCS or value.op == "**"
     return isinstance(value, Apply) and (value.op.startswith("fn:") or value.op in _NEW)
 
 

@@ -236,3 +236,10 @@ def test_a_matrix_product_per_batch_position_is_a_stacked_matmul():
     dots = tcc.compile("input A[N, K], X[N, K]\noutput y[N]\n"
                        "for n, k: y[n] += A[n, k] * X[n, k]\n")
     assert "np.einsum('ab,ab->a', A, X)" in dots.source
+
+
+def test_a_comparison_local_is_never_a_scratch():
+    # booleans cannot hold a product: the mask keeps its memory
+    stmts = [Assign(Name("T"), Op(">", (Name("S"), Lit(0.0)))),
+             Assign(Name("E"), Op("*", (Name("T"), Apply("fn:exp", (Name("M"),)))))]
+    assert "out=T" not in " ".join(_code(inplace.rewrite(stmts, ENV)))

@@ -51,6 +51,13 @@ def choose_sizes(info: Info, given: dict[str, int] | None = None) -> dict[str, i
     sizes = {}
     for k, d in enumerate(bound):
         sizes[d] = given.get(d, SIZE_POOL[k % len(SIZE_POOL)])
+    # a constant index needs its axis that long: W3[1, 22, 0, 1] makes B at
+    # least 23, and only B (growing every dim until B got there made a param
+    # of 300,000 elements, and finite differences that never ended)
+    for step in info.plan:
+        if step[0] == "bounds" and isinstance(step[3], str) and step[3] in sizes and \
+                step[3] not in given and not step[4] and not step[5][1]:
+            sizes[step[3]] = max(sizes[step[3]], step[5][0] + 1)
     window = {c[2] for step in info.plan if step[0] == "valid" for c in step[3]}
     window |= {step[3] for step in info.plan if step[0] == "bounds"}
     derived = [step[1] for step in info.plan if step[0] == "valid"]

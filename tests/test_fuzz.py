@@ -367,6 +367,21 @@ def test_bug_check_never_grows_sizes_that_do_not_help():
         assert api.check(src).ok
 
 
+def test_bug_a_constant_index_grows_only_its_own_axis():
+    """The long profile's second hang: W3[1, 22, 0, 1] needs B >= 23, and
+    check grew every dim by 3 until B got there, making W3 a param of 300,000
+    elements whose finite differences ran for hours. Now B alone is 23."""
+    src = ("input x1[J, B]\ndata y2[2, J, B, M]\nparam W3[K, B, J, K]\ndata p4[I]\n"
+           "data p6[L, J]\ndata p7[I]\n"
+           "c5 = (x1[0, 2] - W3[1, 22, 0, 1]) * (exp(cos(W3[0, p4[0], 0, 0])) ** 0.5)\n"
+           "for i, j, k, l, m: e8[i] -= ((p4[p6[j, k]] - W3[p7[l], m, k, 2]) - p7[i])  /10\n")
+    from tcc import api, gradcheck
+    sizes = gradcheck.choose_sizes(analyze(tcc.parse(src)), {})
+    assert sizes["B"] == 23 and max(v for d, v in sizes.items() if d != "B") <= 10, sizes
+    with time_limit(30):
+        assert api.check(src).ok
+
+
 def test_a_one_line_path_that_does_not_exist():
     """Text of one line ending in .loop is a path: a missing one is FileNotFoundError."""
     with pytest.raises(FileNotFoundError):

@@ -27,16 +27,8 @@ from tcc.parse import parse
 
 EXAMPLES = Path(__file__).parent / "data" / "examples"
 
-LAYERNORM = """\
-input x[B, D]
-param g[D], c[D]
-output y[B, D]
-for b, d: mu[b] += x[b, d] / D
-for b, d: xc[b, d] = x[b, d] - mu[b]
-for b, d: var[b] += xc[b, d] * xc[b, d] / D
-for b: rs[b] = 1 / sqrt(var[b] + 0.00001)
-for b, d: y[b, d] = g[d] * xc[b, d] * rs[b] + c[d]
-"""
+LAYERNORM = (Path(__file__).parent.parent / "benchmarks" / "programs" /
+             "layernorm.loop").read_text()
 
 MLP = """\
 input x[B, I]

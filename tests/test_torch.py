@@ -293,10 +293,18 @@ def test_readme_torch_examples():
         text, _ = explain(os.path.join(root, path))
         shown = block.splitlines()[1:]
         assert "\n".join(shown) in text, path
-    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
-               if "from tcc.torch import Module, function" in b]
+    run_readme_python("from tcc.torch import Module, function")
+
+
+def run_readme_python(marker: str) -> None:
+    """Run the README's one ```python block that contains ``marker``, from the
+    repository root."""
+    import re
+    root = os.path.dirname(HERE)
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if marker in b]
     cwd = os.getcwd()
-    os.chdir(os.path.dirname(HERE))
+    os.chdir(root)
     try:
         exec(compile(code, "README.md", "exec"), {})
     finally:

@@ -153,13 +153,5 @@ def test_torch_second_order_module_imports_only_torch_and_checks_itself(tmp_path
 
 
 def test_readme_torch_second_order_example():
-    import re
-    readme = open(os.path.join(os.path.dirname(HERE), "README.md"), encoding="utf-8").read()
-    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
-               if 'backend="torch", second_order=True' in b]
-    cwd = os.getcwd()
-    os.chdir(os.path.dirname(HERE))
-    try:
-        exec(compile(code, "README.md", "exec"), {})
-    finally:
-        os.chdir(cwd)
+    from test_torch import run_readme_python
+    run_readme_python('backend="torch", second_order=True')

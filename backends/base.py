@@ -175,9 +175,12 @@ NUMPY_CODE: dict[str, Entry] = {
     "pad": call("np.pad({0}, {1})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
     "row_blocks": call("_row_blocks({0}, {1}, {2})"),
+    "tuned": call("_tuned({0}, {1}, {2}, {3})"),
 }
 
 NUMPY_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
-                 "add_affine": ("_add_affine",), "row_blocks": ("_row_blocks",)}
-NUMPY_OP_IMPORTS = {"row_blocks": ("import os", "import threading",
-                                   "from concurrent.futures import ThreadPoolExecutor")}
+                 "add_affine": ("_add_affine",), "row_blocks": ("_row_blocks",),
+                 "tuned": ("_tuned",)}
+NUMPY_OP_IMPORTS = {"row_blocks": ("import os", "import threading", "import time",
+                                   "from concurrent.futures import ThreadPoolExecutor"),
+                    "tuned": ("import os", "import time")}

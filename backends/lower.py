@@ -57,19 +57,18 @@ def lower_program(ctx: Context) -> list:
 def lower_statement(ctx: Context, si: StmtInfo) -> list:
     """The statements for one update, preceded by a comment quoting it."""
     from .breadth import lower_padded
-    from .flatconv import flat_plan, lower_flat
     if id(si) in ctx.kernels:       # part of a group that one library call computes
         from .kernels import lower_group
         return lower_group(ctx, si, ctx.kernels[id(si)])
     if si.stmt.padded:
         return lower_padded(ctx, si, lower_statement)
     if not index_cmps(si.stmt.expr):
-        windows = tap_windows(si.stmt)
-        if windows:
-            return _lower_taps(ctx, si, windows)
-        plan = flat_plan(si.stmt)
-        if plan is not None:
-            return lower_flat(ctx, si, plan)
+        from .tune import lower_tuned, strategies
+        cands = strategies(ctx, si)
+        if ctx.tune and len(cands) > 1:
+            return lower_tuned(ctx, si, cands)
+        if cands:
+            return cands[0][1]()
     return lower_update(ctx, si)
 
 

@@ -81,6 +81,10 @@ class Context:
     row_blocks: bool = False                        # group row-local statements (rowblocks.py)
     returned: set = field(default_factory=set)      # tensors the function returns
     row_groups: int = 0                             # row-block functions made so far
+    tune: bool = False                              # measured choices (tune.py)
+    tuned: int = 0                                  # measured choices made so far
+    tuned_sites: list = field(default_factory=list)  # (site, statement, labels) of each
+    groups: list = field(default_factory=list)      # (function, statements, its Def)
 
     def shape_of(self, tensor: str):
         if tensor in self.extra_shapes:

@@ -168,7 +168,9 @@ def _emit(ctx: Context, run, marks, needed_after: set[str]) -> list:
     head = [Comment(f"rows of {rows} in blocks, on threads when large: "
                     f"{len(run)} statement{'s' if len(run) > 1 else ''} in one pass")]
     alloc = [Assign(ctx.local(t), ap("empty", shape_tuple(ctx, ctx.shape_of(t)))) for t in whole]
+    fn_def = Def(fn, tuple(ctx.names(t) for t in passed), tuple(body))
+    ctx.groups.append((fn, [str(si.stmt) for si, _ in run], fn_def))
     return head + alloc + [
-        Def(fn, tuple(ctx.names(t) for t in passed), tuple(body)),
+        fn_def,
         Do(ap("row_blocks", Name(fn), ctx.size(rows), Tup(tuple(ctx.local(t) for t in passed)))),
     ]

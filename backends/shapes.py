@@ -163,6 +163,8 @@ def typed_lines(stmts, env: dict, indent: str = "") -> list[str]:
                     out += typed_lines(s.orelse, env, indent + "    ")
             else:
                 out += typed_lines(s.body, env, indent + "    ")
+                if isinstance(s, Def) and s.result is not None:
+                    out.append(f"{indent}    return {s.result}")
             continue
         line = indent + str(s)
         if note is not None and note[0]:

@@ -24,8 +24,10 @@ Statements
     Do(value)                an operation run for its effect (``add_at``, ``add_affine``)
     For(var, count, body)    a loop over taps or steps: ``for var in range(count)``
     If(cond, then, orelse)   on sizes or buffers, never on data
-    Def(name, params, body)  a local function: the body of a row-block group,
-                             run by ``row_blocks`` on blocks of rows
+    Def(name, params, body, result)  a local function: the body of a row-block
+                             group, run by ``row_blocks`` on blocks of rows, or one
+                             candidate of a measured choice (``tuned``), which
+                             returns ``result``
 ``str(node)`` prints a node in a neutral, readable form (for tests and
 ``tcc explain``); ``Printer`` prints it as a backend's code.
 """
@@ -199,6 +201,8 @@ OPS = {
              "function fn:name whose row has an out form) of args written into out",
     "row_blocks": "run a row-block function (a Def) on blocks of rows of its arrays, "
                   "on a thread pool when they are large",
+    "tuned": "call the fastest of several candidate functions (Defs) computing the same "
+             "value, timed at the first call with a new size signature (TCC_TUNE)",
 }
 
 
@@ -270,9 +274,12 @@ class Def:
     name: str
     params: tuple[str, ...]
     body: tuple
+    result: object = None       # a value returned at the end, or None
 
     def __str__(self) -> str:
         inner = "\n".join("    " + line for s in self.body for line in str(s).splitlines())
+        if self.result is not None:
+            inner += f"\n    return {self.result}"
         return f"def {self.name}({', '.join(self.params)}):\n{inner}"
 
 
@@ -398,6 +405,8 @@ class Printer:
             out = [f"{indent}def {s.name}({', '.join(s.params)}):"]
             for b in s.body:
                 out += self.stmt(b, indent + "    ")
+            if s.result is not None:
+                out.append(f"{indent}    return {self.expr(s.result)}")
             return out
         if isinstance(s, If):
             out = [f"{indent}if {self.expr(s.cond)}:"]
@@ -439,7 +448,7 @@ def walk(n):
     elif isinstance(n, If):
         kids = (n.cond, *n.then, *n.orelse)
     elif isinstance(n, Def):
-        kids = n.body
+        kids = (*n.body, n.result)
     else:
         kids = ()
     for k in kids:

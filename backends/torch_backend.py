@@ -180,8 +180,9 @@ TORCH_CODE = {
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
 }
 # row_blocks and ufunc (in-place steps, backends/inplace.py) come only in row-block
-# groups, which the torch backend leaves off
-assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "row_blocks", "ufunc"}, \
+# groups, and tuned in measured choices, which the torch backend leaves off
+assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "row_blocks", "ufunc",
+                                             "tuned"}, \
     set(NUMPY_CODE) - set(TORCH_CODE)
 
 TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),

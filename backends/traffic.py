@@ -87,6 +87,8 @@ def _stmts(stmts, env, sizes) -> int:
         elif isinstance(s, Do):
             if s.value.op != "row_blocks":
                 total += _expr(s.value, env, sizes)
+        elif isinstance(s, Def) and s.result is not None:
+            raise _Unknown(s.name)      # a measured choice: decided at run time
         elif isinstance(s, Def):
             inner = {n.name for b in s.body for n in walk(b)
                      if isinstance(b, Assign) and isinstance(b.target, Name) and n == b.target}

@@ -151,24 +151,31 @@ gradients against finite differences on random inputs.
 def _helper_source(names: set[str], module: str = "helpers") -> str:
     import importlib
     helpers = importlib.import_module(f"tcc.backends.{module}")
-    order = ["_sigmoid", "_ix", "_view", "_add_affine", "_contract", "_row_blocks"]
+    order = ["_sigmoid", "_ix", "_view", "_add_affine", "_contract", "_tuned", "_row_blocks"]
     order += [n for n in sorted(names) if n not in order]
     parts = []
     for name in order:
         if name in names:
             if name == "_contract":
                 parts.append("_EXPRESSIONS = {}\n")
+            if name == "_tuned":        # the measured choices' state, then the function
+                parts.append(_helpers_section(helpers, "# Measured choices", "def _tuned("))
             if name == "_row_blocks":
-                parts.append(_row_block_source(helpers))
+                if "_tuned" not in names:
+                    parts.append(_helpers_section(helpers, "# Measured choices",
+                                                  "def _tuned("))
+                parts.append(_helpers_section(helpers, "# Row blocks."))
                 continue
             parts.append(inspect.getsource(getattr(helpers, name)))
     return "\n\n".join(parts)
 
 
-def _row_block_source(helpers) -> str:
-    """The row-block runtime: helpers.py from its comment to its end."""
+def _helpers_section(helpers, start: str, end: str | None = None) -> str:
+    """Part of the measured-choice and row-block runtime: helpers.py from the
+    text ``start`` to the text ``end`` (or to its end)."""
     text = inspect.getsource(helpers)
-    return text[text.index("# Row blocks."):].rstrip() + "\n"
+    text = text[text.index(start):text.index(end) if end else len(text)]
+    return text.rstrip() + "\n"
 
 
 def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = False,
@@ -180,7 +187,7 @@ def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = F
     from .backends.lower import lower_program
     from .backends.operands import Context
     from .backends.target import Name, walk
-    ctx = Context(info, names, row_blocks=row_blocks, returned=set(returned))
+    ctx = Context(info, names, row_blocks=row_blocks, tune=row_blocks, returned=set(returned))
     ops = {op for op in kernels.KERNEL_OPS if op in printer.code}
     if ops:
         ctx.kernels = kernels.plan(info, returned, ops, forward)

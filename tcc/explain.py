@@ -217,6 +217,7 @@ def explain(text_or_path, verify_rewrites: bool = False, sizes: dict | None = No
                          + ("" if good else "  DISAGREE"))
     lines += _kernel_lines(opt)
     nominal = nominal_sizes(opt.original, sizes)
+    lines += _numpy_lines(opt, nominal)
     lines += ["", "Estimated cost (" + ", ".join(f"{k}={v}" for k, v in nominal.items())
               + "; float64):",
               f"  {'':<22}{'flops':>14}{'peak memory':>16}{'passes':>10}"]
@@ -265,8 +266,8 @@ def _kernel_lines(p: Pipeline) -> list[str]:
 
 
 def _lowering(p: Pipeline, stage: str, row_blocks: bool):
-    """(statements, shapes of the arrays by local name) of one function of p
-    as the NumPy backend lowers it."""
+    """(statements, shapes of the arrays by local name, the lowering's context)
+    of one function of p as the NumPy backend lowers it."""
     from .backends import reuse
     from .backends.lower import lower_program
     from .backends.operands import Context, Names
@@ -274,18 +275,53 @@ def _lowering(p: Pipeline, stage: str, row_blocks: bool):
     info = p.info if stage == "forward" else p.binfo
     returned = set(p.info.outputs) | set(p.saved) if stage == "forward" else \
         {grad_name(t) for t in p.info.differentiable}
-    ctx = Context(info, names, row_blocks=row_blocks, returned=returned)
+    ctx = Context(info, names, row_blocks=row_blocks, tune=row_blocks, returned=returned)
     ctx.kernels.update(reuse.plan(info, ctx.kernels))
     stmts = lower_program(ctx)
-    return stmts, {names(t): tuple(ctx.shape_of(t)) for t in info.shapes}
+    return stmts, {names(t): tuple(ctx.shape_of(t)) for t in info.shapes}, ctx
 
 
 def memory_passes(p: Pipeline, stage: str, sizes: dict, grouped: bool) -> float | None:
     """Estimated passes over memory of one function (backends/traffic.py);
     None where the lowering makes arrays whose shapes it computes at run time."""
     from .backends.traffic import passes
-    stmts, env = _lowering(p, stage, grouped)
+    stmts, env, _ = _lowering(p, stage, grouped)
     return passes(stmts, env, sizes)
+
+
+def _numpy_lines(p: Pipeline, nominal: dict) -> list[str]:
+    """The row-block groups of the NumPy backends, with their estimated passes
+    at the nominal sizes, and the statements whose strategy is measured."""
+    from .backends.traffic import passes
+    groups, tuned = [], []
+    for stage in ("forward", "backward"):
+        stmts, env, ctx = _lowering(p, stage, row_blocks=True)
+        info = p.info if stage == "forward" else p.binfo
+        try:
+            bound = _bound_for(info, p, nominal)
+        except (ValueError, KeyError):
+            bound = {}
+        for fn, members, fn_def in ctx.groups:
+            moved = passes([fn_def], env, bound) if bound else None
+            est = "" if moved is None else f", about {moved:.1f} passes"
+            groups.append("")
+            groups.append(f"  [{stage}] {fn}: {len(members)} statement"
+                          f"{'s' if len(members) > 1 else ''} on blocks of rows{est}")
+            groups += [f"       {m}" for m in members]
+        for _site, stmt, labels in ctx.tuned_sites:
+            tuned.append("")
+            tuned.append(f"  [{stage}] {labels[0]} (static), " + ", ".join(labels[1:]))
+            tuned.append(f"       {stmt}")
+    out = []
+    if groups:
+        out += ["", "Row-block groups (the NumPy backends run each group's statements "
+                "together on blocks of rows, on threads when large; passes at the sizes "
+                "below):"] + groups
+    if tuned:
+        out += ["", "Measured choices (the NumPy backends time each candidate at the first "
+                "call with new sizes and keep the fastest; TCC_TUNE=0 takes the static "
+                "one):"] + tuned
+    return out
 
 
 def lowered_lines(p: Pipeline) -> list[str]:
@@ -298,7 +334,7 @@ def lowered_lines(p: Pipeline) -> list[str]:
            "computation dtype the inputs give at run time. Inside a row-block function the "
            "first axis is a block of those rows:"]
     for label in ("forward", "backward"):
-        stmts, env = _lowering(p, label, row_blocks=True)
+        stmts, env, _ = _lowering(p, label, row_blocks=True)
         out += ["", f"  {label}:"]
         out += ["    " + line for line in typed_lines(stmts, env)]
     return out

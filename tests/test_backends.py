@@ -606,7 +606,7 @@ def test_module_imports_only_numpy(case_id):
         np_src = tcc.compile(source, backend="numpy", optimize=opt).source
         oe_src = tcc.compile(source, backend="opt_einsum", optimize=opt).source
         # NumPy and the standard library (the row blocks' thread pool) only
-        stdlib = {"sys", "itertools", "math", "os", "threading", "concurrent"}
+        stdlib = {"sys", "itertools", "math", "os", "threading", "concurrent", "time"}
         assert _imports(np_src) <= {"numpy"} | stdlib, _imports(np_src)
         assert "opt_einsum" not in np_src.split('"""', 2)[2], \
             "the numpy backend's module mentions opt_einsum"

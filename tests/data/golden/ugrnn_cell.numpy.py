@@ -48,6 +48,7 @@ gradients against finite differences on random inputs.
 import numpy as np
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 # ---- run-time checks, shared with tcc's reference interpreter (tcc/_rt.py)
@@ -356,6 +357,23 @@ def _sigmoid(x):
         return 1 / (1 + np.exp(-x))
 
 
+# Measured choices (TCC_TUNE). Where a statement can be computed in several correct
+# ways and the machine decides which is fastest (a convolution on flattened rows, tap
+# by tap, or as one im2col product; a row-block group on the thread pool or on one
+# thread), the module times the ways at the first call with a new size signature and
+# keeps the fastest for that signature, as FFTW's plans do. A first way that takes
+# under _TUNE_FLOOR seconds is kept without trying the others. TCC_TUNE=0 keeps the
+# static choice (the first way); TCC_TUNE=<label> takes the way of that label
+# wherever it is a candidate (to compare them, and in tests).
+_TUNE_FLOOR = 2e-3
+_TUNE_BUDGET = 2.0
+_TUNE_CHOICES = {}
+
+
+def _tune_mode():
+    return os.environ.get("TCC_TUNE", "1").strip()
+
+
 # Row blocks. A group of elementwise and row-reduction statements runs on blocks of
 # rows (about _BLOCK_BYTES of its arrays each) while they are in cache, on a thread
 # pool when the arrays are large: NumPy releases the GIL in ufuncs and reductions,
@@ -383,7 +401,11 @@ def _row_blocks(fn, n, arrays):
     step = max(1, _BLOCK_BYTES // max(row, 1))
     blocks = [tuple(a[lo:lo + step] for a in arrays) for lo in range(0, n, step)]
     threads = min(_threads(), len(blocks))
-    if threads <= 1:
+    mode = _tune_mode()
+    key = ("rows", fn.__code__, n, row, threads)
+    pooled = 0 if mode == "one-thread" else 1 if mode in ("0", "threads") else \
+        _TUNE_CHOICES.get(key)
+    if threads <= 1 or pooled == 0:
         for block in blocks:
             fn(*block)
         return
@@ -391,6 +413,18 @@ def _row_blocks(fn, n, arrays):
         pool = _POOLS.get(threads)
         if pool is None:
             pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="tcc")
+    if pooled is None and len(blocks) >= 4 * threads:
+        # measured: half the blocks on the pool, the other half on this thread
+        half = len(blocks) // 2
+        t0 = time.perf_counter()
+        for done in [pool.submit(fn, *block) for block in blocks[:half]]:
+            done.result()
+        t1 = time.perf_counter()
+        for block in blocks[half:]:
+            fn(*block)
+        t2 = time.perf_counter()
+        _TUNE_CHOICES[key] = int((t1 - t0) / half < (t2 - t1) / (len(blocks) - half))
+        return
     for done in [pool.submit(fn, *block) for block in blocks]:
         done.result()
 

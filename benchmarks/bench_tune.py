@@ -76,8 +76,8 @@ def main(argv=None) -> int:
             continue
         cols = {"hand-written": lambda w: w.hand}
         for label in labels:
-            cols[f"TCC_TUNE={label}"] = lambda w, label=label: _forced(kernel, label)
-        cols["measured"] = lambda w: _forced(kernel, None)
+            cols[f"TCC_TUNE={label}"] = lambda w, k=kernel, label=label: _forced(k, label)
+        cols["measured"] = lambda w, k=kernel: _forced(k, None)
         kernel.namespace["_TUNE_CHOICES"].clear()
         rows.append(bench.bench_workload(w, cols, args))
         labels_all += [c for c in cols if c not in labels_all]

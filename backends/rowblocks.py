@@ -38,8 +38,8 @@ from tcc.ir import Affine, Ref, reads
 
 from . import inplace
 from .operands import Context, ap, shape_tuple
-from .target import ALL, Apply, Assign, Attr, Comment, Def, Do, Index, Lit, Name, Slice, Tup, \
-    Update, walk
+from .target import ALL, Apply, Assign, Attr, Comment, Def, Do, If, Index, Lit, Name, Op, Slice, \
+    Tup, Update, walk
 
 # operations exact on a block of rows (reductions are checked for their axis)
 _ROWWISE = {"sum", "max", "min", "scalar", "if_nonzero", "as_float", "einsum"}
@@ -134,12 +134,14 @@ def group(ctx: Context, lowered: list[tuple[StmtInfo, list]]) -> list:
             end += 1
         later = {r.tensor for si, _ in lowered[end:]
                  for r in (si.stmt.target, *reads(si.stmt.expr))}
-        out += _emit(ctx, lowered[k:end], marks[k:end], later | ctx.returned)
+        made = {n.target.name: n.value for _, nodes in lowered[:k] for n in nodes
+                if isinstance(n, Assign) and isinstance(n.target, Name)}
+        out += _emit(ctx, lowered[k:end], marks[k:end], later | ctx.returned, made)
         k = end
     return out
 
 
-def _emit(ctx: Context, run, marks, needed_after: set[str]) -> list:
+def _emit(ctx: Context, run, marks, needed_after: set[str], made: dict) -> list:
     rows = marks[0][0]
     defined_here: list[str] = []
     params: list[str] = []
@@ -167,10 +169,96 @@ def _emit(ctx: Context, run, marks, needed_after: set[str]) -> list:
     fn = f"_rows_{ctx.row_groups}"
     head = [Comment(f"rows of {rows} in blocks, on threads when large: "
                     f"{len(run)} statement{'s' if len(run) > 1 else ''} in one pass")]
-    alloc = [Assign(ctx.local(t), ap("empty", shape_tuple(ctx, ctx.shape_of(t)))) for t in whole]
+    alloc = []
+    hosts = _hosts(ctx, body, params, whole, needed_after, made)
+    for t in whole:
+        shape = shape_tuple(ctx, ctx.shape_of(t))
+        new = Assign(ctx.local(t), ap("empty", shape))
+        if t in hosts:
+            p = ctx.local(hosts[t])
+            alloc += [Comment(f"({t} takes the memory of {hosts[t]}, which is not read after "
+                              "the rows that write it)"),
+                      If(ap("owned", p, shape), (Assign(ctx.local(t), p),), (new,))]
+        else:
+            alloc.append(new)
     fn_def = Def(fn, tuple(ctx.names(t) for t in passed), tuple(body))
     ctx.groups.append((fn, [str(si.stmt) for si, _ in run], fn_def))
     return head + alloc + [
         fn_def,
         Do(ap("row_blocks", Name(fn), ctx.size(rows), Tup(tuple(ctx.local(t) for t in passed)))),
     ]
+
+
+# values that make a new array of their own (a view or a caller's array never
+# lends its memory; ``owned`` checks the rest at run time)
+_MAKES = {"matmul", "einsum", "tensordot", "contract", "sum", "max", "min", "zeros", "empty",
+          "full", "copy", "as_float"}
+
+
+def _hosts(ctx: Context, body: list, params: list, whole: list, needed_after: set,
+           made: dict) -> dict:
+    """Whole arrays of the group that can take the memory of an array the group
+    reads: one this function made (a product, an arithmetic result), of the
+    same shape, read by nothing after the group, and read inside it only
+    before the first write into the new array (or by that write itself, as a
+    direct operand of one elementwise ufunc, position by position).
+    (Attention: P is computed in the memory of the scores S, as by hand.)"""
+    out: dict = {}
+    taken: set = set()
+    for t in whole:
+        for p in params:
+            name = ctx.names(p)
+            value = made.get(name)
+            if p in taken or p in needed_after or p not in ctx.defined or value is None or \
+                    ctx.shape_of(p) != ctx.shape_of(t):
+                continue
+            if not (isinstance(value, Op) and value.op in ("+", "-", "*", "/", "**", "neg") or
+                    isinstance(value, Apply) and (value.op in _MAKES or
+                                                  value.op.startswith("fn:"))):
+                continue
+            if _reads_before_write(body, name, ctx.names(t)):
+                out[t] = p
+                taken.add(p)
+                break
+    return out
+
+
+def _reads_before_write(body: list, p: str, t: str) -> bool:
+    pa, ta = {p}, {t}
+    first_write = last_read = None
+    for k, s in enumerate(body):
+        if isinstance(s, Comment):
+            continue
+        if isinstance(s, Assign) and isinstance(s.target, Name) and isinstance(s.value, Name):
+            for group in (pa, ta):
+                if s.value.name in group:
+                    group.add(s.target.name)
+            continue
+        if not isinstance(s, (Assign, Update, Do)):
+            return False
+        if isinstance(s, Do) and s.value.op == "ufunc":
+            dest, value = s.value.get("out"), s.value
+        else:
+            dest = s.target if not isinstance(s, Do) else None
+            value = s.value
+        base = dest.base if isinstance(dest, Index) else dest
+        read = {n.name for n in walk(value) if isinstance(n, Name) and n is not dest}
+        if isinstance(s, Update):
+            read |= {n.name for n in walk(s.target) if isinstance(n, Name)}
+        if isinstance(dest, Index):
+            read |= {n.name for part in dest.parts if not isinstance(part, type(ALL))
+                     for n in walk(part) if isinstance(n, Name)}
+        if read & pa:
+            last_read = (k, s)
+        if isinstance(base, Name) and base.name in ta and first_write is None:
+            first_write = (k, s)
+    if first_write is None or last_read is None:
+        return first_write is not None
+    if last_read[0] < first_write[0]:
+        return True
+    if last_read[0] > first_write[0]:
+        return False
+    s = last_read[1]
+    return isinstance(s, Do) and s.value.op == "ufunc" and \
+        all(isinstance(a, Name) or not ({n.name for n in walk(a) if isinstance(n, Name)} & pa)
+            for a in s.value.args[1:])

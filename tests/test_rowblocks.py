@@ -297,3 +297,53 @@ def test_float32_code_holds_no_float64_array(example):
     name = next(t for t, v in inputs.items() if v.dtype == np.float32)
     inputs[name] = inputs[name].astype(np.float64)
     assert "float64" in _float_locals(k, call)
+
+
+# ------------------------------------------------------- a group's arrays in dying memory
+
+HOSTED = """\
+input x[B, E]
+param W[D, E]
+output t[B, D], y[B, D]
+for b, d, e: s[b, d] += x[b, e] * W[d, e]
+for b, d: t[b, d] = exp(s[b, d])
+for b, d: y[b, d] = t[b, d] + s[b, d]
+"""
+
+
+def test_a_group_array_takes_the_memory_of_a_product_it_reads_last():
+    """y may live in s (s is read last by the ufunc that writes y, position by
+    position); t may not (s is read after t is written). Values as the
+    interpreter's, on the threaded blocked path too."""
+    k = tcc.compile(HOSTED)
+    src = k.source
+    assert "(y takes the memory of s, which is not read after the rows that write it)" in src
+    assert "t takes the memory" not in src
+    inputs = k.random_inputs(seed=5, B=37, E=4, D=6)
+    info = analyze(parse(HOSTED))
+    want = interp.run(info, inputs)
+    fwd, _ = _run(k, inputs, {"t": np.ones((37, 6)), "y": np.ones((37, 6))})
+    for name in ("t", "y"):
+        np.testing.assert_allclose(fwd[name], want[name], rtol=1e-12, atol=0)
+
+
+def test_attention_probabilities_live_in_the_scores():
+    """As by hand: softmax(S) is computed in S's memory, and the backward's
+    S.grad in P.grad's; the caller's arrays are not written."""
+    text = (Path(__file__).parent.parent / "benchmarks" / "programs" /
+            "attention.loop").read_text()
+    k = tcc.compile(text)
+    assert "P = S\n" in k.source and "S_grad = P_grad\n" in k.source
+    inputs = k.random_inputs(seed=6, N=9, E=3)
+    before = {n: a.copy() for n, a in inputs.items()}
+    info = analyze(parse(text))
+    want = interp.run(info, inputs)
+    fwd, grads = _run(k, inputs, {"O": np.ones((9, 3))})
+    np.testing.assert_allclose(fwd["O"], want["O"], rtol=1e-12, atol=1e-14)
+    for n, a in before.items():
+        assert np.array_equal(inputs[n], a), n
+    ref = tcc.compile(text, optimize=False)
+    ref_fwd = ref.forward(**inputs)
+    ref_grads = ref.backward({"O": np.ones((9, 3))}, **inputs, **ref_fwd)
+    for n in ("Q", "K", "V"):
+        np.testing.assert_allclose(grads[n], ref_grads[n], rtol=1e-10, atol=1e-12)

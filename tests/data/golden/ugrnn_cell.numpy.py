@@ -469,7 +469,11 @@ def forward(**tensors):
     # for b, j, k: Rp[b, j] += WxR[j, k] * x[b, k]
     Rp += x @ WxR.T
     # rows of B in blocks, on threads when large: 2 statements in one pass
-    R = np.empty((B, J), dtype=dt)
+    # (R takes the memory of Rp, which is not read after the rows that write it)
+    if Rp.base is None and Rp.dtype == dt and Rp.shape == (B, J):
+        R = Rp
+    else:
+        R = np.empty((B, J), dtype=dt)
     def _rows_1(Rp, R):
         # for b, j: Rp[b, j] -= BR[j]
         Rp -= BR
@@ -482,7 +486,11 @@ def forward(**tensors):
     Gp += x @ WxG.T
     # rows of B in blocks, on threads when large: 3 statements in one pass
     G = np.empty((B, J), dtype=dt)
-    hn = np.empty((B, J), dtype=dt)
+    # (hn takes the memory of Gp, which is not read after the rows that write it)
+    if Gp.base is None and Gp.dtype == dt and Gp.shape == (B, J):
+        hn = Gp
+    else:
+        hn = np.empty((B, J), dtype=dt)
     def _rows_2(Gp, h, R, G, hn):
         # for b, j: Gp[b, j] -= BG[j]
         Gp -= BG

@@ -157,6 +157,8 @@ def reuse(program: Program, ctx: Context) -> Program:
             new = algebra.simplify(new)
             t = replace(s, expr=new)
             names = sorted({r.tensor for r in reads(new)} - {r.tensor for r in reads(s.expr)})
+            if not names:       # read more often now (rs[b] ** 2 / sqrt(v) -> rs[b] ** 3)
+                names = sorted({d.tensor for d in usable} & {r.tensor for r in reads(new)})
             why = "; ".join(dict.fromkeys(rule.reason for rule in fired))
             ctx.add("reuse", f"{', '.join(names)} already hold{'s' if len(names) == 1 else ''}"
                     f" this value (computed once, read here): {why}", [s], [t])

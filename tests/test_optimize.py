@@ -922,3 +922,15 @@ def test_sums_simplify_term_by_term(expr, expected):
     from tcc.parse import parse
     stmt = parse(f"input x[I], y[I]\nfor i: z[i] += {expr}\n").stmts[0]
     assert str(algebra.simplify(stmt.expr)) == expected
+
+
+def test_reuse_note_names_the_tensor_read_more_often():
+    """A reuse that only raises a power of a tensor already read
+    (rs[b] ** 2 / sqrt(v) -> rs[b] ** 3) still names that tensor."""
+    from pathlib import Path
+
+    from tcc.explain import explain
+    text, _ = explain(Path(__file__).parent.parent / "benchmarks" / "programs" /
+                      "layernorm.loop")
+    notes = [line for line in text.splitlines() if "[reuse," in line]
+    assert notes and all("] rs already holds this value" in line for line in notes), notes

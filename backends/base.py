@@ -123,6 +123,15 @@ def _shape(p: Printer, shape) -> str:
     return p.expr(shape if not isinstance(shape, tuple) else Tup(shape))
 
 
+def _masked_product(p: Printer, product, spec, keep, s, o, bind=None) -> str:
+    """The product as it is where ``o`` is finite (checked in O(size of o)); else
+    the helper, exact where the selection of ``s`` removes an inf or nan of ``o``.
+    ``bind``: o's value, computed once where it is checked (o is its name)."""
+    checked = p.expr(o) if bind is None else f"{p.expr(o)} := {p.expr(bind)}"
+    return (f"{p.wrap(product, 1)} if np.isfinite({checked}).all() else "
+            f"_masked_product({p.expr(spec)}, {p.expr(keep)}, {p.expr(s)}, {p.expr(o)})")
+
+
 def _triangle(p: Printer, fn: str, x, k) -> str:
     return f"{fn}({p.expr(x)})" if k == 0 else f"{fn}({p.expr(x)}, {literal(k)})"
 
@@ -172,6 +181,7 @@ NUMPY_CODE: dict[str, Entry] = {
     "tril": (lambda p, x, k=0: _triangle(p, "np.tril", x, k), ATOM),
     "triu": (lambda p, x, k=0: _triangle(p, "np.triu", x, k), ATOM),
     "both": call("np.logical_and({0}, {1})"),
+    "masked_product": (_masked_product, 0),
     "pad": call("np.pad({0}, {1})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
     "row_blocks": call("_row_blocks({0}, {1}, {2})"),
@@ -180,7 +190,7 @@ NUMPY_CODE: dict[str, Entry] = {
 
 NUMPY_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
                  "add_affine": ("_add_affine",), "row_blocks": ("_row_blocks",),
-                 "tuned": ("_tuned",)}
+                 "tuned": ("_tuned",), "masked_product": ("_masked_product",)}
 NUMPY_OP_IMPORTS = {"row_blocks": ("import os", "import threading", "import time",
                                    "from concurrent.futures import ThreadPoolExecutor"),
                     "tuned": ("import os", "import time")}

@@ -58,6 +58,31 @@ def _add_affine(dst, val, offsets, coefs):
         dst[tuple(index)] += block.transpose(perm)
 
 
+def _masked_product(spec, keep, s, o):
+    # einsum(spec, s, o) where s is selected (exactly 0 wherever keep is False) and a term
+    # the selection removes is exactly 0 even where o is inf or nan (a select, not a
+    # product). The module calls this only when o has a non-finite entry; else its plain
+    # product (np.tril(a) @ v) is exact as it is. In the product o's infinities count as
+    # +-1 and its nans as 0, so the masked terms are 0. The kept terms o's non-finite
+    # entries make are classed by two contractions of the same form over small integers:
+    # kept = the count of them, signed = (those going to +inf) - (those going to -inf).
+    # kept + signed > 0 where one goes up or is nan (0 * inf, nan), kept - signed > 0
+    # where one goes down or is nan: +inf, -inf, or nan where both.
+    inf = np.isinf(o)
+    out = np.einsum(spec, s, np.nan_to_num(o, nan=0.0, posinf=1.0, neginf=-1.0),
+                    optimize=True)
+    # (float32 counts are exact up to 2**24 terms a sum)
+    kept = np.einsum(spec, np.broadcast_to(keep, s.shape).astype(np.float32),
+                     (~np.isfinite(o)).astype(np.float32), optimize=True)
+    signed = np.einsum(spec, np.nan_to_num(np.sign(s)).astype(np.float32),
+                       np.where(inf, np.sign(o), 0).astype(np.float32), optimize=True)
+    up, down = kept + signed > 0, kept - signed > 0
+    with np.errstate(invalid="ignore"):                # (inf - inf: nan, as it should)
+        out = np.where(up & ~down, out + np.inf, out)  # (keeps what s's own inf made there)
+        out = np.where(down & ~up, out - np.inf, out)
+    return np.where(up & down, np.nan, out)
+
+
 _EXPRESSIONS = {}
 
 

@@ -134,6 +134,8 @@ def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
             scalar, operands = product_operands(ctx, factors, loops, ranges)
             res = contract(ctx, operands, tvars_order, ranges) if operands else \
                 Operand(Lit(1.0), ())
+            from .triangular import exact
+            res = exact(ctx, operands, res, ranges)
             present = set().union(*(o.vars for o in operands)) if operands else set()
         node = align(res.node, res.vars, tvars_order) if res.vars else res.node
         # summed indices this term does not depend on: each adds the term again

@@ -85,6 +85,7 @@ class Context:
     tuned: int = 0                                  # measured choices made so far
     tuned_sites: list = field(default_factory=list)  # (site, statement, labels) of each
     groups: list = field(default_factory=list)      # (function, statements, its Def)
+    masked: int = 0                                 # computed operands of masked products
 
     def shape_of(self, tensor: str):
         if tensor in self.extra_shapes:
@@ -120,6 +121,7 @@ class Operand:
     node: object
     vars: tuple[str, ...]
     fresh: bool = False       # a new array, not a view of a named tensor
+    guards: tuple = ()        # index comparisons that select it (exactly 0 where one fails)
 
     def aligned(self, res) -> "Operand":
         if self.vars == tuple(res):
@@ -484,7 +486,8 @@ def product_operands(ctx, factors, loops, ranges) -> tuple[object, list[Operand]
         if _is_plain_read(fs) and len(fs) == 1:
             operands.append(read_operand(ctx, fs[0][1], ranges))
         else:
-            operands.append(Operand(factor_value(ctx, fs, vs, ranges), vs, True))
+            guards = tuple(f for up, f in fs if is_guard(up, f))
+            operands.append(Operand(factor_value(ctx, fs, vs, ranges), vs, True, guards))
     scalar = factor_value(ctx, scalars, (), ranges) if scalars else None
     return scalar, operands
 

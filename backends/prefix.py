@@ -15,13 +15,13 @@ contracted first over its other summed indices.
 
 from __future__ import annotations
 
-from tcc.ir import IndexCmp
+from tcc.ir import Affine, IndexCmp
 
 from .contractions import contract
 from .operands import (Context, Operand, ap, expr_vars, is_guard, mul,
                        product_operands)
 from .target import Index, Lit, Slice, Tup
-from .triangular import triangle
+from .triangular import exact, triangle
 
 # triangle(c, rows=t, cols=j) -> (running sum from the end?, shifted by a step?)
 _FORMS = {("tril", 0): (False, False),      # j <= t
@@ -74,13 +74,27 @@ def _running(ctx: Context, t, j, form, group, others, tvars_order, loops, ranges
         node = ap("flip", ap("cumsum", ap("flip", node, axis=axis), axis=axis), axis=axis)
     else:
         node = ap("cumsum", node, axis=axis)
-    running = Operand(node, tuple(t if v == j else v for v in res.vars), True)
+    # shifted, the first step (from the end, the last) sums no term: 0 there even
+    # where what multiplies it is inf or nan (exact, below)
+    running = Operand(node, tuple(t if v == j else v for v in res.vars), True,
+                      (_first_term(t, backwards, ranges),) if shifted else ())
     more, rest_ops = product_operands(ctx, others, loops, ranges) if others else (None, [])
     if more is not None:
         scalar = more if scalar is None else mul(scalar, more)
     res = contract(ctx, rest_ops + [running], tvars_order, ranges)
+    res = exact(ctx, rest_ops + [running], res, ranges)
     present = {j}.union(*(o.vars for o in operands + rest_ops + [running]))
     return scalar, res, present
+
+
+def _first_term(t: str, backwards: bool, ranges) -> IndexCmp:
+    """Where a shifted running sum over t has a term: ``t >= 1`` (from the end,
+    ``t + 1 < T``)."""
+    if not backwards:
+        return IndexCmp(">=", Affine(((t, 1),)), Affine((), 1))
+    n = ranges[t]
+    size = Affine((), n) if isinstance(n, int) else Affine((), 0, ((n, 1),))
+    return IndexCmp("<", Affine(((t, 1),), 1), size)
 
 
 __all__ = ["prefix_sum"]

@@ -172,6 +172,8 @@ OPS = {
     "diagonal": "a read-only view of the diagonal of axes axis1, axis2 (moved last)",
     "where": "a select: value where the condition holds, else exactly 0 (even for inf, nan)",
     "both": "elementwise logical and of two boolean arrays",
+    "masked_product": "product (a contraction einsum(spec, s, o) of s, selected where keep "
+                      "holds, and o), exact where o is inf or nan at a pair keep removes",
     "cumsum": "the running sum of x along axis (a causal sum)",
     "flip": "x reversed along axis (a view)",
     "tril": "x with its last two axes' entries above diagonal k (col - row > k) exactly 0",

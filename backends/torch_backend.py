@@ -170,6 +170,11 @@ TORCH_CODE = {
                                                 f"dim2={axis2})", ATOM),
     "where": (lambda p, c, x: _where(p, c, x), ATOM),
     "both": call("torch.logical_and({0}, {1})"),
+    # exact where the selection removes an inf or nan of o, checked on the device
+    # (no read back to the host): the helper, whatever the data
+    "masked_product": (lambda p, product, spec, keep, s, o, bind=None: f"_masked_product("
+                       f"{p.expr(spec)}, {p.expr(keep)}, {p.expr(s)}, "
+                       f"{p.expr(o if bind is None else bind)})", ATOM),
     "cumsum": call("torch.cumsum({0}, dim={axis})"),
     "flip": call("torch.flip({0}, dims=({axis},))"),
     "tril": (lambda p, x, k=0: _triangle(p, "torch.tril", x, k), ATOM),
@@ -193,7 +198,8 @@ TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
                  "min": ("_amin",), "broadcast_to": ("_tensor",), "array": ("_array",),
                  "asarray": ("_asarray",), "layer_norm": ("_layer_norm",),
                  "layer_norm_backward": ("_layer_norm_backward",), "fit": ("_fit",),
-                 "conv_extent": ("_extent",), "conv_backward": ("_conv_backward",)}
+                 "conv_extent": ("_extent",), "conv_backward": ("_conv_backward",),
+                 "masked_product": ("_masked_product",)}
 
 
 class TorchPrinter(Printer):

@@ -144,6 +144,29 @@ def _einsum(spec, path, *operands):
     return ops[0] if last == output else torch.einsum(f"{last}->{output}", ops[0])
 
 
+def _masked_product(spec, keep, s, o):
+    # einsum(spec, s, o) where s is selected (exactly 0 wherever keep is False) and a term
+    # the selection removes is exactly 0 even where o is inf or nan (a select, not a
+    # product), on the device with no read back to the host. In the product o's
+    # infinities count as +-1 and its nans as 0, so the masked terms are 0. The kept terms
+    # o's non-finite entries make are classed by two contractions of the same form over
+    # small integers: kept = the count of them, signed = (those going to +inf) - (those
+    # going to -inf). kept + signed > 0 where one goes up or is nan (0 * inf, nan),
+    # kept - signed > 0 where one goes down or is nan: +inf, -inf, or nan where both.
+    inf = torch.isinf(o)
+    out = torch.einsum(spec, s, torch.nan_to_num(o, nan=0.0, posinf=1.0, neginf=-1.0))
+    # (float32 counts are exact up to 2**24 terms a sum)
+    keep = torch.as_tensor(keep, device=s.device)
+    kept = torch.einsum(spec, torch.broadcast_to(keep, s.shape).to(torch.float32),
+                        (~torch.isfinite(o)).to(torch.float32))
+    signed = torch.einsum(spec, torch.nan_to_num(torch.sign(s)).to(torch.float32),
+                          torch.where(inf, torch.sign(o), 0.0).to(torch.float32))
+    up, down = kept + signed > 0, kept - signed > 0
+    out = torch.where(up & ~down, out + torch.inf, out)  # (keeps what s's own inf made)
+    out = torch.where(down & ~up, out - torch.inf, out)
+    return torch.where(up & down, torch.nan, out)
+
+
 def _layer_norm(x, weight, bias, eps):
     # torch's layer norm over the last axis: (y, mean, 1 / sqrt(variance + eps)),
     # the two statistics over the leading axes

@@ -11,14 +11,23 @@ even where the product is inf or nan, as the contract has it. A comparison
 over a summed index selects the operand it multiplies before the product
 (``np.tril(a) @ v``), and every other comparison stays a select
 (``operands.select``).
+
+A selected operand's zeros still meet the other operand inside the product:
+an inf or nan in ``v[j, d]`` at a masked pair (``j > t``) would make nan
+where the contract has 0. ``exact`` keeps the product for the common case and
+passes both operands and the selection to ``masked_product``, which the
+NumPy module runs only when ``v`` has a non-finite entry (a check of ``v``,
+never of the mask) and the torch module always, with no read back to the
+host (helpers.py, torch_helpers.py: ``_masked_product``).
 """
 
 from __future__ import annotations
 
+from tcc import contraction
 from tcc.ir import Affine, IndexCmp
 
-from .operands import Context, ap, condition, select
-from .target import Lit
+from .operands import Context, Operand, ap, condition, select
+from .target import Apply, Index, Lit, Name, Op, Tup
 
 
 def triangle(c: IndexCmp, rows: str, cols: str) -> tuple[str, int] | None:
@@ -72,4 +81,44 @@ def guarded(ctx: Context, cmps, order: tuple[str, ...], ranges, value, value_var
     return select(condition(ctx, rest, order, ranges), value) if rest else value
 
 
-__all__ = ["triangle", "guarded"]
+def exact(ctx: Context, operands: list[Operand], res: Operand, ranges) -> Operand:
+    """The contraction ``res`` of two operands, one of them selected by index
+    comparisons, as ``masked_product``: exact where the other operand is inf or
+    nan at a pair the selection removes. Any other contraction is as it was
+    (one operand: the selected terms are summed, never multiplied)."""
+    picked = [o for o in operands if o.guards]
+    if len(operands) != 2 or len(picked) != 1:
+        return res
+    (s,) = picked
+    (o,) = [x for x in operands if x is not s]
+    spec = contraction.spec([s.vars, o.vars], res.vars)
+    keep = condition(ctx, s.guards, s.vars, ranges)
+    product, kw = res.node, {}
+    if o.fresh:     # computed, not a view: once, named where it is checked
+        ctx.masked += 1
+        name = Name(f"_other_{ctx.masked}")
+        product, kw = _replace(product, o.node, name), {"bind": o.node}
+        o = Operand(name, o.vars, True)
+    return Operand(ap("masked_product", product, Lit(spec), keep, s.node, o.node, **kw),
+                   res.vars, True)
+
+
+def _replace(node, old, new):
+    """``node`` with every subtree equal to ``old`` replaced by ``new``."""
+    if node == old:
+        return new
+    if isinstance(node, Op):
+        return Op(node.op, tuple(_replace(a, old, new) for a in node.args))
+    if isinstance(node, Apply):
+        return Apply(node.op, tuple(_replace(a, old, new) for a in node.args),
+                     tuple((k, _replace(v, old, new)) for k, v in node.kw))
+    if isinstance(node, Index):
+        return Index(_replace(node.base, old, new),
+                     tuple(_replace(p, old, new) if isinstance(p, (Op, Apply, Index, Name))
+                           else p for p in node.parts))
+    if isinstance(node, Tup):
+        return Tup(tuple(_replace(a, old, new) for a in node.items))
+    return node
+
+
+__all__ = ["triangle", "guarded", "exact"]

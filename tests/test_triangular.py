@@ -179,7 +179,10 @@ def test_the_form_of_the_mask(name):
         assert "np.tril" not in code and "np.triu" not in code
     else:
         assert form in code, code
-        assert "[:, None]" not in code, code        # no mask over two arange views
+        # no mask over two arange views (but the selection the exact product of a
+        # non-finite operand is handed: it is built only then)
+        fast = "\n".join(line.split(" if np.isfinite(")[0] for line in code.splitlines())
+        assert "[:, None]" not in fast, code
 
 
 def test_the_torch_module_calls_torch_tril():
@@ -313,3 +316,178 @@ def test_random_causal_programs_agree_with_the_interpreter(case):
             for t in info.differentiable:
                 np.testing.assert_allclose(as_numpy(g[t]), grads[t], rtol=1e-9, atol=1e-12,
                                            err_msg=f"{what}: {t}.grad")
+
+
+# ------------------------------------------- masked products, inf and nan
+# A comparison over a summed index selects one operand of a matrix product
+# (np.tril(a) @ v). Its zeros meet the other operand inside the product, so an
+# inf or nan there at a masked pair would make nan where the contract has 0:
+# the module checks that operand (O(its size)) and, only where it has a
+# non-finite entry, computes the product exactly (_masked_product); torch
+# always does, with no read back to the host.
+
+MASKED = {
+    "j <= t": ("input a[T, T], v[T, D]\noutput o[T, D]\n"
+               "for t, j, d: o[t, d] += a[t, j] * v[j, d] * (j <= t)\n", "np.tril(a) @ v"),
+    "j < t": ("input a[T, T], v[T, D]\noutput o[T, D]\n"
+              "for t, j, d: o[t, d] += a[t, j] * v[j, d] * (j < t)\n", "np.tril(a, -1) @ v"),
+    "j >= t": ("input a[T, T], v[T, D]\noutput o[T, D]\n"
+               "for t, j, d: o[t, d] += a[t, j] * v[j, d] * (j >= t)\n", "np.triu(a) @ v"),
+    "j != t": ("input a[T, T], v[T, D]\noutput o[T, D]\n"
+               "for t, j, d: o[t, d] += a[t, j] * v[j, d] * (j != t)\n", None),
+    # (t + 1 is past j's range at the last t: the equality stays a select)
+    "j == t + 1": ("input a[T, T], v[T, D]\noutput o[T, D]\n"
+                   "for t, j, d: o[t, d] += a[t, j] * v[j, d] * (j == t + 1)\n", None),
+    "heads": ("input a[H, T, T], v[H, T, D]\noutput o[H, T, D]\n"
+              "for h, t, j, d: o[h, t, d] += a[h, t, j] * v[h, j, d] * (j <= t)\n",
+              "np.tril(a) @ v"),
+    "shifted running sum times a": ("input a[B, T], x[B, T]\noutput y[B, T]\n"
+                                    "for b, t, j: y[b, t] += a[b, t] * x[b, j] * (j < t)\n",
+                                    "a * np.cumsum("),
+}
+
+
+def _nonfinite(shape, seed, dtype=np.float64):
+    """Random values with inf, -inf and nan at a few places, masked and not."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    at = rng.choice(flat.size, size=min(flat.size, 4), replace=False)
+    flat[at] = np.array([np.inf, -np.inf, np.nan, np.inf])[:len(at)]
+    return x
+
+
+def _masked_inputs(name, seed, dtype=np.float64):
+    """(info, inputs, seeds): the operand a comparison does not select has inf and
+    nan at masked and kept pairs, and the seeds too. A running sum is only ever
+    0 by the mask at its first step: there alone is anything multiplying it
+    non-finite (elsewhere inf times a sum is not a sum of infs, with or without
+    a mask)."""
+    sizes = {"T": 5, "D": 3, "H": 2, "B": 2}
+    info = analyze(tcc.parse(MASKED[name][0]))
+    rng = np.random.default_rng(seed)
+    inputs = {t: rng.standard_normal(tuple(sizes[d] for d in info.shapes[t])).astype(dtype)
+              for t in info.inputs}
+    if name.startswith("shifted"):
+        inputs["a"][:, 0] = [np.inf, np.nan]
+        seeds = {"y": rng.standard_normal((2, 5))}
+        seeds["y"][:, 0] = [-np.inf, np.nan]
+        return info, inputs, seeds
+    inputs["v"] = _nonfinite(inputs["v"].shape, seed + 1, dtype)
+    if seed % 2:
+        inputs["a"][..., 3, 1] = np.inf        # kept by every mask but j >= t
+    with np.errstate(all="ignore"):
+        shape = np.shape(interp.run(info, inputs)["o"])
+    return info, inputs, {"o": _nonfinite(shape, seed + 7)}
+
+
+def assert_same(got, want, what):
+    """Equal where the reference is inf or nan (the same pattern), close elsewhere."""
+    got = np.asarray(got)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+    np.testing.assert_array_equal(np.where(np.isinf(want), want, 0),
+                                  np.where(np.isinf(got), got, 0), err_msg=what)
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-10, atol=1e-12, err_msg=what)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(MASKED))
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_masked_product_is_exact_where_the_other_operand_is_inf_or_nan(name, backend, seed):
+    """Forward and backward, optimized and not, against the interpreter: a term
+    a comparison removes is 0 even where the operand it would meet is inf or nan
+    (seeds with inf and nan too: the backward's products are masked the same way)."""
+    src = MASKED[name][0]
+    info, inputs, seeds = _masked_inputs(name, seed)
+    with np.errstate(all="ignore"):
+        saved = interp.run(info, inputs)
+        grads = api.InterpEngine(info, differentiate(info)).backward(seeds, inputs, saved)
+    conv = (lambda a: torch.as_tensor(a)) if backend == "torch" else (lambda a: a)
+    kw = {py_name(t): conv(a) for t, a in inputs.items()}
+    for optimize in (False, True):
+        k = tcc.compile(src, backend=backend, optimize=optimize)
+        what = f"{name}, {backend}, optimize={optimize}"
+        with np.errstate(all="ignore"):
+            fwd = k.forward(**kw)
+            g = k.backward({o: conv(s) for o, s in seeds.items()}, **kw, **fwd)
+        for t in info.outputs:
+            assert_same(as_numpy(fwd[py_name(t)]), saved[t], f"{what}: {t}")
+        for t in info.differentiable:
+            assert_same(as_numpy(g[t]), grads[t], f"{what}: {t}.grad")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_masked_inf_leaves_the_rows_before_it_finite(backend):
+    """v[4, 0] = inf reaches only o[4, 0] under (j <= t); nan reaches no row before its own."""
+    src = MASKED["j <= t"][0]
+    a = np.ones((5, 5))
+    v = np.ones((5, 2))
+    v[4, 0], v[2, 1] = np.inf, np.nan
+    conv = (lambda x: torch.as_tensor(x)) if backend == "torch" else (lambda x: x)
+    o = as_numpy(tcc.compile(src, backend=backend).forward(a=conv(a), v=conv(v))["o"])
+    want = np.cumsum(np.ones((5, 2)), axis=0)
+    want[4, 0] = np.inf
+    want[2:, 1] = np.nan
+    np.testing.assert_array_equal(o, want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kept_terms_of_inf_and_nan_sum_as_the_interpreter_sums_them(backend):
+    """Kept pairs: inf * inf, -inf * inf, 0 * inf and nan, next to masked ones."""
+    src = MASKED["j <= t"][0]
+    a = np.ones((4, 4))
+    v = np.ones((4, 3))
+    v[1, 0], v[2, 1], v[3, 2], v[0, 2] = np.inf, -np.inf, np.nan, -np.inf
+    a[1, 1], a[2, 1], a[3, 1] = np.inf, 0.0, -np.inf      # with v[1, 0] = inf
+    a[3, 0], a[2, 2] = np.inf, -np.inf                    # with v[0, 2], v[2, 1]
+    want = interp.run(analyze(tcc.parse(src)), {"a": a, "v": v})["o"]
+    conv = (lambda x: torch.as_tensor(x)) if backend == "torch" else (lambda x: x)
+    with np.errstate(all="ignore"):
+        got = as_numpy(tcc.compile(src, backend=backend).forward(a=conv(a), v=conv(v))["o"])
+    np.testing.assert_array_equal(got, want)
+    assert want[0, 0] == want[0, 1] == 1.0          # v[1, 0], v[2, 1] masked there
+    assert np.isnan(want).any() and np.isposinf(want).any() and np.isneginf(want).any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_masked_product_keeps_float32(backend):
+    src = MASKED["heads"][0]
+    info, inputs, _ = _masked_inputs("heads", 0, np.float32)
+    conv = (lambda a: torch.as_tensor(a)) if backend == "torch" else (lambda a: a)
+    with np.errstate(all="ignore"):
+        want = interp.run(info, inputs)["o"]
+        o = tcc.compile(src, backend=backend).forward(
+            **{t: conv(x) for t, x in inputs.items()})["o"]
+    assert o.dtype == (torch.float32 if backend == "torch" else np.float32)
+    np.testing.assert_array_equal(np.isnan(as_numpy(o)), np.isnan(want))
+    np.testing.assert_allclose(as_numpy(o)[np.isfinite(want)], want[np.isfinite(want)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MASKED))
+def test_a_finite_operand_keeps_the_plain_product(name):
+    """Where the other operand is finite the module runs the product it always
+    did (np.tril(a) @ v) and never the exact helper."""
+    src, form = MASKED[name]
+    code = forward_code(src)
+    assert "_masked_product(" in code, code
+    if form is not None:
+        assert f"{form}" in code.split(" if np.isfinite(", 1)[0], code
+    kernel = tcc.compiler.Kernel(tcc.compile_source(src), "masked")
+
+    def refuse(*args):
+        raise AssertionError("the exact helper ran on finite operands")
+
+    kernel.namespace["_masked_product"] = refuse
+    info = analyze(tcc.parse(src))
+    inputs = arrays({t: tuple(3 for _ in info.shapes[t]) for t in info.inputs})
+    fwd = kernel.forward(**inputs)
+    kernel.backward({o: np.ones_like(fwd[o]) for o in info.outputs}, **inputs, **fwd)
+
+
+def test_the_torch_module_checks_nothing_on_the_host():
+    """torch: the exact form always, on the device (no .all(), .item() or if on data)."""
+    code = tcc.compile_source(MASKED["j <= t"][0], backend="torch")
+    body = code.split("def forward(", 1)[1].split("def random_inputs", 1)[0]
+    assert "o = _masked_product('ab,bc->ac', " in body and "torch.tril(a), v)" in body
+    assert ".all()" not in body and ".item()" not in body

@@ -97,7 +97,8 @@ def _transpose(p: Printer, x, perm=None) -> str:
 
 def _matmul(p: Printer, a, b, out=None):
     if out is None:
-        return f"{p.wrap(a, 3)} @ {p.wrap(b, 4)}"
+        # (a scaled operand in parentheses: (0.125 * Q) @ K.T, not 0.125 * Q @ K.T)
+        return f"{p.wrap(a, 4)} @ {p.wrap(b, 4)}"
     return f"np.matmul({p.expr(a)}, {p.expr(b)}, out={p.expr(out)})"
 
 

@@ -55,6 +55,9 @@ class Backend:
     # run groups of elementwise and row-reduction statements on row blocks, threaded
     # (``row_blocks``); a backend whose library threads its own kernels leaves it off
     row_blocks: bool = False
+    # elementwise steps through out= and in place (``inplace.py``) without row
+    # blocks: the torch backend, whose kernels thread themselves
+    in_place: bool = False
 
     def imports_for(self, used: set[str]) -> list[str]:
         """The module's imports: the backend's own, and those of the operations it printed."""

@@ -46,12 +46,12 @@ def lower_program(ctx: Context) -> list:
         copy = copy_seed(ctx, t) if seed else []
         body = lower_statement(ctx, si)
         lowered.append((si, body[:1] + copy + body[1:]))
-    if ctx.row_blocks:
+    if ctx.row_blocks or ctx.in_place:
         from . import inplace
         from .rowblocks import group
         env = {ctx.names(t): tuple(ctx.shape_of(t)) for t in ctx.info.shapes}
-        return inplace.rewrite(group(ctx, lowered), env,
-                               keep={ctx.names(t) for t in ctx.returned}, min_rank=2)
+        flat = group(ctx, lowered) if ctx.row_blocks else [n for _, ns in lowered for n in ns]
+        return inplace.rewrite(flat, env, keep={ctx.names(t) for t in ctx.returned}, min_rank=2)
     return [n for _, nodes in lowered for n in nodes]
 
 

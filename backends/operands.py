@@ -80,6 +80,7 @@ class Context:
     padded: dict = field(default_factory=dict)        # zero-padded copy -> its padded axes
     copies: dict = field(default_factory=dict)        # (what, tensor, ...) -> a local made once
     row_blocks: bool = False                        # group row-local statements (rowblocks.py)
+    in_place: bool = False                          # out= and in place, no groups (inplace.py)
     returned: set = field(default_factory=set)      # tensors the function returns
     row_groups: int = 0                             # row-block functions made so far
 

@@ -72,7 +72,9 @@ def test_attention_scales_its_small_operand_and_result(backend):
     k = _check(ATTENTION, SIZES, backend)
     t = "permute" if backend == "torch" else "transpose"
     assert _forward_line(k, "S") == [f"S = (0.125 * Q) @ K.{t}(0, 2, 1)"]
-    assert _forward_line(k, "O") == ["O = P @ V / Z[:, :, None]"]
+    divide = "O.div_(Z[:, :, None])" if backend == "torch" else \
+        "np.divide(O, Z[:, :, None], out=O)"
+    assert _forward_line(k, "O") == ["O = P @ V"] and f"O = P @ V\n    {divide}" in k.source
     # the backward's 1 / Z stays on O.grad (N x E), not on P.grad (N x N)
     assert "P_grad = (O_grad / Z[:, :, None]) @ V" in k.source
 

@@ -105,23 +105,22 @@ def _ufunc(p: Printer, op, *args, out) -> str:
     args = list(args)
     if name in _COMMUTING and (args[1] == out or not _is_tensor(args[0])):
         args.reverse()
-    fn = _OPERATORS.get(name) or name[3:]
-    extra = ""
+    fn, keywords = _OPERATORS.get(name) or name[3:], []
     if name in ("fn:max", "fn:min") and not all(_is_tensor(a) for a in args):
-        # max(x, 0): a clamp (torch.maximum takes tensors only)
+        # max(x, 0.1): a clamp (torch.maximum takes tensors only)
         x, c = (args[1], args[0]) if _is_tensor(args[1]) else (args[0], args[1])
-        fn, args, extra = "clamp", [x], f", {'min' if name == 'fn:max' else 'max'}={p.expr(c)}"
+        fn, args = "clamp", [x]
+        keywords = [f"{'min' if name == 'fn:max' else 'max'}={p.expr(c)}"]
     elif name in ("fn:max", "fn:min"):
-        fn = "maximum" if name == "fn:max" else "minimum"
+        fn = "maximum" if name == "fn:max" else "minimum"     # (no in-place method)
     elif name == "fn:relu":
-        fn, extra = "clamp", ", min=0.0"     # torch.relu has no out=
+        fn, keywords = "clamp", ["min=0.0"]     # torch.relu has no out=
     if not _is_tensor(args[0]):
         args[0] = Apply("tensor_of", (args[0],))
-    rest = ", ".join(p.expr(a) for a in args[1:]) + extra
-    if args[0] == out and fn != "maximum" and fn != "minimum":
-        return f"{p.atom(out)}.{fn}_({rest.lstrip(', ')})"
-    rest = (", " + rest.lstrip(", ")) if rest.strip(", ") else ""
-    return f"torch.{fn}({p.expr(args[0])}{rest}, out={p.expr(out)})"
+    more = [p.expr(a) for a in args[1:]] + keywords
+    if args[0] == out and fn not in ("maximum", "minimum"):
+        return f"{p.atom(out)}.{fn}_({', '.join(more)})"
+    return f"torch.{fn}({', '.join([p.expr(args[0]), *more, f'out={p.expr(out)}'])})"
 
 
 def _fn(code: str):

@@ -55,6 +55,9 @@ class Backend:
     # run groups of elementwise and row-reduction statements on row blocks, threaded
     # (``row_blocks``); a backend whose library threads its own kernels leaves it off
     row_blocks: bool = False
+    # elementwise steps through out= and in place (``inplace.py``) without row
+    # blocks: the torch backend, whose kernels thread themselves
+    in_place: bool = False
 
     def imports_for(self, used: set[str]) -> list[str]:
         """The module's imports: the backend's own, and those of the operations it printed."""
@@ -97,7 +100,8 @@ def _transpose(p: Printer, x, perm=None) -> str:
 
 def _matmul(p: Printer, a, b, out=None):
     if out is None:
-        return f"{p.wrap(a, 3)} @ {p.wrap(b, 4)}"
+        # (a scaled operand in parentheses: (0.125 * Q) @ K.T, not 0.125 * Q @ K.T)
+        return f"{p.wrap(a, 4)} @ {p.wrap(b, 4)}"
     return f"np.matmul({p.expr(a)}, {p.expr(b)}, out={p.expr(out)})"
 
 

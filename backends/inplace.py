@@ -143,7 +143,8 @@ def rewrite(stmts: list, env: dict, keep=frozenset(), min_rank: int = 0) -> list
 
 
 # operations whose result is a new array (never a view of another)
-_NEW = {"einsum", "sum", "max", "min", "as_float", "array", "copy", "zeros", "full", "empty"}
+_NEW = {"einsum", "sum", "max", "min", "as_float", "array", "copy", "zeros", "full", "empty",
+        "matmul", "tensordot"}
 
 
 def _new_array(value) -> bool:
@@ -203,7 +204,7 @@ def _statement(s, env: dict, taken: set, dying: set, host: Name | None = None,
     if not st.full or (st.dest is not None and shape(st.dest, env) != st.full):
         return [s]              # a number, a shape not known here, or a broadcast
     value, owned = st.value(s.value, root=True)
-    if len(st.steps) < 2 and not (st.dest is not None and owned):
+    if len(st.steps) < 2 and not (owned and (st.dest is not None or value in dying)):
         return [s]              # one operation into a new array: nothing to save
     if isinstance(s.target, Name) and value != s.target:
         st.steps.append(Assign(s.target, value))

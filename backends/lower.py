@@ -24,9 +24,10 @@ from tcc.ir import Affine, DimVal, Gather, IndexCmp, Ref, children, index_cmps, 
 
 from .contractions import contract
 from .operands import (Context, Operand, add, align, ap, elementwise,
-                       expr_vars, index_vars, is_guard, mul, product_operands, shape_tuple,
+                       expr_vars, index_vars, is_guard, mul, shape_tuple,
                        simple_axes, slice_part, split_factors, split_terms,
                        const_value, advanced_index)
+from .products import product_parts, scaled
 from .target import ALL, Apply, Assign, Comment, Do, For, If, Index, Lit, Name, Op, Slice, Tup, \
     Update
 
@@ -45,12 +46,12 @@ def lower_program(ctx: Context) -> list:
         copy = copy_seed(ctx, t) if seed else []
         body = lower_statement(ctx, si)
         lowered.append((si, body[:1] + copy + body[1:]))
-    if ctx.row_blocks:
+    if ctx.row_blocks or ctx.in_place:
         from . import inplace
         from .rowblocks import group
         env = {ctx.names(t): tuple(ctx.shape_of(t)) for t in ctx.info.shapes}
-        return inplace.rewrite(group(ctx, lowered), env,
-                               keep={ctx.names(t) for t in ctx.returned}, min_rank=2)
+        flat = group(ctx, lowered) if ctx.row_blocks else [n for _, ns in lowered for n in ns]
+        return inplace.rewrite(flat, env, keep={ctx.names(t) for t in ctx.returned}, min_rank=2)
     return [n for _, nodes in lowered for n in nodes]
 
 
@@ -131,13 +132,16 @@ def _sum_of_products(ctx: Context, si: StmtInfo, tvars_order, summed):
         if running is not None:
             scalar, res, present = running
         else:
-            scalar, operands = product_operands(ctx, factors, loops, ranges)
+            # (factors over the result's indices may scale it, not an operand)
+            scalar, operands, after = product_parts(ctx, factors, loops, ranges, tvars_order)
             res = contract(ctx, operands, tvars_order, ranges) if operands else \
                 Operand(Lit(1.0), ())
             from .triangular import exact
             res = exact(ctx, operands, res, ranges)
             present = set().union(*(o.vars for o in operands)) if operands else set()
         node = align(res.node, res.vars, tvars_order) if res.vars else res.node
+        if running is None and after:
+            node = scaled(ctx, node, after, tvars_order, ranges)
         # summed indices this term does not depend on: each adds the term again
         for v in summed:
             if v not in present and v not in gone:

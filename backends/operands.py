@@ -4,7 +4,8 @@ a target IR value over its loop indices (``Operand``).
 Right-hand sides are sums of products. A factor that is not a plain read is
 computed once, elementwise, over only its own indices; factors whose indices
 are a subset of another's are multiplied into it. What remains is one
-contraction per product (``contractions.py``). Reads with affine indices are
+contraction per product (``contractions.py``; ``products.py`` groups a
+product's factors into its operands). Reads with affine indices are
 strided views (basic slices, or one ``strided_view``: the im2col of a
 convolution); gathers are advanced indexing.
 """
@@ -79,6 +80,7 @@ class Context:
     padded: dict = field(default_factory=dict)        # zero-padded copy -> its padded axes
     copies: dict = field(default_factory=dict)        # (what, tensor, ...) -> a local made once
     row_blocks: bool = False                        # group row-local statements (rowblocks.py)
+    in_place: bool = False                          # out= and in place, no groups (inplace.py)
     returned: set = field(default_factory=set)      # tensors the function returns
     row_groups: int = 0                             # row-block functions made so far
     tune: bool = False                              # measured choices (tune.py)
@@ -448,49 +450,5 @@ def factor_value(ctx, factors: list[tuple[bool, Expr]], order, ranges):
     return node
 
 
-def _is_plain_read(fs) -> bool:
-    """One tensor read, with (or without) index comparisons selecting it."""
-    fs = [(up, f) for up, f in fs if not is_guard(up, f)]
-    return len(fs) == 1 and fs[0][0] and isinstance(fs[0][1], Ref)
-
-
-def product_operands(ctx, factors, loops, ranges) -> tuple[object, list[Operand]]:
-    """(scalar value or None, operands) for one product's factors."""
-    scalars, groups = [], []       # groups: [vars, factors]
-    for up, f in factors:
-        vs = expr_vars(f)
-        if not vs:
-            scalars.append((up, f))
-            continue
-        groups.append([ordered(vs, loops), [(up, f)]])
-    # Fold each factor into another whose indices contain its own.
-    merged = True
-    while merged:
-        merged = False
-        for i, (vi, fi) in enumerate(groups):
-            hosts = [j for j, (vj, _) in enumerate(groups) if j != i and set(vi) <= set(vj)]
-            if not hosts:
-                continue
-            # prefer a host that is already computed (not a bare read), then the smallest
-            hosts.sort(key=lambda j: (_is_plain_read(groups[j][1]), len(groups[j][0])))
-            j = hosts[0]
-            # two plain reads stay separate operands: a contraction (BLAS or
-            # einsum) multiplies and sums them without building their product
-            if not (_is_plain_read(fi) and _is_plain_read(groups[j][1])):
-                groups[j][1] = groups[j][1] + fi
-                groups.pop(i)
-                merged = True
-                break
-    operands = []
-    for vs, fs in groups:
-        if _is_plain_read(fs) and len(fs) == 1:
-            operands.append(read_operand(ctx, fs[0][1], ranges))
-        else:
-            guards = tuple(f for up, f in fs if is_guard(up, f))
-            operands.append(Operand(factor_value(ctx, fs, vs, ranges), vs, True, guards))
-    scalar = factor_value(ctx, scalars, (), ranges) if scalars else None
-    return scalar, operands
-
-
 __all__ = ["ALL", "Context", "Names", "Operand", "ap", "align", "read_operand", "elementwise",
-           "split_terms", "split_factors", "product_operands"]
+           "split_terms", "split_factors", "factor_value"]

@@ -18,8 +18,8 @@ from __future__ import annotations
 from tcc.ir import Affine, IndexCmp
 
 from .contractions import contract
-from .operands import (Context, Operand, ap, expr_vars, is_guard, mul,
-                       product_operands)
+from .operands import Context, Operand, ap, expr_vars, is_guard, mul
+from .products import product_operands
 from .target import Index, Lit, Slice, Tup
 from .triangular import exact, triangle
 

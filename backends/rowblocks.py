@@ -63,10 +63,22 @@ def _lead(si: StmtInfo) -> str | None:
     return v
 
 
-def _row_tensors(si: StmtInfo, v: str) -> list[str]:
+def _written(ctx: Context, si: StmtInfo) -> tuple:
+    """The statements the lowering wrote for ``si``: a sum that reuses the
+    product before it (``reuse.py``) reads that product, not its own factors."""
+    from .reuse import Reuse
+    k = ctx.kernels.get(id(si))
+    return k.si if isinstance(k, Reuse) else (si,)
+
+
+def _refs(ctx: Context, si: StmtInfo) -> list:
+    return [r for part in _written(ctx, si) for r in (part.stmt.target, *reads(part.stmt.expr))]
+
+
+def _row_tensors(si: StmtInfo, v: str, refs=None) -> list[str]:
     s = si.stmt
     out = []
-    for r in (s.target, *reads(s.expr)):
+    for r in refs or (s.target, *reads(s.expr)):
         if isinstance(r, Ref) and r.index and isinstance(r.index[0], Affine) and \
                 r.index[0].plain == v and r.tensor not in out:
             out.append(r.tensor)
@@ -113,10 +125,10 @@ def group(ctx: Context, lowered: list[tuple[StmtInfo, list]]) -> list:
     marks = []
     for si, nodes in lowered:
         v = _lead(si)
-        if v is None:
+        if v is None or any(_lead(part) != v for part in _written(ctx, si)):
             marks.append(None)
             continue
-        tensors = _row_tensors(si, v)
+        tensors = _row_tensors(si, v, _refs(ctx, si))
         names = {ctx.names(t) for t in tensors}
         rows = si.ranges[v]
         ok = all(ctx.shape_of(t)[0] == rows for t in tensors if t in ctx.info.shapes) and \
@@ -132,8 +144,7 @@ def group(ctx: Context, lowered: list[tuple[StmtInfo, list]]) -> list:
         end = k + 1
         while end < len(lowered) and marks[end] is not None and marks[end][0] == marks[k][0]:
             end += 1
-        later = {r.tensor for si, _ in lowered[end:]
-                 for r in (si.stmt.target, *reads(si.stmt.expr))}
+        later = {r.tensor for si, _ in lowered[end:] for r in _refs(ctx, si)}
         made = {n.target.name: n.value for _, nodes in lowered[:k] for n in nodes
                 if isinstance(n, Assign) and isinstance(n.target, Name)}
         out += _emit(ctx, lowered[k:end], marks[k:end], later | ctx.returned, made)
@@ -146,10 +157,11 @@ def _emit(ctx: Context, run, marks, needed_after: set[str], made: dict) -> list:
     defined_here: list[str] = []
     params: list[str] = []
     for (si, nodes), (_, tensors) in zip(run, marks):
-        t = si.stmt.target.tensor
-        first_def = any(isinstance(n, Assign) and n.target == ctx.local(t) for n in nodes)
+        assigned = {p.stmt.target.tensor for p in _written(ctx, si)
+                    if any(isinstance(n, Assign) and n.target == ctx.local(p.stmt.target.tensor)
+                           for n in nodes)}
         for x in tensors:
-            if x == t and first_def and x not in params and x not in defined_here:
+            if x in assigned and x not in params and x not in defined_here:
                 defined_here.append(x)
             elif x not in defined_here and x not in params:
                 params.append(x)
@@ -159,7 +171,7 @@ def _emit(ctx: Context, run, marks, needed_after: set[str], made: dict) -> list:
     env = {}
     for si, nodes in run:
         env.update((ctx.names(r.tensor), tuple(ctx.shape_of(r.tensor)))
-                   for r in (si.stmt.target, *reads(si.stmt.expr)) if isinstance(r, Ref))
+                   for r in _refs(ctx, si) if isinstance(r, Ref))
         for n in nodes:
             if isinstance(n, Assign) and n.target.name in {ctx.names(t) for t in whole}:
                 n = Assign(Index(n.target, (ALL,)), n.value)

@@ -90,10 +90,12 @@ def shape(n, env: dict) -> tuple | None:
                 return None
             return tuple(reversed(base)) if perm is None else tuple(base[k] for k in perm)
         if n.op == "matmul" and n.get("out") is None:
+            # matrices, or stacks of them (the leading axes broadcast)
             a, b = (shape(x, env) for x in n.args[:2])
-            if a is None or b is None or len(a) != 2 or len(b) != 2:
+            if a is None or b is None or len(a) < 2 or len(b) < 2:
                 return None
-            return (a[0], b[1])
+            batch = _broadcast([a[:-2], b[:-2]])
+            return None if batch is None else batch + (a[-2], b[-1])
         if n.op.startswith("fn:") or n.op == "as_float":
             parts = [shape(a, env) for a in n.args]
             return None if None in parts else _broadcast(parts)

@@ -33,7 +33,8 @@ def _transpose(p: Printer, x, perm=None) -> str:
 
 def _matmul(p: Printer, a, b, out=None):
     if out is None:
-        return f"{p.wrap(a, 3)} @ {p.wrap(b, 4)}"
+        # (a scaled operand in parentheses: (0.125 * Q) @ K.T, not 0.125 * Q @ K.T)
+        return f"{p.wrap(a, 4)} @ {p.wrap(b, 4)}"
     return f"torch.matmul({p.expr(a)}, {p.expr(b)}, out={p.expr(out)})"
 
 
@@ -77,6 +78,49 @@ def _where(p: Printer, cond, x) -> str:
     if not any(isinstance(n, (Apply, Index)) for n in walk(cond)):
         c = f"torch.tensor({c}, device=dt.device)"
     return f"torch.where({c}, _tensor({p.expr(x)}, dt), 0.0)"
+
+
+# backends/inplace.py's steps (an elementwise operation written into ``out``):
+# the in-place method where ``out`` is the first operand (``P.mul_(M)``,
+# ``S.exp_()``), else the function with ``out=``. torch's functions take a
+# tensor first: a product or sum with a number first is written the other way
+# round (the same bits), a difference or quotient takes the number as a 0-d tensor.
+_OPERATORS = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "div",
+              "negative": "neg"}
+_COMMUTING = {"add", "multiply"}
+
+
+def _is_tensor(node) -> bool:
+    """Whether a value prints as a tensor (a number literal, or a conditional
+    that may be one, does not)."""
+    if isinstance(node, Lit):
+        return False
+    if isinstance(node, Op):
+        return any(_is_tensor(a) for a in node.args)
+    return not (isinstance(node, Apply) and node.op == "if_nonzero")
+
+
+def _ufunc(p: Printer, op, *args, out) -> str:
+    name = op.value if isinstance(op, Lit) else op
+    args = list(args)
+    if name in _COMMUTING and (args[1] == out or not _is_tensor(args[0])):
+        args.reverse()
+    fn, keywords = _OPERATORS.get(name) or name[3:], []
+    if name in ("fn:max", "fn:min") and not all(_is_tensor(a) for a in args):
+        # max(x, 0.1): a clamp (torch.maximum takes tensors only)
+        x, c = (args[1], args[0]) if _is_tensor(args[1]) else (args[0], args[1])
+        fn, args = "clamp", [x]
+        keywords = [f"{'min' if name == 'fn:max' else 'max'}={p.expr(c)}"]
+    elif name in ("fn:max", "fn:min"):
+        fn = "maximum" if name == "fn:max" else "minimum"     # (no in-place method)
+    elif name == "fn:relu":
+        fn, keywords = "clamp", ["min=0.0"]     # torch.relu has no out=
+    if not _is_tensor(args[0]):
+        args[0] = Apply("tensor_of", (args[0],))
+    more = [p.expr(a) for a in args[1:]] + keywords
+    if args[0] == out and fn not in ("maximum", "minimum"):
+        return f"{p.atom(out)}.{fn}_({', '.join(more)})"
+    return f"torch.{fn}({', '.join([p.expr(args[0]), *more, f'out={p.expr(out)}'])})"
 
 
 def _fn(code: str):
@@ -162,6 +206,8 @@ TORCH_CODE = {
                    ATOM),
     "conv_backward": (lambda p, x, w, g, n, stride: f"_conv_backward({p.expr(x)}, "
                       f"{p.expr(w)}, {p.expr(g)}, {literal(stride)})", ATOM),
+    "ufunc": (_ufunc, ATOM),
+    "tensor_of": call("_tensor({0}, dt)"),
     "fit": call("_fit({0}, {1})"),
     "conv_extent": call("_extent({0}, {1}, {2})"),
     "min_at": call("_min_at({0}, {1}, {2})"),
@@ -184,16 +230,16 @@ TORCH_CODE = {
     "max_at": call("_max_at({0}, {1}, {2})"),
     "add_affine": call("_add_affine({0}, {1}, {2}, {3})"),
 }
-# row_blocks and ufunc (in-place steps, backends/inplace.py) come only in row-block
-# groups, and tuned in measured choices, which the torch backend leaves off
-assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "row_blocks", "ufunc",
-                                             "tuned"}, \
+# row_blocks come only in row-block groups, and tuned in measured choices, which the
+# torch backend leaves off
+assert set(NUMPY_CODE) <= set(TORCH_CODE) | {"imax", "if_nonzero", "row_blocks", "tuned"}, \
     set(NUMPY_CODE) - set(TORCH_CODE)
 
 TORCH_HELPERS = {"strided_view": ("_view",), "arange_axis": ("_ix",),
                  "add_affine": ("_add_affine",), "add_at": ("_add_at", "_indices", "_tensor"),
                  "max_at": ("_max_at", "_indices", "_tensor"), "max": ("_amax",),
                  "min_at": ("_min_at", "_indices", "_tensor"), "where": ("_tensor",),
+                 "tensor_of": ("_tensor",),
                  "pad": ("_pad",),
                  "min": ("_amin",), "broadcast_to": ("_tensor",), "array": ("_array",),
                  "asarray": ("_asarray",), "layer_norm": ("_layer_norm",),
@@ -222,4 +268,4 @@ BACKEND = TorchBackend("torch", ["import itertools", "", "import torch"],
                        {**NUMPY_CODE, **TORCH_CODE}, "torch", TORCH_HELPERS, "torch",
                        runtime="torch", helper_module="torch_helpers",
                        # the module computes gradients itself: no autograd tape
-                       decorator="@torch.no_grad()")
+                       decorator="@torch.no_grad()", in_place=True)

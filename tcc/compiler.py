@@ -179,7 +179,8 @@ def _helpers_section(helpers, start: str, end: str | None = None) -> str:
 
 
 def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = False,
-                   forward: Info | None = None) -> tuple[list[str], object]:
+                   forward: Info | None = None, in_place: bool = False
+                   ) -> tuple[list[str], object]:
     """The lowered statements of one generated function, printed; ``returned``:
     the tensors it returns (a library kernel never hides one of them);
     ``forward``: the forward's Info, for a backward (its kernels may need it)."""
@@ -187,7 +188,8 @@ def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = F
     from .backends.lower import lower_program
     from .backends.operands import Context
     from .backends.target import Name, walk
-    ctx = Context(info, names, row_blocks=row_blocks, tune=row_blocks, returned=set(returned))
+    ctx = Context(info, names, row_blocks=row_blocks, tune=row_blocks, returned=set(returned),
+                  in_place=in_place)
     ops = {op for op in kernels.KERNEL_OPS if op in printer.code}
     if ops:
         ctx.kernels = kernels.plan(info, returned, ops, forward)
@@ -259,7 +261,8 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
     returned = list(info.outputs) + [t for t in saved_values if t not in info.outputs]
     if not p.optimize:
         returned = list(info.outputs) + [t for t in info.computed if t not in info.outputs]
-    fbody, fctx = _function_body(info, names, printer, returned, backend.row_blocks)
+    fbody, fctx = _function_body(info, names, printer, returned, backend.row_blocks,
+                                 in_place=backend.in_place)
     deco = [backend.decorator] if backend.decorator else []
     fwd = [*deco, "def forward(**tensors):"]
     fwd.append(f'    """Run the program. Takes {_takes(info)}.')
@@ -282,7 +285,7 @@ def generate(p: Pipeline, backend_name: str = "numpy", second_order: bool = Fals
     # ---- backward
     bbody, bctx = _function_body(binfo, names, printer,
                                  [grad_name(t) for t in info.differentiable], backend.row_blocks,
-                                 forward=info)
+                                 forward=info, in_place=backend.in_place)
     seeds = [t for t in binfo.inputs if is_grad(t) and base_name(t) in info.outputs]
     saved = [t for t in backward_tensors if t not in seeds and t not in info.inputs]
     bkinds = dict(kinds)

@@ -94,7 +94,23 @@ def test_a_local_read_twice_or_read_later_keeps_its_memory():
     later = [Assign(Name("T"), Op("+", (Name("S"), Name("M")))),
              Assign(Name("E"), Apply("fn:exp", (Op("-", (Name("T"), _col("m"))),))),
              Assign(Name("F"), Op("*", (Name("T"), Lit(2.0))))]
-    assert not any("out=T" in line for line in _code(inplace.rewrite(later, ENV)))
+    got = _code(inplace.rewrite(later, ENV))
+    assert got[:3] == ["T = (S + M)", "E = (T - m[:, None])", "ufunc('fn:exp', E, out=E)"]
+    # (F's statement reads T for the last time: its one operation may write into it)
+    assert got[3:] == ["ufunc('multiply', T, 2.0, out=T)", "F = T"]
+
+
+def test_one_operation_on_a_local_read_for_the_last_time_writes_into_it():
+    # attention's backward: S.grad = P.grad * P in P.grad's memory, no new array
+    stmts = [Assign(Name("T"), Op("+", (Name("S"), Name("M")))),
+             Assign(Name("E"), Op("*", (Name("T"), Name("M"))))]
+    assert _code(inplace.rewrite(stmts, ENV)) == [
+        "T = (S + M)", "ufunc('multiply', T, M, out=T)", "E = T"]
+    # not when it is kept (returned), nor when it is no new array (a view of S)
+    assert _code(inplace.rewrite(stmts, ENV, keep={"T"}))[1] == "E = (T * M)"
+    view = [Assign(Name("T"), Apply("transpose", (Name("S"),), (("perm", None),))),
+            Assign(Name("E"), Op("*", (Name("T"), Name("M"))))]
+    assert _code(inplace.rewrite(view, ENV))[1] == "E = (T * M)"
 
 
 def test_a_later_target_hosts_a_local_until_it_is_written():
@@ -182,8 +198,10 @@ def test_a_value_read_twice_in_one_statement_matches_the_interpreter():
 
 
 def test_outside_groups_a_product_is_scaled_in_place():
+    # (the forward's scores scale their N x E operand instead: S = (Q / ...) @ K.T)
     src = tcc.compile(str(BENCH / "attention.loop")).source
-    assert "S = Q @ K.T\n    np.multiply(1.0 / np.sqrt(dt.type(E)), S, out=S)" in src
+    assert "Q_grad = S_grad @ K\n    np.multiply(1.0 / np.sqrt(dt.type(E)), Q_grad, " \
+        "out=Q_grad)" in src
 
 
 def test_a_returned_tensor_is_never_overwritten():

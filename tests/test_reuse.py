@@ -87,3 +87,31 @@ def test_not_reused(name):
     text = NOT_REUSED[name]
     assert REUSED not in tcc.compile_source(text)
     _check(text, PAIR_SIZES, "numpy")
+
+
+def test_attention_backward_on_row_blocks():
+    # The reused sum runs in a row-block group (rowblocks.py), which must pass
+    # it the tensors it reads as written (P.grad, P), not its statement's own
+    # (O.grad, V): else it read the whole P.grad against a block of P
+    k = tcc.compile(ATTENTION)
+    ns = k.namespace
+    old = ns["_SMALL_BYTES"], ns["_BLOCK_BYTES"], os.environ.get("TCC_NUM_THREADS")
+    ns["_SMALL_BYTES"], ns["_BLOCK_BYTES"] = 0, 1 << 10      # several blocks, two threads
+    os.environ["TCC_NUM_THREADS"] = "2"
+    try:
+        sizes = {"B": 7, "N": 5, "D": 3, "E": 2}
+        ref = tb.Ref(ATTENTION, sizes)
+        kw = ref.kwargs()
+        fwd = k.forward(**kw)
+        grads = k.backward(ref.seeds, **kw, **fwd)
+    finally:
+        ns["_SMALL_BYTES"], ns["_BLOCK_BYTES"] = old[:2]
+        if old[2] is None:
+            del os.environ["TCC_NUM_THREADS"]
+        else:
+            os.environ["TCC_NUM_THREADS"] = old[2]
+    backward = k.source.split("def backward(", 1)[1]
+    assert "def _rows_1(P_grad, P, Z, Z_grad):" in backward
+    tb.assert_close(fwd["O"], ref.computed["O"], tb.RTOL64, tb.ATOL64, "O")
+    for t in ref.info.differentiable:
+        tb.assert_close(grads[t], ref.grads[t], tb.RTOL64, tb.ATOL64, f"{t}.grad")

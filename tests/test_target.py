@@ -258,7 +258,7 @@ def test_target_ir_values_are_typed(capsys):
                         "attention.loop")
     assert main(["explain", "--lowered", path]) == 0
     out = capsys.readouterr().out
-    assert "S = matmul(Q, transpose(K, perm=None))    # [N, N] dt" in out
+    assert "S = matmul((Q / fn:sqrt(scalar(E))), transpose(K, perm=None))    # [N, N] dt" in out
     assert "Z_max = max(T, axis=1)    # [N] dt" in out
     assert "ufunc('fn:exp', T, out=P)    # [N, N] dt" in out
 

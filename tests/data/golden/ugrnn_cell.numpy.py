@@ -543,8 +543,7 @@ def backward(grads, /, **tensors):
     WxG_grad = Gp_grad.T @ x
     np.multiply((1 / dt.type(B) if B else 0.0), WxG_grad, out=WxG_grad)
     # for b, j, i: WhG.grad[j, i] += 1 / B * Gp.grad[b, j] * h[b, i]
-    WhG_grad = Gp_grad.T @ h
-    np.multiply((1 / dt.type(B) if B else 0.0), WhG_grad, out=WhG_grad)
+    WhG_grad = (Gp_grad / dt.type(B)).T @ h
     # rows of B in blocks, on threads when large: 1 statement in one pass
     Rp_grad = np.empty((B, J), dtype=dt)
     def _rows_2(hn_grad, G, R, Rp_grad):
@@ -560,8 +559,7 @@ def backward(grads, /, **tensors):
     WxR_grad = Rp_grad.T @ x
     np.multiply((1 / dt.type(B) if B else 0.0), WxR_grad, out=WxR_grad)
     # for b, j, i: WhR.grad[j, i] += 1 / B * Rp.grad[b, j] * h[b, i]
-    WhR_grad = Rp_grad.T @ h
-    np.multiply((1 / dt.type(B) if B else 0.0), WhR_grad, out=WhR_grad)
+    WhR_grad = (Rp_grad / dt.type(B)).T @ h
     # for b, j, i: h.grad[b, i] += Gp.grad[b, j] * WhG[j, i] + Rp.grad[b, j] * WhR[j, i]
     h_grad += Gp_grad @ WhG + Rp_grad @ WhR
     return {"WhR": WhR_grad, "WxR": WxR_grad, "BR": BR_grad, "WhG": WhG_grad, "WxG": WxG_grad, "BG": BG_grad, "h": h_grad}

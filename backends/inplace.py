@@ -135,7 +135,7 @@ def rewrite(stmts: list, env: dict, keep=frozenset(), min_rank: int = 0) -> list
                 alias[step.target.name] = alias.get(step.value.name, step.value.name)
         out += steps
         if isinstance(s, Assign) and isinstance(s.target, Name):
-            if _new_array(s.value) or (isinstance(s.value, Name) and s.value in local):
+            if new_array(s.value) or (isinstance(s.value, Name) and s.value in local):
                 local.add(s.target)
             else:
                 local.discard(s.target)     # a view may share another array's memory
@@ -147,7 +147,7 @@ _NEW = {"einsum", "sum", "max", "min", "as_float", "array", "copy", "zeros", "fu
         "matmul", "tensordot"}
 
 
-def _new_array(value) -> bool:
+def new_array(value) -> bool:
     """Whether a value is a new array of the computation dtype, free to reuse
     (a comparison's booleans are not: a product written into them would fail)."""
     if isinstance(value, Op):
@@ -212,4 +212,4 @@ def _statement(s, env: dict, taken: set, dying: set, host: Name | None = None,
     return st.steps
 
 
-__all__ = ["rewrite", "UFUNCS"]
+__all__ = ["rewrite", "new_array", "UFUNCS"]

@@ -83,11 +83,15 @@ class Context:
     in_place: bool = False                          # out= and in place, no groups (inplace.py)
     returned: set = field(default_factory=set)      # tensors the function returns
     row_groups: int = 0                             # row-block functions made so far
-    tune: bool = False                              # measured choices (tune.py)
-    tuned: int = 0                                  # measured choices made so far
     tuned_sites: list = field(default_factory=list)  # (site, statement, labels) of each
     groups: list = field(default_factory=list)      # (function, statements, its Def)
     masked: int = 0                                 # computed operands of masked products
+
+    @property
+    def tune(self) -> bool:
+        """Whether statements with several lowerings get measured choices
+        (tune.py): in the NumPy backends, the ones with row-block groups."""
+        return self.row_blocks
 
     def shape_of(self, tensor: str):
         if tensor in self.extra_shapes:

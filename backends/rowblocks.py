@@ -38,7 +38,7 @@ from tcc.ir import Affine, Ref, reads
 
 from . import inplace
 from .operands import Context, ap, shape_tuple
-from .target import ALL, Apply, Assign, Attr, Comment, Def, Do, If, Index, Lit, Name, Op, Slice, \
+from .target import ALL, Apply, Assign, Attr, Comment, Def, Do, If, Index, Lit, Name, Slice, \
     Tup, Update, walk
 
 # operations exact on a block of rows (reductions are checked for their axis)
@@ -201,12 +201,6 @@ def _emit(ctx: Context, run, marks, needed_after: set[str], made: dict) -> list:
     ]
 
 
-# values that make a new array of their own (a view or a caller's array never
-# lends its memory; ``owned`` checks the rest at run time)
-_MAKES = {"matmul", "einsum", "tensordot", "contract", "sum", "max", "min", "zeros", "empty",
-          "full", "copy", "as_float"}
-
-
 def _hosts(ctx: Context, body: list, params: list, whole: list, needed_after: set,
            made: dict) -> dict:
     """Whole arrays of the group that can take the memory of an array the group
@@ -221,12 +215,10 @@ def _hosts(ctx: Context, body: list, params: list, whole: list, needed_after: se
         for p in params:
             name = ctx.names(p)
             value = made.get(name)
+            # (a view or a caller's array never lends its memory; owned() checks the
+            # rest at run time)
             if p in taken or p in needed_after or p not in ctx.defined or value is None or \
-                    ctx.shape_of(p) != ctx.shape_of(t):
-                continue
-            if not (isinstance(value, Op) and value.op in ("+", "-", "*", "/", "**", "neg") or
-                    isinstance(value, Apply) and (value.op in _MAKES or
-                                                  value.op.startswith("fn:"))):
+                    ctx.shape_of(p) != ctx.shape_of(t) or not inplace.new_array(value):
                 continue
             if _reads_before_write(body, name, ctx.names(t)):
                 out[t] = p

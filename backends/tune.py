@@ -58,10 +58,10 @@ def lower_tuned(ctx: Context, si: StmtInfo, cands: list[tuple[str, object]]) -> 
     target = ctx.local(t)
     existed = t in ctx.defined
     before = {k: copy.copy(getattr(ctx, k)) for k in _STATE}
-    ctx.tuned += 1
-    site = f"{target.name}:{ctx.tuned}"
+    site = f"{target.name}:{len(ctx.tuned_sites) + 1}"
     defs, pairs = [], []
-    again = sum(site.startswith(f"{target.name}:") for site, _, _ in ctx.tuned_sites)
+    # a target tuned before in this function: its candidates' names get a number
+    again = sum(other.startswith(f"{target.name}:") for other, _, _ in ctx.tuned_sites)
     suffix = f"_{again + 1}" if again else ""
     for label, lower in cands:
         for k, v in before.items():

@@ -158,12 +158,10 @@ def _helper_source(names: set[str], module: str = "helpers") -> str:
         if name in names:
             if name == "_contract":
                 parts.append("_EXPRESSIONS = {}\n")
-            if name == "_tuned":        # the measured choices' state, then the function
+            if name == "_tuned" or name == "_row_blocks" and "_tuned" not in names:
+                # the measured choices' state, which both of them use
                 parts.append(_helpers_section(helpers, "# Measured choices", "def _tuned("))
             if name == "_row_blocks":
-                if "_tuned" not in names:
-                    parts.append(_helpers_section(helpers, "# Measured choices",
-                                                  "def _tuned("))
                 parts.append(_helpers_section(helpers, "# Row blocks."))
                 continue
             parts.append(inspect.getsource(getattr(helpers, name)))
@@ -188,7 +186,7 @@ def _function_body(info: Info, names, printer, returned=(), row_blocks: bool = F
     from .backends.lower import lower_program
     from .backends.operands import Context
     from .backends.target import Name, walk
-    ctx = Context(info, names, row_blocks=row_blocks, tune=row_blocks, returned=set(returned),
+    ctx = Context(info, names, row_blocks=row_blocks, returned=set(returned),
                   in_place=in_place)
     ops = {op for op in kernels.KERNEL_OPS if op in printer.code}
     if ops:

@@ -8,6 +8,8 @@ largest temporary of the statement running).
 
 from __future__ import annotations
 
+import functools
+
 import math
 
 import numpy as np
@@ -265,9 +267,12 @@ def _kernel_lines(p: Pipeline) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=8)
 def _lowering(p: Pipeline, stage: str, row_blocks: bool):
     """(statements, shapes of the arrays by local name, the lowering's context)
-    of one function of p as the NumPy backend lowers it."""
+    of one function of p as the NumPy backend lowers it (once per explain: the
+    cost table, the groups and --lowered read the same lowering; callers do
+    not modify what it returns)."""
     from .backends import reuse
     from .backends.lower import lower_program
     from .backends.operands import Context, Names
@@ -275,7 +280,7 @@ def _lowering(p: Pipeline, stage: str, row_blocks: bool):
     info = p.info if stage == "forward" else p.binfo
     returned = set(p.info.outputs) | set(p.saved) if stage == "forward" else \
         {grad_name(t) for t in p.info.differentiable}
-    ctx = Context(info, names, row_blocks=row_blocks, tune=row_blocks, returned=returned)
+    ctx = Context(info, names, row_blocks=row_blocks, returned=returned)
     ctx.kernels.update(reuse.plan(info, ctx.kernels))
     stmts = lower_program(ctx)
     return stmts, {names(t): tuple(ctx.shape_of(t)) for t in info.shapes}, ctx
@@ -336,7 +341,7 @@ def lowered_lines(p: Pipeline) -> list[str]:
     for label in ("forward", "backward"):
         stmts, env, _ = _lowering(p, label, row_blocks=True)
         out += ["", f"  {label}:"]
-        out += ["    " + line for line in typed_lines(stmts, env)]
+        out += ["    " + line for line in typed_lines(stmts, dict(env))]
     return out
 
 
